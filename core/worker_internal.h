@@ -1,0 +1,165 @@
+/* The worker's state and its interface to the rest of core and to transports.
+ * Internal: nothing here is part of the public API.
+ *
+ * Ownership: every field above the `shared` marker is read and written only
+ * by the worker's owner thread (its runtime thread, the application thread
+ * that attached it, or the thread draining it at stop). Fields below it are
+ * atomics that other threads touch: the wake-up handshake, the stop flag and
+ * counters that producers bump on their slow paths. */
+#ifndef FDN_CORE_WORKER_INTERNAL_H
+#define FDN_CORE_WORKER_INTERNAL_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <fdn/runtime.h>
+
+#include "base/compiler.h"
+#include "core/ring.h"
+#include "core/timer_heap.h"
+
+/* An operation submitted to the worker's io_uring. Its address is the SQE's
+ * user_data; the worker calls complete() for each of its CQEs, on the owner
+ * thread. The op must stay alive until its last CQE has been delivered
+ * (for multishot operations: until a CQE without IORING_CQE_F_MORE). */
+struct fdn__io_op {
+    void (*complete)(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe);
+};
+
+/* user_data of MSG_RING wake-ups: they carry no work, only end a wait. */
+#define FDN__UD_WAKE 0ULL
+
+struct fdn__run_list {
+    fdn_task *head;
+    fdn_task *tail;
+};
+
+/* Counters the owner writes with plain (relaxed load + relaxed store)
+ * increments, so the hot path has no locked instruction, and any thread may
+ * read. post_full and wakeups_sent are bumped by producers with fetch_add. */
+struct fdn__worker_counters {
+    _Atomic uint64_t passes, tasks_run, tasks_yielded, posts_received;
+    _Atomic uint64_t timers_fired, sleeps;
+    _Atomic uint64_t post_full, wakeups_sent;
+};
+
+struct fdn_worker {
+    fdn_runtime *rt;
+    int index;
+    int cpu;            /* kernel CPU to pin to, -1 when not pinned */
+    int numa_node;      /* kernel NUMA node of the worker's memory */
+    bool app_driven;
+    size_t alloc_size;  /* bytes of this struct's NUMA-local mapping */
+
+    /* Configuration copied from the runtime (no pointer chase on the hot path). */
+    fdn_idle_strategy idle;
+    uint64_t spin_ns;
+    uint64_t time_slice_ns;
+    uint32_t task_budget;
+    uint32_t uring_entries;
+
+    /* Run queue: one FIFO per priority class; bit p of mask set iff class p
+     * has a task, so picking the most urgent class is one count-trailing-zeros. */
+    struct fdn__run_list runq[FDN_PRIO_CLASSES];
+    uint32_t runq_mask;
+    int running_prio;         /* class of the running task, FDN_PRIO_CLASSES when none */
+    uint64_t pass_start_ns;   /* when the current pass began running tasks */
+
+    struct fdn__timer_heap timers;
+    fdn_pool *pool;
+
+    /* Inbound rings: in_spsc[i] carries tasks from worker i (NULL for i ==
+     * index); in_mpsc carries tasks from threads that are not workers. */
+    int num_peers;
+    struct fdn__spsc **in_spsc;
+    struct fdn__mpsc *in_mpsc;
+
+    /* io_uring, set up on the owner thread (IORING_SETUP_SINGLE_ISSUER). */
+    struct io_uring ring;
+    bool ring_ready;
+    bool can_msg_ring;
+    uint32_t inflight;        /* ops awaiting a final CQE, the eventfd read excluded */
+    int event_fd;             /* wake-ups from threads that have no ring */
+    uint64_t event_buf;
+    struct fdn__io_op event_read;
+
+    pthread_t thread;         /* runtime-driven workers only */
+    cpu_set_t saved_affinity; /* application thread's mask, restored at detach */
+
+    /* ---- shared: touched by other threads ---- */
+    _Alignas(FDN_CACHELINE) _Atomic int sleeping;  /* owner is (about to be) blocked in the kernel */
+    _Atomic int wake_pending;      /* a wake-up is on its way; others need not send one */
+    _Atomic int ring_fd;           /* MSG_RING target; -1 while there is no ring */
+    _Atomic bool stop_requested;
+    _Atomic bool attached;         /* an application thread owns this worker */
+    _Atomic int foreign_posters;   /* non-worker threads inside a post (see stop) */
+    _Atomic int post_state;        /* FDN__POST_* */
+    struct fdn__worker_counters counters;
+};
+
+enum {
+    FDN__POST_OPEN = 0,      /* everyone may post */
+    FDN__POST_WORKERS_ONLY,  /* stopping: only tasks run by the drain may post */
+    FDN__POST_CLOSED,        /* stopped: every post fails with -ESHUTDOWN */
+};
+
+static inline void fdn__count(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+/* ---- For core/runtime.c ---- */
+
+struct fdn__worker_params {
+    int index;
+    int cpu;
+    int numa_node;
+    bool app_driven;
+    int num_workers;
+};
+
+/* Creates a worker's state in memory on its NUMA node: run queue, timers,
+ * inbound rings, pool, eventfd. No thread, no io_uring yet. */
+int fdn__worker_create(fdn_runtime *rt, const fdn_runtime_config *cfg,
+                       const struct fdn__worker_params *params, fdn_worker **out);
+
+/* Frees the worker. Its pool must hold no buffers; if it still does, the pool
+ * is leaked on purpose (freeing memory the application still references would
+ * be worse) and -EBUSY returned. Caller: the thread that stopped the runtime. */
+int fdn__worker_destroy(fdn_worker *w);
+
+/* Binds the calling thread as owner: thread-local current worker, pool
+ * adoption, and (setup_ring) the io_uring. Undo with fdn__worker_unbind. */
+int fdn__worker_bind(fdn_worker *w, bool setup_ring);
+void fdn__worker_unbind(fdn_worker *w);
+
+/* One bounded drain step on the calling thread, which must be bound to w
+ * (without a ring): takes a batch from the inbound rings and runs one task
+ * budget. Returns the tasks run. */
+uint64_t fdn__worker_drain_pass(fdn_worker *w);
+
+/* Counts, and removes from the rings, what is still queued for w: called
+ * once the drain gives up, so the report can say what was abandoned. */
+uint64_t fdn__worker_queued(fdn_worker *w);
+
+/* True when nothing is queued for w in any ring or its run queue. */
+bool fdn__worker_quiescent(fdn_worker *w);
+
+/* Disarms every timer; returns how many were armed. */
+uint64_t fdn__worker_cancel_timers(fdn_worker *w);
+
+/* Sets the post state (FDN__POST_*); for FDN__POST_WORKERS_ONLY it also waits
+ * until no foreign thread is inside a post, so none can enqueue afterwards. */
+void fdn__worker_set_post_state(fdn_worker *w, int state);
+
+/* ---- For transports ---- */
+
+/* A submission queue entry of w's ring, submitting what is queued first if
+ * the queue is full. Owner thread only; never NULL once the ring is set up. */
+struct io_uring_sqe *fdn__worker_sqe(fdn_worker *w);
+
+#endif
