@@ -90,7 +90,14 @@ bool fdn_worker_should_yield(fdn_worker *w)
     /* A more urgent class than the running one has work. */
     if (w->runq_mask & ((1u << w->running_prio) - 1))
         return true;
-    return fdn_now_ns() - w->pass_start_ns >= w->time_slice_ns;
+    /* The slice starts at the task's first check rather than at its start,
+     * so that tasks which never ask pay for no clock read. */
+    uint64_t now = fdn_now_ns();
+    if (!w->slice_start_ns) {
+        w->slice_start_ns = now;
+        return false;
+    }
+    return now - w->slice_start_ns >= w->time_slice_ns;
 }
 
 /* Runs up to the task budget, most urgent first. A task is not touched after
@@ -99,11 +106,11 @@ static unsigned run_tasks(fdn_worker *w)
 {
     if (!w->runq_mask)
         return 0;
-    w->pass_start_ns = fdn_now_ns();
     unsigned ran = 0, yielded = 0;
     while (w->runq_mask && ran < w->task_budget) {
         fdn_task *t = runq_pop(w);
         w->running_prio = t->prio;
+        w->slice_start_ns = 0;
         int rc = t->fn(w, t);
         ran++;
         if (rc == FDN_TASK_YIELD) {
@@ -172,7 +179,7 @@ static void wake_if_sleeping(fdn_worker *target, fdn_worker *self)
         return;
     if (atomic_exchange_explicit(&target->wake_pending, 1, memory_order_acq_rel))
         return;
-    atomic_fetch_add_explicit(&target->counters.wakeups_sent, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&target->wakeups_sent, 1, memory_order_relaxed);
     int fd = atomic_load_explicit(&target->ring_fd, memory_order_acquire);
     if (self && self->ring_ready && self->can_msg_ring && fd >= 0) {
         struct io_uring_sqe *sqe = fdn__worker_sqe(self);
@@ -223,7 +230,7 @@ int fdn_worker_post_batch(fdn_worker *target, fdn_task *const *tasks, unsigned n
             return err;
     }
     if (k < n)
-        atomic_fetch_add_explicit(&target->counters.post_full, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&target->post_full, 1, memory_order_relaxed);
     if (k)
         wake_if_sleeping(target, self);
     return (int)k;
@@ -492,10 +499,10 @@ void fdn_worker_stats_get(const fdn_worker *w, fdn_worker_stats *out)
     out->tasks_run = atomic_load_explicit(&c->tasks_run, memory_order_relaxed);
     out->tasks_yielded = atomic_load_explicit(&c->tasks_yielded, memory_order_relaxed);
     out->posts_received = atomic_load_explicit(&c->posts_received, memory_order_relaxed);
-    out->post_full = atomic_load_explicit(&c->post_full, memory_order_relaxed);
+    out->post_full = atomic_load_explicit(&w->post_full, memory_order_relaxed);
     out->timers_fired = atomic_load_explicit(&c->timers_fired, memory_order_relaxed);
     out->sleeps = atomic_load_explicit(&c->sleeps, memory_order_relaxed);
-    out->wakeups_sent = atomic_load_explicit(&c->wakeups_sent, memory_order_relaxed);
+    out->wakeups_sent = atomic_load_explicit(&w->wakeups_sent, memory_order_relaxed);
 }
 
 /* ---- Life cycle ---------------------------------------------------------- */

@@ -39,20 +39,30 @@ struct fdn__run_list {
 
 /* Counters the owner writes with plain (relaxed load + relaxed store)
  * increments, so the hot path has no locked instruction, and any thread may
- * read. post_full and wakeups_sent are bumped by producers with fetch_add. */
+ * read. */
 struct fdn__worker_counters {
     _Atomic uint64_t passes, tasks_run, tasks_yielded, posts_received;
     _Atomic uint64_t timers_fired, sleeps;
-    _Atomic uint64_t post_full, wakeups_sent;
 };
 
+/* The fields are grouped by who writes them, one group per cache line or
+ * more, so that posting to a worker does not take lines its owner writes on
+ * every pass, and the other way round. */
 struct fdn_worker {
+    /* ---- read-mostly: set at creation, read by the owner and by posters ---- */
     fdn_runtime *rt;
     int index;
     int cpu;            /* kernel CPU to pin to, -1 when not pinned */
     int numa_node;      /* kernel NUMA node of the worker's memory */
     bool app_driven;
     size_t alloc_size;  /* bytes of this struct's NUMA-local mapping */
+    int event_fd;       /* wake-ups from threads that have no ring */
+
+    /* Inbound rings: in_spsc[i] carries tasks from worker i (NULL for i ==
+     * index); in_mpsc carries tasks from threads that are not workers. */
+    int num_peers;
+    struct fdn__spsc **in_spsc;
+    struct fdn__mpsc *in_mpsc;
 
     /* Configuration copied from the runtime (no pointer chase on the hot path). */
     fdn_idle_strategy idle;
@@ -61,43 +71,44 @@ struct fdn_worker {
     uint32_t task_budget;
     uint32_t uring_entries;
 
+    /* ---- owner only ---- */
+
     /* Run queue: one FIFO per priority class; bit p of mask set iff class p
      * has a task, so picking the most urgent class is one count-trailing-zeros. */
-    struct fdn__run_list runq[FDN_PRIO_CLASSES];
+    _Alignas(FDN_CACHELINE) struct fdn__run_list runq[FDN_PRIO_CLASSES];
     uint32_t runq_mask;
     int running_prio;         /* class of the running task, FDN_PRIO_CLASSES when none */
-    uint64_t pass_start_ns;   /* when the current pass began running tasks */
+    uint64_t slice_start_ns;  /* the running task's first should_yield() call, or 0 */
 
     struct fdn__timer_heap timers;
     fdn_pool *pool;
-
-    /* Inbound rings: in_spsc[i] carries tasks from worker i (NULL for i ==
-     * index); in_mpsc carries tasks from threads that are not workers. */
-    int num_peers;
-    struct fdn__spsc **in_spsc;
-    struct fdn__mpsc *in_mpsc;
 
     /* io_uring, set up on the owner thread (IORING_SETUP_SINGLE_ISSUER). */
     struct io_uring ring;
     bool ring_ready;
     bool can_msg_ring;
     uint32_t inflight;        /* ops awaiting a final CQE, the eventfd read excluded */
-    int event_fd;             /* wake-ups from threads that have no ring */
     uint64_t event_buf;
     struct fdn__io_op event_read;
 
     pthread_t thread;         /* runtime-driven workers only */
     cpu_set_t saved_affinity; /* application thread's mask, restored at detach */
 
-    /* ---- shared: touched by other threads ---- */
+    struct fdn__worker_counters counters;
+
+    /* ---- read by posters on every post; written only on sleep, wake-up,
+     * attach and stop ---- */
     _Alignas(FDN_CACHELINE) _Atomic int sleeping;  /* owner is (about to be) blocked in the kernel */
     _Atomic int wake_pending;      /* a wake-up is on its way; others need not send one */
     _Atomic int ring_fd;           /* MSG_RING target; -1 while there is no ring */
+    _Atomic int post_state;        /* FDN__POST_* */
     _Atomic bool stop_requested;
     _Atomic bool attached;         /* an application thread owns this worker */
-    _Atomic int foreign_posters;   /* non-worker threads inside a post (see stop) */
-    _Atomic int post_state;        /* FDN__POST_* */
-    struct fdn__worker_counters counters;
+
+    /* ---- written by posters ---- */
+    _Alignas(FDN_CACHELINE) _Atomic int foreign_posters; /* non-worker threads inside a post */
+    _Atomic uint64_t post_full;    /* posts refused with -EAGAIN */
+    _Atomic uint64_t wakeups_sent; /* wake-ups sent to this worker */
 };
 
 enum {

@@ -83,8 +83,10 @@ int fdn_worker_post(fdn_worker *target, fdn_task *task);
  * were posted (the first ones; the caller keeps the rest), or -ESHUTDOWN. */
 int fdn_worker_post_batch(fdn_worker *target, fdn_task *const *tasks, unsigned n);
 
-/* True when the running task should return FDN_TASK_YIELD soon: its time
- * slice is used up, or a task of higher priority is waiting. Owner thread. */
+/* True when the running task should return FDN_TASK_YIELD soon: a task of
+ * higher priority is waiting, or its time slice is used up. The slice is
+ * measured from the task's first call in this run, so a long task should ask
+ * from its start and then periodically. Owner thread. */
 bool fdn_worker_should_yield(fdn_worker *w);
 
 /* The worker the calling thread owns, or NULL. */

@@ -146,6 +146,30 @@ static void test_urgent_overtakes_yielding_bulk(void)
     teardown();
 }
 
+/* A long task asks from its start and is told to yield once its slice is
+ * used up (a slice that never ended would hang this test). */
+static int spin_until_told(fdn_worker *worker, fdn_task *t)
+{
+    (void)t;
+    uint64_t checks = 0;
+    while (!fdn_worker_should_yield(worker))
+        checks++;
+    order[order_len++] = checks > 0;
+    return FDN_TASK_DONE;
+}
+
+static void test_time_slice_ends(void)
+{
+    setup(0, 0);
+    fdn_task t;
+    fdn_task_init(&t, spin_until_told, NULL, FDN_PRIO_DEFAULT);
+    CHECK_OK(fdn_worker_schedule(w, &t));
+    run_until_idle();
+    CHECK_EQ(order_len, 1);
+    CHECK_EQ(order[0], 1); /* it did run until the slice, not stop at once */
+    teardown();
+}
+
 static void test_budget_bounds_a_pass(void)
 {
     setup(0, 8);
@@ -326,6 +350,7 @@ int main(void)
     RUN(test_priority_then_fifo);
     RUN(test_yield_goes_behind_peers);
     RUN(test_urgent_overtakes_yielding_bulk);
+    RUN(test_time_slice_ends);
     RUN(test_budget_bounds_a_pass);
     RUN(test_timers_order_and_cancel);
     RUN(test_wait_times_out);
