@@ -36,8 +36,6 @@
 #define METADATA_BYTES \
     ((sizeof(fdn_msg) + FDN_CACHELINE - 1) & ~(size_t)(FDN_CACHELINE - 1))
 
-static const uint32_t class_sizes[FDN_POOL_NUM_CLASSES] = FDN_POOL_CLASS_SIZES;
-
 struct slab {
     void *mem;
     size_t bytes;
@@ -47,6 +45,7 @@ struct fdn_pool {
     /* Read-mostly: every freeing thread reads owner, so these fields share no
      * cache line with the state the owner writes on every call. */
     const char *owner;     /* &owner_token of the owner thread; __atomic access */
+    uint32_t buffer_bytes[FDN_POOL_NUM_CLASSES]; /* metadata + headroom + payload, line-rounded */
     uint32_t headroom;
     uint32_t overhead;     /* METADATA_BYTES + headroom */
     size_t max_bytes;
@@ -102,16 +101,14 @@ static size_t room_left(const fdn_pool *pool)
     return pool->max_bytes - pool->bytes_reserved;
 }
 
-/* The smallest class whose buffers hold total bytes, or FDN_POOL_NUM_CLASSES.
- * Classes are 256 * 4^i bytes (the pool test checks every class boundary
- * against FDN_POOL_CLASS_SIZES), so the class is half the number of bits of
- * (total - 1) beyond the first 7. */
-static unsigned class_for(uint64_t total)
+/* The smallest class whose payload capacity (64 << class) holds len bytes,
+ * or FDN_POOL_NUM_CLASSES: the number of bits of len - 1 beyond the first 6. */
+static unsigned class_for(uint64_t len)
 {
-    if (total <= class_sizes[0])
+    if (len <= FDN_POOL_CLASS_PAYLOAD(0))
         return 0;
-    unsigned bits = 64u - (unsigned)__builtin_clzll(total - 1);
-    unsigned index = (bits - 7u) / 2u;
+    unsigned bits = 64u - (unsigned)__builtin_clzll(len - 1);
+    unsigned index = bits - 6u;
     return index < FDN_POOL_NUM_CLASSES ? index : FDN_POOL_NUM_CLASSES;
 }
 
@@ -192,10 +189,10 @@ static size_t next_slab_bytes(const fdn_pool *pool, size_t buffer_bytes)
  * rest of the previous slab (smaller than one buffer) stays unused. */
 static int grow_class(fdn_pool *pool, unsigned cls)
 {
-    size_t bytes = next_slab_bytes(pool, class_sizes[cls]);
+    size_t bytes = next_slab_bytes(pool, pool->buffer_bytes[cls]);
     if (!bytes)
         return FDN_ERR(-ENOBUFS, "pool holds %zu of max_bytes %zu: no room for a %u-byte buffer",
-                       pool->bytes_reserved, pool->max_bytes, class_sizes[cls]);
+                       pool->bytes_reserved, pool->max_bytes, pool->buffer_bytes[cls]);
     void *mem = map_counted(pool, bytes);
     if (!mem)
         return FDN_ERR(-ENOBUFS, "cannot map a %zu-byte slab: %s", bytes, fdn_strerror(errno));
@@ -221,14 +218,15 @@ static int take_small_slow(fdn_pool *pool, unsigned cls, fdn_msg **out)
         *out = m;
         return 0;
     }
-    if (pool->carve_left[cls] < class_sizes[cls]) {
+    uint32_t buffer_bytes = pool->buffer_bytes[cls];
+    if (pool->carve_left[cls] < buffer_bytes) {
         int rc = grow_class(pool, cls);
         if (rc < 0)
             return rc;
     }
     *out = (fdn_msg *)(void *)pool->carve_next[cls];
-    pool->carve_next[cls] += class_sizes[cls];
-    pool->carve_left[cls] -= class_sizes[cls];
+    pool->carve_next[cls] += buffer_bytes;
+    pool->carve_left[cls] -= buffer_bytes;
     return 0;
 }
 
@@ -277,21 +275,20 @@ int fdn_msg_alloc(fdn_pool *pool, size_t len, fdn_msg **out)
     if (fdn__unlikely(len > UINT32_MAX))
         return FDN_ERR(-EMSGSIZE, "fdn_msg_alloc: %zu bytes is over the 4 GiB limit", len);
 
-    uint64_t total = (uint64_t)pool->overhead + len;
-    unsigned cls = class_for(total);
+    unsigned cls = class_for(len);
     fdn_msg *m = NULL;
     uint32_t mapped = 0;
     size_t buffer_bytes;
     int rc = 0;
     if (fdn__likely(cls < FDN_POOL_NUM_CLASSES)) {
-        buffer_bytes = class_sizes[cls];
+        buffer_bytes = pool->buffer_bytes[cls];
         m = pool->free_list[cls];
         if (fdn__likely(m != NULL))
             pool->free_list[cls] = m->next;
         else
             rc = take_small_slow(pool, cls, &m);
     } else {
-        rc = take_large(pool, total, &m, &mapped);
+        rc = take_large(pool, (uint64_t)pool->overhead + len, &m, &mapped);
         buffer_bytes = mapped;
     }
     if (fdn__unlikely(rc < 0)) {
@@ -411,10 +408,9 @@ static fdn_pool_config resolved_config(const fdn_pool_config *cfg)
 
 static int validate_config(const fdn_pool_config *c)
 {
-    uint32_t largest = class_sizes[FDN_POOL_NUM_CLASSES - 1];
-    if (c->headroom > largest - METADATA_BYTES)
-        return FDN_ERR(-EINVAL, "headroom %u leaves no payload room in a %u-byte buffer",
-                       c->headroom, largest);
+    if (c->headroom > FDN_POOL_MAX_HEADROOM)
+        return FDN_ERR(-EINVAL, "headroom %u is over FDN_POOL_MAX_HEADROOM (%u)", c->headroom,
+                       FDN_POOL_MAX_HEADROOM);
     if (c->bind_numa && c->numa_node < 0)
         return FDN_ERR(-EINVAL, "bind_numa needs a NUMA node, not %d", c->numa_node);
     return 0;
@@ -439,6 +435,10 @@ int fdn_pool_create(const fdn_pool_config *cfg, fdn_pool **out)
     pool->owner = &owner_token;
     pool->headroom = c.headroom;
     pool->overhead = (uint32_t)METADATA_BYTES + c.headroom;
+    /* Line-rounded so that every carved buffer starts on a cache line. */
+    for (unsigned cls = 0; cls < FDN_POOL_NUM_CLASSES; cls++)
+        pool->buffer_bytes[cls] =
+            (uint32_t)fdn__align_up(pool->overhead + FDN_POOL_CLASS_PAYLOAD(cls), FDN_CACHELINE);
     pool->max_bytes = c.max_bytes;
     pool->page_bytes = (size_t)sysconf(_SC_PAGESIZE);
     pool->slab_bytes = fdn__align_up(c.slab_bytes, pool->page_bytes);

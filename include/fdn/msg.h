@@ -32,17 +32,20 @@ extern "C" {
 
 typedef struct fdn_pool fdn_pool;
 
-/* Buffer sizes of the pool's size classes (metadata and headroom included).
- * A request that does not fit the largest class gets a buffer of its own,
- * mapped for it and unmapped when freed, still counted against max_bytes. */
-#define FDN_POOL_NUM_CLASSES 7
-#define FDN_POOL_CLASS_SIZES { 256u, 1024u, 4096u, 16384u, 65536u, 262144u, 1048576u }
+/* Size classes by payload capacity: powers of two from 64 B (class 0) to
+ * 4 MiB (class 16), so a payload never wastes more than half its buffer and
+ * a power-of-two payload fits its class exactly. Each buffer also holds the
+ * metadata and the pool's headroom. A payload over 4 MiB gets a buffer of its
+ * own, mapped for it and unmapped when freed, still counted against
+ * max_bytes. */
+#define FDN_POOL_NUM_CLASSES 17
+#define FDN_POOL_CLASS_PAYLOAD(cls) ((uint32_t)64 << (cls))
+#define FDN_POOL_MAX_HEADROOM 65536u
 
-/* Zero in max_bytes, headroom or slab_bytes selects the default, as in every
- * Foundation configuration struct. */
 typedef struct fdn_pool_config {
     size_t max_bytes;      /* memory the pool may hold; default 256 MiB */
-    uint32_t headroom;     /* bytes kept in front of every payload; default 128 */
+    uint32_t headroom;     /* bytes kept in front of every payload; default 128,
+                              at most FDN_POOL_MAX_HEADROOM */
     uint32_t slab_bytes;   /* memory taken from the OS at once for small classes
                               (at least one buffer of the class); default 256 KiB */
     bool bind_numa;        /* bind the memory to numa_node; default false */
