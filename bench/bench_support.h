@@ -1,0 +1,61 @@
+/* Plain-C entry points into Foundation's internal rings, timer heap and pool
+ * reclaim, for fdn-bench.
+ *
+ * core/ring.h is built on <stdatomic.h>, which C++17 cannot include, and the
+ * other internal headers declare their functions without C linkage. This shim
+ * keeps all of that on the C side: the C++ benchmark sees opaque types and
+ * functions only. Each function is one call into the internal one, so the
+ * cost a benchmark measures is the library's plus one direct call. */
+#ifndef FDN_BENCH_SUPPORT_H
+#define FDN_BENCH_SUPPORT_H
+
+#include <stdint.h>
+
+#include <fdn/msg.h>
+#include <fdn/worker.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Rings -------------------------------------------------------------- */
+
+/* A ring of pointers laid out in 64-byte aligned memory of its own.
+ * capacity: a power of two >= 2. NULL when the memory cannot be had or the
+ * capacity is invalid. The thread roles are those of core/ring.h. */
+typedef struct fdnb_spsc fdnb_spsc;
+fdnb_spsc *fdnb_spsc_create(uint32_t capacity);
+void fdnb_spsc_destroy(fdnb_spsc *r);
+unsigned fdnb_spsc_enqueue(fdnb_spsc *r, void *const *objs, unsigned n);
+unsigned fdnb_spsc_dequeue(fdnb_spsc *r, void **objs, unsigned n);
+
+typedef struct fdnb_mpsc fdnb_mpsc;
+fdnb_mpsc *fdnb_mpsc_create(uint32_t capacity);
+void fdnb_mpsc_destroy(fdnb_mpsc *r);
+unsigned fdnb_mpsc_enqueue(fdnb_mpsc *r, void *const *objs, unsigned n);
+unsigned fdnb_mpsc_dequeue(fdnb_mpsc *r, void **objs, unsigned n);
+
+/* ---- Timer heap --------------------------------------------------------- */
+
+/* An empty heap (core/timer_heap.h) on the heap of the process; NULL when
+ * out of memory. destroy leaves every timer still in it unarmed. */
+typedef struct fdnb_timer_heap fdnb_timer_heap;
+fdnb_timer_heap *fdnb_timer_heap_create(void);
+void fdnb_timer_heap_destroy(fdnb_timer_heap *h);
+/* t->deadline_ns set, t unarmed. Returns 0 or -ENOMEM. */
+int fdnb_timer_heap_insert(fdnb_timer_heap *h, fdn_timer *t);
+/* t armed in h. */
+void fdnb_timer_heap_remove(fdnb_timer_heap *h, fdn_timer *t);
+fdn_timer *fdnb_timer_heap_pop_expired(fdnb_timer_heap *h, uint64_t now_ns);
+uint32_t fdnb_timer_heap_count(const fdnb_timer_heap *h);
+
+/* ---- Pool --------------------------------------------------------------- */
+
+/* fdn__pool_reclaim(): takes back the buffers other threads freed. Owner
+ * thread only. Returns how many it reclaimed. */
+int fdnb_pool_reclaim(fdn_pool *pool);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
