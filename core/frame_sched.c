@@ -1,0 +1,550 @@
+/* Per-channel send queues and the frame scheduler (see frame_sched.h).
+ *
+ * Data layout. Each class keeps a circular doubly linked list of its ready
+ * channels (the DWRR round), whose head is the channel whose turn it is; a
+ * bitmask says which classes have a ready channel, so strict priority is one
+ * count-trailing-zeros. Only ready channels are on a round: an idle or
+ * credit-stalled channel is off it, so picking a frame never scans channels
+ * that cannot send.
+ *
+ * Each channel holds its messages in an array ring of descriptors sized by
+ * max_queued_msgs. In ring order, the held messages are first those whose
+ * last frame has been handed out (waiting for frames to be done), then those
+ * not fully handed out yet, oldest first. A descriptor is retired (its slot
+ * reusable) only from the oldest end, once its message was released; a
+ * message whose frames complete before an older message's is released at
+ * once and its slot retired when the older one goes. */
+#include "core/frame_sched.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <fdn/worker.h>
+
+#include "base/compiler.h"
+#include "base/error.h"
+
+struct msg_slot {
+    fdn_msg *msg;                /* NULL once released */
+    uint64_t msg_id;
+    uint64_t total_len;
+    uint64_t scheduled;          /* bytes handed out in frames so far */
+    const fdn_msg *cursor_buf;   /* buffer holding byte `scheduled` (or the chain's end) */
+    uint32_t cursor_off;         /* offset of that byte within cursor_buf's payload */
+    uint32_t frames_out;         /* frames handed out and not yet done */
+    bool last_handed_out;
+};
+
+struct fdn__sched_channel {
+    /* DWRR state; prev/next are meaningful only while on_round. */
+    struct fdn__sched_channel *prev;
+    struct fdn__sched_channel *next;
+    uint64_t quantum;            /* weight * max_fragment */
+    uint64_t deficit;
+    bool on_round;
+    bool quantum_given;          /* this turn's quantum is already in the deficit */
+    bool stalled;                /* off the round for want of credit */
+    bool credit_limited;
+    uint8_t prio;
+    uint16_t id;
+    uint64_t credit;
+
+    /* Descriptor ring. */
+    struct msg_slot *slots;
+    uint32_t capacity;
+    uint32_t oldest;             /* slot of the oldest held message */
+    uint32_t held;               /* messages held */
+    uint32_t unscheduled;        /* of those, the newest ones not fully handed out */
+    uint64_t max_held_bytes;     /* 0: no limit */
+
+    fdn__sched_release_fn release;
+    void *release_arg;
+    struct fdn__sched_channel_stats stats;
+};
+
+struct prio_class {
+    struct fdn__sched_channel *turn;  /* head of the round, NULL when none is ready */
+};
+
+struct fdn__sched {
+    uint32_t max_fragment;
+    uint32_t ready_classes;           /* bit p set: classes[p] has a ready channel */
+    struct prio_class classes[FDN_PRIO_CLASSES];
+    struct fdn__sched_channel **channels;  /* sorted by id, for lookups */
+    uint32_t num_channels;
+};
+
+/* ---- Lookup --------------------------------------------------------------- */
+
+static struct fdn__sched_channel *find_channel(const struct fdn__sched *s, uint16_t id)
+{
+    uint32_t lo = 0, hi = s->num_channels;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        struct fdn__sched_channel *c = s->channels[mid];
+        if (c->id == id)
+            return c;
+        if (c->id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* Index at which a channel with this id belongs in the sorted array. */
+static uint32_t insertion_index(const struct fdn__sched *s, uint16_t id)
+{
+    uint32_t lo = 0, hi = s->num_channels;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (s->channels[mid]->id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* ---- Descriptor ring ------------------------------------------------------ */
+
+static uint32_t ring_index(const struct fdn__sched_channel *c, uint32_t from_oldest)
+{
+    uint32_t i = c->oldest + from_oldest;
+    return i >= c->capacity ? i - c->capacity : i;
+}
+
+/* The oldest message not fully handed out; the channel must have one. */
+static struct msg_slot *schedule_head(struct fdn__sched_channel *c)
+{
+    return &c->slots[ring_index(c, c->held - c->unscheduled)];
+}
+
+/* Frees slots from the oldest end while their messages are released. */
+static void retire_released(struct fdn__sched_channel *c)
+{
+    uint32_t handed_out = c->held - c->unscheduled;
+    while (handed_out > 0 && c->slots[c->oldest].msg == NULL) {
+        c->oldest = ring_index(c, 1);
+        c->held--;
+        handed_out--;
+    }
+}
+
+/* ---- Readiness and the DWRR rounds --------------------------------------- */
+
+static uint64_t bytes_left(const struct msg_slot *m) { return m->total_len - m->scheduled; }
+
+/* Can hand out a fragment now: something to send, and credit for it unless
+ * it is an empty message. */
+static bool channel_ready(struct fdn__sched_channel *c)
+{
+    if (c->unscheduled == 0)
+        return false;
+    return !c->credit_limited || c->credit > 0 || bytes_left(schedule_head(c)) == 0;
+}
+
+/* Joins the end of its class's round with an empty deficit. */
+static void join_round(struct fdn__sched *s, struct fdn__sched_channel *c)
+{
+    struct prio_class *cls = &s->classes[c->prio];
+    struct fdn__sched_channel *turn = cls->turn;
+    if (turn) {
+        c->prev = turn->prev;
+        c->next = turn;
+        turn->prev->next = c;
+        turn->prev = c;
+    } else {
+        c->prev = c;
+        c->next = c;
+        cls->turn = c;
+        s->ready_classes |= 1u << c->prio;
+    }
+    c->on_round = true;
+    c->deficit = 0;
+    c->quantum_given = false;
+}
+
+/* Leaves the round; as in DWRR, an idle channel keeps no deficit. */
+static void leave_round(struct fdn__sched *s, struct fdn__sched_channel *c)
+{
+    struct prio_class *cls = &s->classes[c->prio];
+    if (c->next == c) {
+        cls->turn = NULL;
+        s->ready_classes &= ~(1u << c->prio);
+    } else {
+        c->prev->next = c->next;
+        c->next->prev = c->prev;
+        if (cls->turn == c)
+            cls->turn = c->next;
+    }
+    c->on_round = false;
+    c->deficit = 0;
+    c->quantum_given = false;
+}
+
+static void mark_stalled(struct fdn__sched_channel *c)
+{
+    c->stalled = true;
+    c->stats.credit_stalls++;
+}
+
+/* Puts an off-round channel where its state says it belongs. */
+static void place_off_round(struct fdn__sched *s, struct fdn__sched_channel *c)
+{
+    if (channel_ready(c)) {
+        c->stalled = false;
+        join_round(s, c);
+    } else if (c->unscheduled > 0 && !c->stalled) {
+        mark_stalled(c);
+    }
+}
+
+/* Takes an on-round channel off its round if it can no longer send. */
+static void recheck_on_round(struct fdn__sched *s, struct fdn__sched_channel *c)
+{
+    if (channel_ready(c))
+        return;
+    leave_round(s, c);
+    if (c->unscheduled > 0)
+        mark_stalled(c);
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+static uint32_t next_fragment_len(const struct fdn__sched *s, struct fdn__sched_channel *c)
+{
+    uint64_t len = min_u64(s->max_fragment, bytes_left(schedule_head(c)));
+    if (c->credit_limited)
+        len = min_u64(len, c->credit);
+    return (uint32_t)len;
+}
+
+/* What a fragment takes from the deficit: its bytes, and at least one so
+ * that empty messages cannot hold the turn forever. */
+static uint64_t fragment_cost(uint32_t len) { return len ? len : 1; }
+
+/* The channel whose turn it is and whose deficit covers its next fragment.
+ * Every channel on the round is ready and a fresh quantum covers any
+ * fragment, so this ends within one lap. */
+static struct fdn__sched_channel *pick_in_class(struct fdn__sched *s, struct prio_class *cls)
+{
+    for (;;) {
+        struct fdn__sched_channel *c = cls->turn;
+        if (!c->quantum_given) {
+            c->deficit += c->quantum;
+            c->quantum_given = true;
+        }
+        if (fragment_cost(next_fragment_len(s, c)) <= c->deficit)
+            return c;
+        c->quantum_given = false;
+        cls->turn = c->next;
+    }
+}
+
+/* ---- Fragments ------------------------------------------------------------ */
+
+/* Moves the cursor len bytes on, landing on a buffer that still has bytes
+ * (or NULL at the chain's end). */
+static void advance_cursor(struct msg_slot *m, uint32_t len)
+{
+    const fdn_msg *b = m->cursor_buf;
+    uint64_t off = m->cursor_off + (uint64_t)len;
+    while (b && off >= b->len) {
+        off -= b->len;
+        b = b->next;
+    }
+    m->cursor_buf = b;
+    m->cursor_off = (uint32_t)off;
+}
+
+static void hand_out_fragment(struct fdn__sched *s, struct fdn__sched_channel *c,
+                              struct fdn__frame *out)
+{
+    struct msg_slot *m = schedule_head(c);
+    uint32_t len = next_fragment_len(s, c);
+    *out = (struct fdn__frame){
+        .msg = m->msg,
+        .msg_id = m->msg_id,
+        .offset = m->scheduled,
+        .total_len = m->total_len,
+        .len = len,
+        .channel = c->id,
+        .first = m->scheduled == 0,
+        .last = m->scheduled + len == m->total_len,
+        .chan_ = c,
+        .start_buf_ = m->cursor_buf,
+        .start_off_ = m->cursor_off,
+        .slot_ = (uint32_t)(m - c->slots),
+    };
+    advance_cursor(m, len);
+    m->scheduled += len;
+    m->frames_out++;
+    c->deficit -= fragment_cost(len);
+    c->stats.unscheduled_bytes -= len;
+    if (c->credit_limited)
+        c->credit -= len;
+    if (out->last) {
+        m->last_handed_out = true;
+        c->unscheduled--;
+    }
+}
+
+int fdn__sched_next(struct fdn__sched *s, struct fdn__frame *out)
+{
+    if (!s->ready_classes)
+        return 0;
+    struct prio_class *cls = &s->classes[__builtin_ctz(s->ready_classes)];
+    struct fdn__sched_channel *c = pick_in_class(s, cls);
+    hand_out_fragment(s, c, out);
+    recheck_on_round(s, c);
+    return 1;
+}
+
+bool fdn__sched_has_ready(const struct fdn__sched *s) { return s->ready_classes != 0; }
+
+int fdn__frame_iov(const struct fdn__frame *f, struct iovec *iov, int max)
+{
+    int n = 0;
+    uint64_t left = f->len;
+    uint32_t off = f->start_off_;
+    for (const fdn_msg *b = f->start_buf_; left > 0; b = b->next, off = 0) {
+        assert(b != NULL);
+        uint32_t take = (uint32_t)min_u64(b->len - off, left);
+        if (take == 0)
+            continue;
+        if (n >= max)
+            return -ENOSPC;
+        iov[n].iov_base = b->data + off;
+        iov[n].iov_len = take;
+        n++;
+        left -= take;
+    }
+    return n;
+}
+
+/* ---- Completion and release ----------------------------------------------- */
+
+static void release_msg(struct fdn__sched_channel *c, uint64_t msg_id, fdn_msg *msg, bool sent)
+{
+    if (c->release)
+        c->release(c->release_arg, c->id, msg_id, msg, sent);
+    else
+        fdn_msg_free(msg);
+}
+
+/* Bookkeeping first, callback last, so the callback sees a consistent
+ * channel and may enqueue on it. */
+static void release_sent(struct fdn__sched_channel *c, struct msg_slot *m)
+{
+    fdn_msg *msg = m->msg;
+    uint64_t msg_id = m->msg_id;
+    c->stats.queued_msgs--;
+    c->stats.queued_bytes -= m->total_len;
+    c->stats.msgs_sent++;
+    m->msg = NULL;
+    retire_released(c);
+    release_msg(c, msg_id, msg, true);
+}
+
+void fdn__sched_frame_done(struct fdn__sched *s, const struct fdn__frame *f)
+{
+    (void)s;
+    struct fdn__sched_channel *c = f->chan_;
+    struct msg_slot *m = &c->slots[f->slot_];
+    assert(m->msg == f->msg && m->frames_out > 0);
+    m->frames_out--;
+    c->stats.frames_sent++;
+    c->stats.bytes_sent += f->len;
+    if (m->last_handed_out && m->frames_out == 0)
+        release_sent(c, m);
+}
+
+/* ---- Enqueue and credit --------------------------------------------------- */
+
+/* -EAGAIN / -EMSGSIZE when the channel cannot take total_len more bytes. */
+static int check_room(struct fdn__sched_channel *c, uint64_t total_len)
+{
+    if (c->max_held_bytes && total_len > c->max_held_bytes)
+        return FDN_ERR(-EMSGSIZE, "a %" PRIu64 "-byte message exceeds channel %u's %" PRIu64
+                       "-byte queue", total_len, c->id, c->max_held_bytes);
+    bool full = c->held == c->capacity ||
+                (c->max_held_bytes && total_len > c->max_held_bytes - c->stats.queued_bytes);
+    if (full) {
+        c->stats.refused++;
+        return -EAGAIN;
+    }
+    return 0;
+}
+
+int fdn__sched_enqueue(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg, uint64_t msg_id)
+{
+    struct fdn__sched_channel *c = find_channel(s, channel_id);
+    if (!c)
+        return FDN_ERR(-ENOENT, "enqueue on unknown channel %u", channel_id);
+    uint64_t total_len = fdn_msg_total_len(msg);
+    int rc = check_room(c, total_len);
+    if (rc < 0)
+        return rc;
+
+    struct msg_slot *m = &c->slots[ring_index(c, c->held)];
+    *m = (struct msg_slot){ .msg = msg, .msg_id = msg_id, .total_len = total_len };
+    m->cursor_buf = msg;
+    advance_cursor(m, 0);
+    bool was_idle = c->unscheduled == 0;
+    c->held++;
+    c->unscheduled++;
+    c->stats.queued_msgs++;
+    c->stats.queued_bytes += total_len;
+    c->stats.unscheduled_bytes += total_len;
+    if (was_idle)
+        place_off_round(s, c);
+    return 0;
+}
+
+int fdn__sched_grant(struct fdn__sched *s, uint16_t channel_id, uint64_t bytes)
+{
+    struct fdn__sched_channel *c = find_channel(s, channel_id);
+    if (!c)
+        return FDN_ERR(-ENOENT, "credit granted for unknown channel %u", channel_id);
+    if (!c->credit_limited)
+        return 0;
+    c->credit = bytes > UINT64_MAX - c->credit ? UINT64_MAX : c->credit + bytes;
+    if (c->stalled)
+        place_off_round(s, c);
+    return 0;
+}
+
+int fdn__sched_set_credit(struct fdn__sched *s, uint16_t channel_id, uint64_t bytes)
+{
+    struct fdn__sched_channel *c = find_channel(s, channel_id);
+    if (!c)
+        return FDN_ERR(-ENOENT, "credit set for unknown channel %u", channel_id);
+    if (!c->credit_limited || bytes == 0)
+        return FDN_ERR(-EINVAL, "channel %u: credit %" PRIu64 " for a channel %s", channel_id,
+                       bytes, c->credit_limited ? "needs at least 1 byte" : "without a window");
+    c->credit = bytes;
+    if (c->stalled)
+        place_off_round(s, c);
+    return 0;
+}
+
+int fdn__sched_channel_stats(const struct fdn__sched *s, uint16_t channel_id,
+                             struct fdn__sched_channel_stats *out)
+{
+    const struct fdn__sched_channel *c = find_channel(s, channel_id);
+    if (!c)
+        return FDN_ERR(-ENOENT, "no channel %u", channel_id);
+    *out = c->stats;
+    out->credit = c->credit_limited ? c->credit : FDN__SCHED_UNLIMITED_CREDIT;
+    return 0;
+}
+
+/* ---- Set-up and teardown -------------------------------------------------- */
+
+int fdn__sched_create(const struct fdn__sched_config *cfg, struct fdn__sched **out)
+{
+    uint32_t max_fragment = cfg && cfg->max_fragment ? cfg->max_fragment
+                                                     : FDN__SCHED_DEFAULT_FRAGMENT;
+    if (max_fragment > FDN__SCHED_MAX_FRAGMENT)
+        return FDN_ERR(-EINVAL, "max_fragment %u is over %u", max_fragment,
+                       FDN__SCHED_MAX_FRAGMENT);
+    struct fdn__sched *s = calloc(1, sizeof *s);
+    if (!s)
+        return FDN_ERR(-ENOMEM, "no memory for a frame scheduler");
+    s->max_fragment = max_fragment;
+    *out = s;
+    return 0;
+}
+
+static int validate_channel(const struct fdn__sched *s, const struct fdn__sched_channel_config *cfg)
+{
+    if (cfg->prio > FDN_PRIO_LOWEST)
+        return FDN_ERR(-EINVAL, "channel %u: priority %u is not a class (0..%d)", cfg->id,
+                       cfg->prio, FDN_PRIO_LOWEST);
+    if (cfg->weight < 1 || cfg->weight > FDN__SCHED_MAX_WEIGHT)
+        return FDN_ERR(-EINVAL, "channel %u: weight %u is not in 1..%u", cfg->id, cfg->weight,
+                       FDN__SCHED_MAX_WEIGHT);
+    if (cfg->max_queued_msgs < 1 || cfg->max_queued_msgs > FDN__SCHED_MAX_QUEUED_MSGS)
+        return FDN_ERR(-EINVAL, "channel %u: max_queued_msgs %u is not in 1..%u", cfg->id,
+                       cfg->max_queued_msgs, FDN__SCHED_MAX_QUEUED_MSGS);
+    if (find_channel(s, cfg->id))
+        return FDN_ERR(-EEXIST, "channel %u already exists", cfg->id);
+    return 0;
+}
+
+static struct fdn__sched_channel *new_channel(const struct fdn__sched *s,
+                                              const struct fdn__sched_channel_config *cfg)
+{
+    struct fdn__sched_channel *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->slots = calloc(cfg->max_queued_msgs, sizeof *c->slots);
+    if (!c->slots) {
+        free(c);
+        return NULL;
+    }
+    c->capacity = cfg->max_queued_msgs;
+    c->id = cfg->id;
+    c->prio = cfg->prio;
+    c->quantum = (uint64_t)cfg->weight * s->max_fragment;
+    c->credit_limited = cfg->credit_window != 0;
+    c->credit = cfg->credit_window;
+    c->max_held_bytes = cfg->max_queued_bytes;
+    c->release = cfg->release;
+    c->release_arg = cfg->release_arg;
+    return c;
+}
+
+int fdn__sched_add_channel(struct fdn__sched *s, const struct fdn__sched_channel_config *cfg)
+{
+    int rc = validate_channel(s, cfg);
+    if (rc < 0)
+        return rc;
+    struct fdn__sched_channel **grown =
+        realloc(s->channels, (s->num_channels + 1) * sizeof *s->channels);
+    if (!grown)
+        return FDN_ERR(-ENOMEM, "no memory for channel %u", cfg->id);
+    s->channels = grown;
+    struct fdn__sched_channel *c = new_channel(s, cfg);
+    if (!c)
+        return FDN_ERR(-ENOMEM, "no memory for channel %u's %u descriptors", cfg->id,
+                       cfg->max_queued_msgs);
+    uint32_t at = insertion_index(s, cfg->id);
+    memmove(&s->channels[at + 1], &s->channels[at],
+            (s->num_channels - at) * sizeof *s->channels);
+    s->channels[at] = c;
+    s->num_channels++;
+    return 0;
+}
+
+/* Releases the channel's held messages (sent = false) and frees it. */
+static uint64_t drop_channel(struct fdn__sched_channel *c)
+{
+    uint64_t dropped = 0;
+    for (uint32_t i = 0; i < c->held; i++) {
+        struct msg_slot *m = &c->slots[ring_index(c, i)];
+        if (m->msg) {
+            release_msg(c, m->msg_id, m->msg, false);
+            dropped++;
+        }
+    }
+    free(c->slots);
+    free(c);
+    return dropped;
+}
+
+uint64_t fdn__sched_destroy(struct fdn__sched *s)
+{
+    if (!s)
+        return 0;
+    uint64_t dropped = 0;
+    for (uint32_t i = 0; i < s->num_channels; i++)
+        dropped += drop_channel(s->channels[i]);
+    free(s->channels);
+    free(s);
+    return dropped;
+}

@@ -1,0 +1,187 @@
+/* The sender side of one connection: per-channel send queues and the frame
+ * scheduler that decides which channel's bytes go on the wire next. Internal.
+ *
+ * Head-of-line freedom (DESIGN.md, "Messages and channels", parts 1 and 3)
+ * rests on three rules implemented here:
+ *
+ * 1. Strict priority between classes. A frame of class p is chosen only when
+ *    no channel of a more urgent class (smaller number) is ready.
+ * 2. Deficit weighted round robin within a class, at fragment granularity.
+ *    Each ready channel of the class, in turn, adds its quantum
+ *    (weight * max_fragment bytes) to its deficit and then emits fragments
+ *    while the next fragment's cost fits the deficit; a fragment costs its
+ *    payload length, and a zero-length fragment costs one byte so that a
+ *    stream of empty messages still ends its turn. A channel that leaves the
+ *    ready set (queue drained, or credit exhausted) forgets its deficit, and
+ *    one that joins it queues at the end of its class's round. Because
+ *    fdn__sched_next() hands out one fragment per call and re-decides every
+ *    time, a message of any size delays a more urgent one by at most the one
+ *    fragment already handed out.
+ * 3. Credit. A channel configured with a credit window may put on the wire
+ *    only bytes the receiver has granted: the window at first, then every
+ *    fdn__sched_grant(). A fragment is min(max_fragment, bytes left in the
+ *    message, credit) long, so a channel with any credit makes progress and
+ *    a window smaller than a fragment never deadlocks. A channel whose head
+ *    message has bytes left and whose credit is 0 is credit-stalled: it is
+ *    taken out of its class's round (counted once per stall) until a grant
+ *    arrives, and every other channel keeps flowing. Zero-length messages
+ *    carry no bytes and therefore need no credit. The receiver requires a
+ *    window of at least the channel's largest message (core/reassembly.h
+ *    says why), so a message never waits for credit that cannot come.
+ *
+ * Within one channel, messages leave in the order they were enqueued and the
+ * fragments of one message are consecutive: the receiver reassembles at most
+ * one message per channel at a time (core/reassembly.h).
+ *
+ * Ownership. fdn__sched_enqueue() takes the caller's reference to the
+ * message. The scheduler holds it until every frame of the message has been
+ * reported done with fdn__sched_frame_done(), then releases it: through the
+ * channel's release callback if one is configured (a reliable channel keeps
+ * the message for retransmission), else with fdn_msg_free(). A frame
+ * returned by fdn__sched_next() points into the message's buffers; those
+ * bytes stay valid and unchanged until that frame is done, however many
+ * other frames are outstanding at the same time and in whatever order they
+ * complete.
+ *
+ * Limits. A message counts against its channel's queue limits from enqueue
+ * until its release, because until then the scheduler holds its memory.
+ * Enqueue never allocates: each channel's message descriptors live in an
+ * array sized by its message limit when the channel is added.
+ *
+ * Threads: one scheduler per connection, used only by the thread that owns
+ * the connection. Nothing here is synchronised. */
+#ifndef FDN_CORE_FRAME_SCHED_H
+#define FDN_CORE_FRAME_SCHED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include <fdn/msg.h>
+
+#define FDN__SCHED_DEFAULT_FRAGMENT (16u << 10)
+#define FDN__SCHED_MAX_FRAGMENT (1u << 30)    /* largest max_fragment accepted */
+#define FDN__SCHED_MAX_WEIGHT 1000u
+#define FDN__SCHED_MAX_QUEUED_MSGS (1u << 20) /* largest max_queued_msgs accepted */
+#define FDN__SCHED_UNLIMITED_CREDIT UINT64_MAX /* stats.credit of a channel without a window */
+
+struct fdn__sched;
+struct fdn__sched_channel;
+
+/* Receives a message the scheduler lets go of; the reference passes to the
+ * callback. sent is true when every frame of the message was done, false when
+ * fdn__sched_destroy() dropped it. Called from fdn__sched_frame_done(), the
+ * callback may enqueue and grant on the same scheduler (its bookkeeping is
+ * complete by then) but must not destroy it; called from
+ * fdn__sched_destroy(), it must not touch the scheduler at all. */
+typedef void (*fdn__sched_release_fn)(void *arg, uint16_t channel, uint64_t msg_id,
+                                      fdn_msg *msg, bool sent);
+
+struct fdn__sched_config {
+    uint32_t max_fragment;  /* payload bytes of a frame, 1..FDN__SCHED_MAX_FRAGMENT;
+                               0 selects FDN__SCHED_DEFAULT_FRAGMENT (16 KiB) */
+};
+
+struct fdn__sched_channel_config {
+    uint16_t id;                  /* unique within the scheduler */
+    uint8_t prio;                 /* class 0 (most urgent) .. FDN_PRIO_LOWEST */
+    uint16_t weight;              /* 1..FDN__SCHED_MAX_WEIGHT, share within the class */
+    uint64_t credit_window;       /* initial credit in bytes; 0: no flow control */
+    uint32_t max_queued_msgs;     /* 1..FDN__SCHED_MAX_QUEUED_MSGS messages held */
+    uint64_t max_queued_bytes;    /* payload bytes held; 0: no byte limit */
+    fdn__sched_release_fn release; /* NULL: fdn_msg_free() */
+    void *release_arg;
+};
+
+/* One fragment to transmit. The first group of fields describes it for the
+ * wire header; the fields ending in '_' are the scheduler's own, for
+ * fdn__frame_iov() and fdn__sched_frame_done(). A frame may be copied; it
+ * stays meaningful until fdn__sched_frame_done() is called for it (once). */
+struct fdn__frame {
+    fdn_msg *msg;          /* the whole message; read-only, held by the scheduler */
+    uint64_t msg_id;
+    uint64_t offset;       /* of the fragment's first byte within the message */
+    uint64_t total_len;    /* payload bytes of the whole message */
+    uint32_t len;          /* payload bytes of this fragment; 0 only for an empty message */
+    uint16_t channel;
+    bool first;            /* offset == 0 */
+    bool last;             /* offset + len == total_len */
+
+    struct fdn__sched_channel *chan_;
+    const fdn_msg *start_buf_;  /* buffer of the chain holding byte `offset` */
+    uint32_t start_off_;        /* offset of that byte within start_buf_'s payload */
+    uint32_t slot_;             /* descriptor of the message in the channel's array */
+};
+
+struct fdn__sched_channel_stats {
+    uint64_t queued_msgs;       /* held: enqueued and not yet released */
+    uint64_t queued_bytes;      /* payload bytes of those */
+    uint64_t unscheduled_bytes; /* of those, bytes not yet handed out in a frame */
+    uint64_t msgs_sent;         /* released after all their frames were done */
+    uint64_t bytes_sent;        /* payload bytes of frames done */
+    uint64_t frames_sent;       /* frames done */
+    uint64_t credit_stalls;     /* times the channel stopped for want of credit */
+    uint64_t refused;           /* enqueues refused with -EAGAIN */
+    uint64_t credit;            /* bytes it may still send; FDN__SCHED_UNLIMITED_CREDIT
+                                   without a window */
+};
+
+/* Creates an empty scheduler. cfg may be NULL (defaults). Returns 0,
+ * -EINVAL for a max_fragment out of range, or -ENOMEM. */
+int fdn__sched_create(const struct fdn__sched_config *cfg, struct fdn__sched **out);
+
+/* Releases every message still held, through its channel's release callback
+ * (sent = false) or fdn_msg_free(), frees the scheduler, and returns how many
+ * messages were dropped that way. The transport must have finished with
+ * every outstanding frame first: their bytes are released here. NULL: 0. */
+uint64_t fdn__sched_destroy(struct fdn__sched *s);
+
+/* Adds a channel; it may be added while others carry traffic. Returns 0,
+ * -EINVAL for a field out of range, -EEXIST for a duplicate id, or -ENOMEM. */
+int fdn__sched_add_channel(struct fdn__sched *s, const struct fdn__sched_channel_config *cfg);
+
+/* Queues msg (a chain of any number of buffers, possibly empty) behind the
+ * channel's other messages. On 0 the scheduler owns the reference. On error
+ * the caller keeps it: -EAGAIN when the channel holds max_queued_msgs
+ * messages or the message does not fit beside the bytes held (backpressure,
+ * counted in stats.refused); -EMSGSIZE when the message alone exceeds
+ * max_queued_bytes and could never be queued; -ENOENT for an unknown channel. */
+int fdn__sched_enqueue(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg, uint64_t msg_id);
+
+/* Picks the next fragment by the rules above. Returns 1 with *out filled, or
+ * 0 when no channel can send (all empty, or every channel with data is
+ * credit-stalled). */
+int fdn__sched_next(struct fdn__sched *s, struct fdn__frame *out);
+
+/* True when fdn__sched_next() would return a frame. */
+bool fdn__sched_has_ready(const struct fdn__sched *s);
+
+/* Fills up to max iovecs with the fragment's bytes [offset, offset + len) of
+ * the message's chain, skipping empty buffers. Returns the number of iovecs
+ * (0 for an empty fragment), or -ENOSPC when the fragment spans more than max
+ * buffers. */
+int fdn__frame_iov(const struct fdn__frame *f, struct iovec *iov, int max);
+
+/* Reports that frame f is on the wire (or abandoned: the scheduler does not
+ * care which) and its bytes are no longer needed by the transport. Call it
+ * exactly once per frame returned by fdn__sched_next(), in any order. The
+ * message is released when its last frame has been handed out and all of its
+ * frames are done. */
+void fdn__sched_frame_done(struct fdn__sched *s, const struct fdn__frame *f);
+
+/* Adds bytes of credit granted by the receiver (saturating). A credit-stalled
+ * channel becomes ready again. Channels without a window ignore grants.
+ * Returns 0, or -ENOENT for an unknown channel (a peer's protocol error). */
+int fdn__sched_grant(struct fdn__sched *s, uint16_t channel_id, uint64_t bytes);
+
+/* Replaces the channel's credit: the window the peer agreed to, known only
+ * after the handshake while messages may already be queued. Call it before
+ * any frame of the channel is handed out. Returns 0, -ENOENT, or -EINVAL for
+ * a channel without a window or 0 bytes. */
+int fdn__sched_set_credit(struct fdn__sched *s, uint16_t channel_id, uint64_t bytes);
+
+/* Counters of one channel. Returns 0 or -ENOENT. */
+int fdn__sched_channel_stats(const struct fdn__sched *s, uint16_t channel_id,
+                             struct fdn__sched_channel_stats *out);
+
+#endif
