@@ -263,6 +263,7 @@ static void init_msg(fdn_pool *pool, fdn_msg *m, size_t len, unsigned cls, size_
     m->class_index = cls;
     m->end = (uint8_t *)m + buffer_bytes;
     m->next = NULL;
+    m->qnext = NULL;
     m->pool = pool;
     __atomic_store_n(&m->refs, 1, __ATOMIC_RELAXED);
     m->mapped_bytes = mapped;

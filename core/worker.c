@@ -85,6 +85,30 @@ int fdn_worker_schedule(fdn_worker *w, fdn_task *task)
     return 0;
 }
 
+bool fdn__worker_cancel_task(fdn_worker *w, fdn_task *task)
+{
+    if (!task->queued)
+        return false;
+    struct fdn__run_list *list = &w->runq[task->prio];
+    fdn_task *prev = NULL;
+    for (fdn_task *t = list->head; t; prev = t, t = t->next) {
+        if (t != task)
+            continue;
+        if (prev)
+            prev->next = t->next;
+        else
+            list->head = t->next;
+        if (list->tail == t)
+            list->tail = prev;
+        if (!list->head)
+            w->runq_mask &= ~(1u << task->prio);
+        t->next = NULL;
+        t->queued = 0;
+        return true;
+    }
+    return false;
+}
+
 bool fdn_worker_should_yield(fdn_worker *w)
 {
     /* A more urgent class than the running one has work. */

@@ -167,10 +167,29 @@ uint64_t fdn__worker_cancel_timers(fdn_worker *w);
  * until no foreign thread is inside a post, so none can enqueue afterwards. */
 void fdn__worker_set_post_state(fdn_worker *w, int state);
 
+/* Takes a task off w's run queue if it is there (it was scheduled, or its
+ * timer fired, and it has not run yet), so that the object holding it can be
+ * freed. Returns whether it was queued. Owner thread; linear in the class. */
+bool fdn__worker_cancel_task(fdn_worker *w, fdn_task *task);
+
 /* ---- For transports ---- */
 
 /* A submission queue entry of w's ring, submitting what is queued first if
- * the queue is full. Owner thread only; never NULL once the ring is set up. */
+ * the queue is full. Owner thread only; never NULL once the ring is set up.
+ * SQEs are submitted at the end of the current pass (or when the worker goes
+ * to sleep), so a transport batches naturally by preparing several. */
 struct io_uring_sqe *fdn__worker_sqe(fdn_worker *w);
+
+/* The worker's io_uring, for registering buffer rings. Owner thread only;
+ * NULL while the worker has no ring (not attached). */
+static inline struct io_uring *fdn__worker_ring(fdn_worker *w)
+{
+    return w->ring_ready ? &w->ring : NULL;
+}
+
+/* Counts an operation that will deliver a final CQE later; a worker with
+ * operations in flight refuses to detach (its ring would go with it). */
+static inline void fdn__worker_io_begin(fdn_worker *w) { w->inflight++; }
+static inline void fdn__worker_io_end(fdn_worker *w) { w->inflight--; }
 
 #endif

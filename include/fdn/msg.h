@@ -93,6 +93,8 @@ typedef struct fdn_msg {
                                accessed only with __atomic builtins so the header
                                stays valid C++ */
     uint32_t mapped_bytes;  /* size of a large buffer's own mapping, else 0 */
+    struct fdn_msg *qnext;  /* free for whoever holds the message to queue it
+                               (the library uses it while the message is its own) */
 } fdn_msg;
 
 /* Allocates a one-buffer message with len bytes of payload (uninitialised)
