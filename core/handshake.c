@@ -528,10 +528,13 @@ static int on_hello(struct fdn__handshake *hs, const uint8_t *msg, size_t len)
             queue_output(hs, hs->local_msg, hs->local_len);
         return rc;
     }
-    if (hs->role == FDN__HS_SERVER) {
+    /* The server answers with its HELLO (the challenge: its nonce) and
+     * nothing else; the client proves itself first, so a peer without the
+     * secret never gets a tag of the server's to guess the secret against. */
+    if (hs->role == FDN__HS_SERVER)
         queue_output(hs, hs->local_msg, hs->local_len);
+    else
         queue_own_auth(hs);
-    }
     hs->state = AWAIT_AUTH;
     return FDN__HS_IN_PROGRESS;
 }
@@ -544,8 +547,8 @@ static int on_auth(struct fdn__handshake *hs, const uint8_t *msg, size_t len)
     if (!peer_tag_valid(hs, msg + 1))
         return FAIL(hs, FDN__HS_FAIL_BAD_AUTH, "the %s's tag does not match our secret",
                     hs->role == FDN__HS_CLIENT ? "server" : "client");
-    /* The client proves itself only to a server that has proved itself. */
-    if (hs->role == FDN__HS_CLIENT)
+    /* The server proves itself only to a client that has proved itself. */
+    if (hs->role == FDN__HS_SERVER)
         queue_own_auth(hs);
     hs->state = DONE;
     return FDN__HS_DONE;

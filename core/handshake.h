@@ -46,12 +46,16 @@
  *
  * Order:
  *     client -> HELLO
- *     server -> HELLO, AUTH      (two messages, two frames)
- *     client -> AUTH             (only once the server's AUTH is verified)
- * The client is DONE when it has verified the server's AUTH and queued its
- * own; the server is DONE when it has verified the client's AUTH. Note that
- * the server's HELLO (its node id, cluster name and channel table) goes to
- * any client that sends a well-formed HELLO: it carries nothing secret.
+ *     server -> HELLO            (the challenge: the server's nonce)
+ *     client -> AUTH
+ *     server -> AUTH             (only once the client's AUTH is verified)
+ * The server is DONE when it has verified the client's AUTH and queued its
+ * own; the client is DONE when it has verified the server's AUTH. The client
+ * proves itself first because the server is the side any stranger can
+ * reach: a peer without the secret gets the server's HELLO (node id, cluster
+ * name, channel table, nonce: nothing secret), never a tag it could guess
+ * the secret against offline, then a closed connection, and the server
+ * counts a bad_auth. A client only talks to servers it chose to dial.
  *
  * Failure. Both sides apply the same symmetric checks to the HELLO they
  * receive: a common version, the same cluster name, no channel conflict.

@@ -255,40 +255,50 @@ static void test_wrong_secret(void)
     struct log log = {0};
     converse(client, server, &log);
 
-    /* The client rejects the server's AUTH and proves nothing in return. */
-    check_failed(client, FDN__HS_FAIL_BAD_AUTH);
-    CHECK_EQ(fdn__handshake_feed(client, NULL, 0), -EACCES);   /* sticky */
-    CHECK_EQ(log.client_count, 1);
-    CHECK_EQ(log.server_count, 2);
-    CHECK_EQ(fdn__handshake_status(server), FDN__HS_IN_PROGRESS);
-
-    /* A client without the secret can only send a tag made with its own key:
-     * the server fails, and sends nothing more. */
-    uint8_t tag[32];
-    reference_tag(c.cfg.secret, "client", &log.from_client[0], &log.from_server[0], tag);
-    struct message auth = auth_message(tag);
-    CHECK_EQ(fdn__handshake_feed(server, auth.bytes, auth.len), -EACCES);
+    /* The server rejects the client's tag, and the client never got one of
+     * the server's to guess the secret against: the server sent its HELLO
+     * only. */
     check_failed(server, FDN__HS_FAIL_BAD_AUTH);
+    CHECK_EQ(fdn__handshake_feed(server, NULL, 0), -EACCES);   /* sticky */
+    CHECK_EQ(log.client_count, 2);   /* HELLO, AUTH */
+    CHECK_EQ(log.server_count, 1);   /* HELLO */
+    CHECK_EQ(log.from_server[0].bytes[0], FDN__HS_MSG_HELLO);
+    CHECK_EQ(fdn__handshake_status(client), FDN__HS_IN_PROGRESS);
+
+    /* A server without the secret (one the client dialled by mistake) can
+     * only send a tag made with its own key: the client fails, and sends
+     * nothing more. */
+    uint8_t tag[32];
+    uint8_t wrong[32];
+    memset(wrong, 0x44, sizeof wrong);
+    reference_tag(wrong, "server", &log.from_client[0], &log.from_server[0], tag);
+    struct message auth = auth_message(tag);
+    CHECK_EQ(fdn__handshake_feed(client, auth.bytes, auth.len), -EACCES);
+    check_failed(client, FDN__HS_FAIL_BAD_AUTH);
     struct message m;
-    CHECK(!take_output(server, &m));
+    CHECK(!take_output(client, &m));
 
     fdn__handshake_destroy(client);
     fdn__handshake_destroy(server);
 }
 
-/* The server's own tag sent back to it (reflection) is refused. */
+/* The client's own tag sent back to it (reflection) is refused: the role
+ * label makes the server's tag differ from the client's. */
 static void test_reflected_auth(void)
 {
     struct side c, s;
     side_init(&c, FDN__HS_CLIENT);
     side_init(&s, FDN__HS_SERVER);
     struct fdn__handshake *client = create(&c), *server = create(&s);
-    struct message hello, server_hello, server_auth;
+    struct message hello, server_hello, client_auth;
     CHECK(take_output(client, &hello));
     CHECK_EQ(fdn__handshake_feed(server, hello.bytes, hello.len), FDN__HS_IN_PROGRESS);
-    CHECK(take_output(server, &server_hello) && take_output(server, &server_auth));
-    CHECK_EQ(fdn__handshake_feed(server, server_auth.bytes, server_auth.len), -EACCES);
-    check_failed(server, FDN__HS_FAIL_BAD_AUTH);
+    CHECK(take_output(server, &server_hello));
+    CHECK_EQ(fdn__handshake_feed(client, server_hello.bytes, server_hello.len),
+             FDN__HS_IN_PROGRESS);
+    CHECK(take_output(client, &client_auth));
+    CHECK_EQ(fdn__handshake_feed(client, client_auth.bytes, client_auth.len), -EACCES);
+    check_failed(client, FDN__HS_FAIL_BAD_AUTH);
     fdn__handshake_destroy(client);
     fdn__handshake_destroy(server);
 }
@@ -389,7 +399,8 @@ static void test_negotiation_rule(void)
     CHECK_EQ(fdn__channels_negotiate(peer, 3, local, 3, agreed, &n), -EPROTO);   /* symmetric */
 }
 
-/* Flipping any byte of either HELLO in flight never lets a side finish. */
+/* Flipping any byte of either HELLO in flight never lets a side finish:
+ * whichever side holds the true transcript refuses the other's tag. */
 static void test_tampered_hellos(void)
 {
     struct side c, s;
@@ -400,7 +411,7 @@ static void test_tampered_hellos(void)
 
     for (size_t i = 0;; i++) {
         struct fdn__handshake *client = create(&c), *server = create(&s);
-        struct message hello, tampered, server_hello, server_auth;
+        struct message hello, tampered, server_hello, client_auth, m;
         CHECK(take_output(client, &hello));
         hello_len = hello.len;
         if (i == hello.len) {
@@ -411,19 +422,23 @@ static void test_tampered_hellos(void)
         tampered = hello;
         tampered.bytes[i] ^= 0xff;
         fdn__handshake_feed(server, tampered.bytes, tampered.len);
-        if (take_output(server, &server_hello) && take_output(server, &server_auth)) {
-            /* The server accepted the altered HELLO; the client, holding the
-             * original, must refuse the server's tag... */
+        if (fdn__handshake_status(server) == FDN__HS_IN_PROGRESS) {
+            /* The server accepted the altered HELLO. The client, holding the
+             * original, proves itself over the true transcript: the server
+             * must refuse that tag and answer nothing... */
+            CHECK(take_output(server, &server_hello));
             fdn__handshake_feed(client, server_hello.bytes, server_hello.len);
-            fdn__handshake_feed(client, server_auth.bytes, server_auth.len);
-            CHECK(fdn__handshake_status(client) != FDN__HS_DONE);
-            check_failed(client, FDN__HS_FAIL_BAD_AUTH);
-            /* ...and the server must refuse the honest client's tag. */
-            uint8_t tag[32];
-            reference_tag(c.cfg.secret, "client", &hello, &server_hello, tag);
-            struct message auth = auth_message(tag);
-            fdn__handshake_feed(server, auth.bytes, auth.len);
+            CHECK(take_output(client, &client_auth));
+            fdn__handshake_feed(server, client_auth.bytes, client_auth.len);
             check_failed(server, FDN__HS_FAIL_BAD_AUTH);
+            CHECK(!take_output(server, &m));
+            /* ...and the client must refuse a server tag made over the
+             * server's (altered) view. */
+            uint8_t tag[32];
+            reference_tag(s.cfg.secret, "server", &tampered, &server_hello, tag);
+            struct message auth = auth_message(tag);
+            fdn__handshake_feed(client, auth.bytes, auth.len);
+            check_failed(client, FDN__HS_FAIL_BAD_AUTH);
             bad_auth++;
         }
         CHECK(fdn__handshake_status(server) != FDN__HS_DONE);
@@ -437,19 +452,25 @@ static void test_tampered_hellos(void)
     printf("   client HELLO of %zu bytes: %d flips caught by AUTH, the rest by checks\n",
            hello_len, bad_auth);
 
-    /* The same for each byte of the server's HELLO on its way to the client. */
+    /* The same for each byte of the server's HELLO on its way to the client:
+     * if the client accepts the altered HELLO, its tag (over what it saw)
+     * is refused by the server, which therefore never proves itself. */
     for (size_t i = 0;; i++) {
         struct fdn__handshake *client = create(&c), *server = create(&s);
-        struct message hello, server_hello, server_auth;
+        struct message hello, server_hello, client_auth;
         CHECK(take_output(client, &hello));
         fdn__handshake_feed(server, hello.bytes, hello.len);
-        CHECK(take_output(server, &server_hello) && take_output(server, &server_auth));
+        CHECK(take_output(server, &server_hello));
         bool past_end = i == server_hello.len;
         if (!past_end) {
             server_hello.bytes[i] ^= 0xff;
             fdn__handshake_feed(client, server_hello.bytes, server_hello.len);
-            fdn__handshake_feed(client, server_auth.bytes, server_auth.len);
-            CHECK_EQ(fdn__handshake_status(client), FDN__HS_FAILED);
+            if (take_output(client, &client_auth)) {
+                fdn__handshake_feed(server, client_auth.bytes, client_auth.len);
+                check_failed(server, FDN__HS_FAIL_BAD_AUTH);
+            }
+            CHECK(fdn__handshake_status(client) != FDN__HS_DONE);
+            CHECK(fdn__handshake_status(server) != FDN__HS_DONE);
         }
         fdn__handshake_destroy(client);
         fdn__handshake_destroy(server);

@@ -149,7 +149,8 @@ static void largest_hello(struct fdn__hello *h)
     for (unsigned i = FUZZ_CHANNEL_COUNT; i < FDN__HS_MAX_CHANNELS; i++) {
         h->channels[i] = fuzz_channel(i % FUZZ_CHANNEL_COUNT);
         h->channels[i].id = (uint16_t)(100 + i);
-        snprintf(h->channels[i].name, sizeof h->channels[i].name, "extra-channel-%03u-pad", i);
+        snprintf(h->channels[i].name, sizeof h->channels[i].name,
+                 "extra-channel-%03u-padding-xx", i);
     }
     h->channel_count = FDN__HS_MAX_CHANNELS;
 }
