@@ -8,5 +8,7 @@
 #include <fdn/msg.h>
 #include <fdn/worker.h>
 #include <fdn/runtime.h>
+#include <fdn/histogram.h>
+#include <fdn/node.h>
 
 #endif

@@ -1,0 +1,304 @@
+/* Nodes: configuration, the channel table, listeners, and the lifecycle of
+ * peers. The protocol of one connection is in core/peer.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "base/compiler.h"
+#include "base/error.h"
+#include "core/node_internal.h"
+#include "core/worker_internal.h"
+
+#define MiB ((uint64_t)1 << 20)
+
+/* The four channels every node has (ids FDN_CHANNEL_*). */
+static const fdn_channel_config default_channels[FDN_CHANNEL_FIRST_USER] = {
+    [FDN_CHANNEL_COORDINATION] = {.name = "coordination", .priority = 0, .max_message = MiB},
+    [FDN_CHANNEL_EVENTS] = {.name = "events", .priority = 2, .max_message = MiB},
+    [FDN_CHANNEL_DATA] = {.name = "data", .priority = 4, .max_message = 64 * MiB},
+    [FDN_CHANNEL_GOSSIP] = {.name = "gossip", .priority = 7, .delivery = FDN_BEST_EFFORT,
+                            .max_message = 64 << 10},
+};
+
+/* The largest credit window the handshake can carry (32 bits on the wire). */
+#define MAX_WINDOW UINT32_MAX
+
+static int resolve_channel(const fdn_channel_config *in, int id, struct fdn__channel *out)
+{
+    fdn_channel_config c = *in;
+    size_t name_len = c.name ? strlen(c.name) : 0;
+    if (name_len == 0 || name_len > FDN__HS_CHANNEL_NAME_MAX)
+        return FDN_ERR(-EINVAL, "channel %d: name must be 1..%d bytes", id,
+                       FDN__HS_CHANNEL_NAME_MAX);
+    if (c.priority < FDN_PRIO_HIGHEST || c.priority > FDN_PRIO_LOWEST)
+        return FDN_ERR(-EINVAL, "channel %s: priority %d outside 0..7", c.name, c.priority);
+    if (!c.weight)
+        c.weight = 1;
+    if (c.weight > 1000)
+        return FDN_ERR(-EINVAL, "channel %s: weight %u over 1000", c.name, c.weight);
+    if (!c.max_message)
+        c.max_message = 16 * MiB;
+    if (!c.credit_window)
+        c.credit_window = c.max_message > 4 * MiB ? c.max_message : 4 * MiB;
+    if (!c.max_queued)
+        c.max_queued = 1024;
+    if (c.credit_window < c.max_message)
+        return FDN_ERR(-EINVAL, "channel %s: credit_window %llu below max_message %llu (a "
+                       "message must fit the window to be delivered)", c.name,
+                       (unsigned long long)c.credit_window, (unsigned long long)c.max_message);
+    if (c.credit_window > MAX_WINDOW)
+        return FDN_ERR(-EINVAL, "channel %s: credit_window over 4 GiB - 1", c.name);
+    if ((unsigned)c.delivery > FDN_BEST_EFFORT)
+        return FDN_ERR(-EINVAL, "channel %s: unknown delivery class", c.name);
+    memcpy(out->name, c.name, name_len + 1);
+    c.name = out->name;
+    out->cfg = c;
+    out->defined = true;
+    return 0;
+}
+
+static void describe_channel(const struct fdn__channel *ch, int id, struct fdn__channel_desc *d)
+{
+    *d = (struct fdn__channel_desc){
+        .id = (uint16_t)id,
+        .priority = (uint8_t)ch->cfg.priority,
+        .flags = FDN__CHANNEL_ORDERED |
+                 (ch->cfg.delivery == FDN_RELIABLE ? FDN__CHANNEL_RELIABLE : 0),
+        .weight = ch->cfg.weight,
+        .lanes = 1,
+        .credit_window = (uint32_t)ch->cfg.credit_window,
+        .max_message = ch->cfg.max_message,
+    };
+    memcpy(d->name, ch->name, sizeof d->name);
+}
+
+static int build_channels(fdn_node *n, const fdn_node_config *cfg)
+{
+    if (cfg->num_channels < 0 || cfg->num_channels > FDN_MAX_CHANNELS - FDN_CHANNEL_FIRST_USER)
+        return FDN_ERR(-EINVAL, "num_channels %d: at most %d user channels", cfg->num_channels,
+                       FDN_MAX_CHANNELS - FDN_CHANNEL_FIRST_USER);
+    for (int i = 0; i < FDN_CHANNEL_FIRST_USER; i++) {
+        fdn_channel_config c = default_channels[i];
+        if (i == FDN_CHANNEL_DATA) { /* the data channel's sizes may be overridden */
+            c.weight = cfg->data.weight;
+            c.max_message = cfg->data.max_message ? cfg->data.max_message : c.max_message;
+            c.credit_window = cfg->data.credit_window;
+            c.max_queued = cfg->data.max_queued;
+            c.delivery = cfg->data.delivery;
+        }
+        int rc = resolve_channel(&c, i, &n->channels[i]);
+        if (rc < 0)
+            return rc;
+    }
+    for (int i = 0; i < cfg->num_channels; i++) {
+        int id = FDN_CHANNEL_FIRST_USER + i;
+        int rc = resolve_channel(&cfg->channels[i], id, &n->channels[id]);
+        if (rc < 0)
+            return rc;
+        for (int j = 0; j < id; j++)
+            if (!strcmp(n->channels[j].name, n->channels[id].name))
+                return FDN_ERR(-EINVAL, "channel name %s used twice", n->channels[id].name);
+    }
+    n->num_channels = FDN_CHANNEL_FIRST_USER + cfg->num_channels;
+    for (int i = 0; i < n->num_channels; i++) {
+        describe_channel(&n->channels[i], i, &n->descs[i]);
+        if (n->channels[i].cfg.max_message > n->max_message)
+            n->max_message = n->channels[i].cfg.max_message;
+    }
+    return 0;
+}
+
+static int check_config(const fdn_node_config *cfg)
+{
+    if (!cfg || !cfg->worker)
+        return FDN_ERR(-EINVAL, "a node needs a worker");
+    if (fdn_worker_current() != cfg->worker)
+        return FDN_ERR(-EPERM, "fdn_node_create must run on the node's worker");
+    if (!cfg->secret || cfg->secret_len < 16)
+        return FDN_ERR(-EINVAL, "the cluster secret must be at least 16 bytes");
+    size_t cluster_len = cfg->cluster ? strlen(cfg->cluster) : 0;
+    if (cluster_len > FDN__HS_CLUSTER_NAME_MAX)
+        return FDN_ERR(-EINVAL, "cluster name over %d bytes", FDN__HS_CLUSTER_NAME_MAX);
+    /* Received messages keep their id in the first 8 bytes of headroom. */
+    fdn_msg *probe;
+    if (fdn_msg_alloc(fdn_worker_pool(cfg->worker), 0, &probe) == 0) {
+        size_t headroom = fdn_msg_headroom(probe);
+        fdn_msg_free(probe);
+        if (headroom < sizeof(uint64_t))
+            return FDN_ERR(-EINVAL, "the worker's pool needs at least 8 bytes of headroom");
+    }
+    return 0;
+}
+
+int fdn_node_create(const fdn_node_config *cfg, fdn_node **out)
+{
+    int rc = check_config(cfg);
+    if (rc < 0)
+        return rc;
+    if (sodium_init() < 0)
+        return FDN_ERR(-EIO, "libsodium cannot initialise");
+    fdn_node *n = calloc(1, sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    n->worker = cfg->worker;
+    n->pool = fdn_worker_pool(cfg->worker);
+    snprintf(n->cluster, sizeof n->cluster, "%s", cfg->cluster ? cfg->cluster : "foundation");
+    /* Any secret length in, a 32-byte key out. */
+    crypto_hash_sha256(n->secret, cfg->secret, cfg->secret_len);
+    randombytes_buf(n->node_id, sizeof n->node_id);
+    n->incarnation = fdn_now_ns();
+    n->max_fragment = cfg->max_fragment ? cfg->max_fragment : 64 << 10;
+    n->max_inflight_bytes = cfg->max_inflight_bytes ? cfg->max_inflight_bytes : 256 << 10;
+    n->handshake_timeout_ns = cfg->handshake_timeout_ns ? cfg->handshake_timeout_ns
+                                                        : 5000000000ull;
+    rc = build_channels(n, cfg);
+    if (rc < 0) {
+        sodium_memzero(n->secret, sizeof n->secret);
+        free(n);
+        return rc;
+    }
+    *out = n;
+    return 0;
+}
+
+void fdn_node_set_events(fdn_node *n, const fdn_node_events *events) { n->events = *events; }
+
+int fdn_channel_lookup(const fdn_node *n, const char *name)
+{
+    for (int i = 0; i < n->num_channels; i++)
+        if (!strcmp(n->channels[i].name, name))
+            return i;
+    return -ENOENT;
+}
+
+int fdn_channel_set_handler(fdn_node *n, int channel, fdn_recv_fn fn, void *arg)
+{
+    if (channel < 0 || channel >= n->num_channels)
+        return FDN_ERR(-EINVAL, "no channel %d", channel);
+    n->channels[channel].on_message = fn;
+    n->channels[channel].on_message_arg = arg;
+    return 0;
+}
+
+int fdn_channel_set_request_handler(fdn_node *n, int channel, fdn_request_fn fn, void *arg)
+{
+    if (channel < 0 || channel >= n->num_channels)
+        return FDN_ERR(-EINVAL, "no channel %d", channel);
+    n->channels[channel].on_request = fn;
+    n->channels[channel].on_request_arg = arg;
+    return 0;
+}
+
+void fdn_node_stats_get(const fdn_node *n, fdn_node_stats *out) { *out = n->stats; }
+
+/* ---- Listeners ----------------------------------------------------------- */
+
+static void on_accept(void *ctx, struct fdn__tp_conn *conn)
+{
+    struct fdn__listener *l = ctx;
+    fdn_peer *p;
+    if (l->node->destroying || fdn__peer_create(l->node, false, &p) < 0) {
+        fdn__tp_conn_close(conn);
+        return;
+    }
+    fdn__peer_attach(p, conn);
+}
+
+static void on_listener_closed(void *ctx, int err)
+{
+    struct fdn__listener *l = ctx;
+    (void)err;
+    l->closed = true;
+    l->tp = NULL;
+}
+
+static const struct fdn__tp_listener_events listener_events = {
+    .on_accept = on_accept,
+    .on_closed = on_listener_closed,
+};
+
+int fdn_node_listen(fdn_node *n, const char *addr)
+{
+    const char *rest;
+    const struct fdn__transport *tp = fdn__transport_for(addr, &rest);
+    if (!tp)
+        return FDN_ERR(-EPROTONOSUPPORT, "no transport for address %s", addr);
+    if (n->num_listeners == FDN__MAX_LISTENERS)
+        return FDN_ERR(-ENOSPC, "a node listens on at most %d addresses", FDN__MAX_LISTENERS);
+    struct fdn__listener *l = &n->listeners[n->num_listeners];
+    *l = (struct fdn__listener){.node = n};
+    int rc = tp->listen(n->worker, rest, NULL, &listener_events, l, &l->tp);
+    if (rc < 0)
+        return rc;
+    return n->num_listeners++;
+}
+
+int fdn_node_listen_addr(fdn_node *n, int index, char *buf, size_t len)
+{
+    if (index < 0 || index >= n->num_listeners || !n->listeners[index].tp)
+        return -ENOENT;
+    struct fdn__tp_listener *l = n->listeners[index].tp;
+    int prefix = snprintf(buf, len, "%s", l->tp->scheme);
+    if (prefix < 0 || (size_t)prefix >= len)
+        return -ENOSPC;
+    int rc = fdn__tp_listener_addr(l, buf + prefix, len - (size_t)prefix);
+    return rc < 0 ? rc : prefix + rc;
+}
+
+/* ---- Connecting ---------------------------------------------------------- */
+
+int fdn_node_connect(fdn_node *n, const char *addr, fdn_peer **out)
+{
+    const char *rest;
+    const struct fdn__transport *tp = fdn__transport_for(addr, &rest);
+    if (!tp)
+        return FDN_ERR(-EPROTONOSUPPORT, "no transport for address %s", addr);
+    fdn_peer *p;
+    int rc = fdn__peer_create(n, true, &p);
+    if (rc < 0)
+        return rc;
+    snprintf(p->addr, sizeof p->addr, "%s", addr);
+    rc = tp->connect(n->worker, rest, NULL, &fdn__peer_conn_events, p, &p->conn);
+    if (rc < 0) {
+        p->outbound = false; /* nothing to report: the caller gets the error */
+        fdn__peer_fail(p, rc, FDN__CLOSE_NORMAL);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+/* ---- Teardown ------------------------------------------------------------ */
+
+static bool everything_closed(const fdn_node *n)
+{
+    if (n->peers)
+        return false;
+    for (int i = 0; i < n->num_listeners; i++)
+        if (!n->listeners[i].closed)
+            return false;
+    return true;
+}
+
+void fdn_node_destroy(fdn_node *n)
+{
+    if (!n)
+        return;
+    n->destroying = true;
+    for (int i = 0; i < n->num_listeners; i++)
+        if (n->listeners[i].tp)
+            fdn__tp_listener_close(n->listeners[i].tp);
+    for (fdn_peer *p = n->peers; p; p = p->next)
+        fdn__peer_fail(p, 0, FDN__CLOSE_GOING_AWAY);
+    /* The transports finish closing from completions: drive the worker until
+     * they have. Each peer's close is bounded by its flush timer. */
+    while (!everything_closed(n)) {
+        if (fdn_worker_progress(n->worker) == 0)
+            fdn_worker_wait(n->worker, 1000000);
+    }
+    sodium_memzero(n->secret, sizeof n->secret);
+    free(n);
+}

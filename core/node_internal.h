@@ -1,0 +1,183 @@
+/* Nodes and peers: the connection layer between the public messaging API
+ * (include/fdn/node.h) and the transports. Internal.
+ *
+ * A peer is one connection to another node, and its protocol state:
+ *
+ *   transport bytes -> frame decoder -> handshake | reassembly -> per-channel
+ *   receive queue -> delivery task (at the channel's priority) -> handler
+ *
+ *   fdn_send -> per-channel send queue (frame scheduler: priority, weighted
+ *   round robin, credit) -> batches of frames -> transport, with at most
+ *   max_inflight_bytes handed over and not yet sent
+ *
+ * Request/response rides on DATA messages: the top two bits of a message id
+ * mark a request (its id is the request id) or a response (its id is the id
+ * of the request it answers); other messages count up from 0 per channel.
+ *
+ * Everything runs on the node's worker; nothing here takes a lock. */
+#ifndef FDN_CORE_NODE_INTERNAL_H
+#define FDN_CORE_NODE_INTERNAL_H
+
+#include <fdn/histogram.h>
+#include <fdn/node.h>
+
+#include "core/frame_sched.h"
+#include "core/handshake.h"
+#include "core/reassembly.h"
+#include "core/transport.h"
+#include "core/wire.h"
+
+#define FDN__MSG_ID_REQUEST (UINT64_C(1) << 63)
+#define FDN__MSG_ID_RESPONSE (UINT64_C(1) << 62)
+#define FDN__MSG_ID_MASK (FDN__MSG_ID_RESPONSE - 1)
+
+#define FDN__MAX_LISTENERS 8
+
+/* Frames per transport send, sends in flight per peer, and the most buffers
+ * a message sent may chain (each becomes an iovec). */
+#define FDN__BATCH_FRAMES 16
+#define FDN__BATCHES 4
+#define FDN__MAX_SEGMENTS 64
+/* Control frames (handshake, credit, pong, close) waiting to go out. */
+#define FDN__CTRL_BYTES (FDN__WIRE_HANDSHAKE_MAX + 4 * FDN__FRAME_MAX_HDR_SIZE)
+
+struct fdn__channel {
+    bool defined;
+    fdn_channel_config cfg;        /* defaults resolved; cfg.name points to name */
+    char name[FDN__HS_CHANNEL_NAME_MAX + 1];
+    fdn_recv_fn on_message;
+    void *on_message_arg;
+    fdn_request_fn on_request;
+    void *on_request_arg;
+};
+
+struct fdn__listener {
+    struct fdn__tp_listener *tp;
+    fdn_node *node;
+    bool closed;                   /* on_closed has come */
+};
+
+/* One batch of frames handed to the transport in one send. */
+struct fdn__batch {
+    struct fdn__tp_send send;
+    struct iovec iov[1 + FDN__BATCH_FRAMES * 2 + FDN__MAX_SEGMENTS];
+    uint8_t ctrl[FDN__CTRL_BYTES];       /* control frames, sent first */
+    uint8_t hdr[FDN__BATCH_FRAMES][FDN__FRAME_MAX_HDR_SIZE];
+    struct fdn__frame frames[FDN__BATCH_FRAMES];
+    int num_frames;
+    bool busy;
+};
+
+/* One channel's receive side at one peer. */
+struct fdn__rx_channel {
+    fdn_msg *head, *tail;          /* complete messages waiting, linked by qnext */
+    uint64_t queued;
+    uint64_t in_progress_id;       /* message id of the message being reassembled */
+    fdn_task deliver;              /* at the channel's priority */
+    fdn_peer *peer;
+    uint16_t channel;
+    bool paused;
+    bool usable;                   /* both sides agreed on it */
+    uint64_t window;               /* the agreed credit window */
+    uint64_t delivered, drops;
+    fdn_task *writable;            /* fdn_send_notify() */
+    fdn_histogram rtt;             /* request round trips on this channel */
+};
+
+enum fdn__peer_state {
+    FDN__PEER_CONNECTING,          /* outbound, transport not up yet */
+    FDN__PEER_HANDSHAKE,
+    FDN__PEER_UP,
+    FDN__PEER_CLOSING,             /* close asked for; waiting for the transport */
+};
+
+struct fdn__pending_request {
+    uint64_t id;
+    uint16_t channel;
+    uint64_t start_ns;
+    fdn_response_fn fn;
+    void *arg;
+    fdn_timer timer;
+    fdn_peer *peer;
+    struct fdn__pending_request *next;   /* hash chain */
+};
+
+#define FDN__PENDING_BUCKETS 256
+
+struct fdn_peer {
+    fdn_node *node;
+    fdn_peer *prev, *next;         /* node's list */
+    enum fdn__peer_state state;
+    bool outbound;
+    bool close_sent;               /* the transport was asked to close */
+    bool announced_up;             /* peer_up was reported */
+    int down_reason;
+    struct fdn__tp_conn *conn;
+    char addr[80];
+
+    struct fdn__handshake *hs;
+    fdn_timer hs_timer;            /* handshake deadline, then the close flush bound */
+    fdn_task finish;               /* frees the peer once the transport let go */
+    uint8_t peer_node_id[FDN__HS_NODE_ID_SIZE];
+
+    struct fdn__sched *sched;
+    struct fdn__reasm *reasm;
+    struct fdn__wire_limits limits;
+
+    /* Frame decoder: a header gathered across receives, then its payload
+     * (straight from the transport's buffer when whole, else staged). */
+    uint8_t rx_hdr[FDN__FRAME_MAX_HDR_SIZE];
+    uint32_t rx_hdr_have;
+    bool rx_in_payload;
+    struct fdn__frame_hdr rx_frame;
+    uint8_t *rx_stage;             /* max(max_fragment, handshake max) bytes */
+    uint32_t rx_stage_have;
+
+    /* Sender: control bytes waiting, batches in flight. */
+    uint8_t ctrl[FDN__CTRL_BYTES];
+    uint32_t ctrl_len;
+    struct fdn__batch *batches;    /* FDN__BATCHES */
+    uint64_t inflight_bytes;
+    uint64_t next_msg_id[FDN_MAX_CHANNELS];
+
+    struct fdn__rx_channel rx[FDN_MAX_CHANNELS];
+    struct fdn__pending_request *pending[FDN__PENDING_BUCKETS];
+    uint64_t pending_count;
+};
+
+struct fdn_node {
+    fdn_worker *worker;
+    fdn_pool *pool;
+    char cluster[FDN__HS_CLUSTER_NAME_MAX + 1];
+    uint8_t secret[FDN__HS_SECRET_SIZE];
+    uint8_t node_id[FDN__HS_NODE_ID_SIZE];
+    uint64_t incarnation;
+    uint32_t max_fragment;
+    uint32_t max_inflight_bytes;
+    uint64_t handshake_timeout_ns;
+    uint64_t max_message;          /* largest of all channels */
+
+    struct fdn__channel channels[FDN_MAX_CHANNELS];
+    int num_channels;              /* ids 0 .. num_channels-1 */
+    struct fdn__channel_desc descs[FDN_MAX_CHANNELS];
+
+    fdn_node_events events;
+    struct fdn__listener listeners[FDN__MAX_LISTENERS];
+    int num_listeners;
+    fdn_peer *peers;
+    fdn_node_stats stats;
+    uint64_t next_request_id;
+    bool destroying;
+};
+
+/* core/peer.c */
+int fdn__peer_create(fdn_node *node, bool outbound, fdn_peer **out);
+void fdn__peer_attach(fdn_peer *peer, struct fdn__tp_conn *conn);
+extern const struct fdn__tp_conn_events fdn__peer_conn_events;
+void fdn__peer_fail(fdn_peer *peer, int reason, enum fdn__close_reason wire_reason);
+
+/* Queues msg with an explicit message id (plain, request or response). Takes
+ * msg except on -EAGAIN. */
+int fdn__peer_send(fdn_peer *peer, int channel, fdn_msg *msg, uint64_t msg_id);
+
+#endif

@@ -1,0 +1,204 @@
+/* The contract between core and a transport. Internal.
+ *
+ * A transport moves bytes of one connection, in order and reliably, between
+ * two nodes. It knows nothing of frames, channels or messages: core gives it
+ * byte ranges to send and receives byte ranges from it, and does all framing,
+ * scheduling and reassembly above. A transport is a const descriptor (struct
+ * fdn__transport) registered in transport/registry.c, the one list the meson
+ * options decide; core reaches it only through the static inline wrappers at
+ * the end of this file, never through ->ops by hand.
+ *
+ * Threads. A listener or connection belongs to the worker it was created on
+ * (its "owner"). Every operation on it is made on the owner thread, and every
+ * callback runs on the owner thread, from fdn_worker_progress(): from the
+ * completion of an io_uring operation, or from the transport's poll hook for
+ * transports whose events are not io_uring completions. A callback must not
+ * call back into the transport's locked state: transports hold no locks.
+ *
+ * Lifetimes. Close is idempotent, never blocks, and is always followed by
+ * exactly one on_closed() callback once the transport has nothing in flight
+ * (no SQE, no zero-copy notification pending); only then does the transport
+ * free its object. Core never frees a transport object, and must not touch it
+ * after on_closed() returns.
+ *
+ * Errors: negative errno; where it helps, a detail in fdn_errmsg(). */
+#ifndef FDN_CORE_TRANSPORT_H
+#define FDN_CORE_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include <fdn/worker.h>
+
+struct fdn__transport;
+
+/* Every transport's connection and listener objects begin with these, so the
+ * wrappers can find the descriptor. */
+struct fdn__tp_conn {
+    const struct fdn__transport *tp;
+};
+
+struct fdn__tp_listener {
+    const struct fdn__transport *tp;
+};
+
+/* One send: a list of byte ranges written in order, after every send queued
+ * before it on the same connection. The request and the memory its iovecs
+ * point to are the caller's and must stay untouched until on_sent() reports
+ * it; the transport may keep a pointer to both until then. */
+struct fdn__tp_send {
+    const struct iovec *iov;
+    int iovcnt;
+    size_t len;                 /* total bytes of iov, filled in by the caller */
+    bool zerocopy;              /* a hint: large payload, worth IORING_OP_SEND_ZC;
+                                   on_sent then comes after the kernel let go */
+    /* Private to the transport from fdn__tp_send() to on_sent(). */
+    struct fdn__tp_send *tp_next;
+    size_t tp_done;
+};
+
+/* Events of one connection, set by core. ctx is core's, passed back as is. */
+struct fdn__tp_conn_events {
+    /* Outbound connections only: the connection is up (err == 0), or could not
+     * be made (err < 0; on_closed follows). */
+    void (*on_connected)(void *ctx, int err);
+
+    /* Bytes arrived. [data, data + len) is valid only during the call: core
+     * copies what it keeps. Returning a negative errno makes the transport
+     * close the connection (core found a protocol error); 0 continues. Core
+     * may call fdn__tp_recv_pause() from here to stop reading. */
+    int (*on_recv)(void *ctx, const uint8_t *data, size_t len);
+
+    /* A send finished: all its bytes were handed to the kernel and, for
+     * zero-copy, the kernel no longer reads the memory (err == 0); or the
+     * connection failed first (err < 0). Sends complete in submission order. */
+    void (*on_sent)(void *ctx, struct fdn__tp_send *send, int err);
+
+    /* The connection is gone: the peer closed it (err == 0), it failed
+     * (err < 0, e.g. -ECONNRESET), or core closed it (err == -ECANCELED).
+     * Sends not yet reported get on_sent(-ECANCELED) first. The last call. */
+    void (*on_closed)(void *ctx, int err);
+};
+
+/* Events of a listener. */
+struct fdn__tp_listener_events {
+    /* A connection was accepted on the listener's worker. Core must call
+     * fdn__tp_conn_start() on it (now or later, on the same worker) before
+     * any data is read, or fdn__tp_conn_close() to refuse it. */
+    void (*on_accept)(void *ctx, struct fdn__tp_conn *conn);
+    /* The listener failed (err < 0) or was closed (-ECANCELED). The last call. */
+    void (*on_closed)(void *ctx, int err);
+};
+
+/* Capabilities of a transport. */
+#define FDN__TP_RELIABLE 0x1u   /* bytes are never lost or reordered while the connection lives */
+#define FDN__TP_ZEROCOPY 0x2u   /* zero-copy sends are supported */
+#define FDN__TP_IO_URING 0x4u   /* events come from the worker's io_uring (no poll hook) */
+
+/* Connection options common to every transport; zero means default. */
+struct fdn__tp_options {
+    uint32_t notsent_lowat;     /* bytes the kernel may hold unsent (TCP_NOTSENT_LOWAT);
+                                   default 128 KiB: bounds how long an urgent frame
+                                   can wait behind bytes already handed to a socket */
+    uint32_t recv_buffer_bytes; /* size of each receive buffer; default 64 KiB */
+    uint32_t recv_buffers;      /* receive buffers per connection; default 16 */
+};
+
+struct fdn__transport {
+    const char *name;           /* "tcp" */
+    const char *scheme;         /* address prefix, "tcp://" */
+    uint32_t caps;              /* FDN__TP_* */
+
+    /* ---- Control ---- */
+
+    /* Starts listening on addr (the part after the scheme, e.g.
+     * "127.0.0.1:7000", "[::1]:7000", "0.0.0.0:0" for any port). Accepted
+     * connections belong to w. Returns 0 and *out, or -EADDRINUSE, -EINVAL
+     * (malformed address, with detail), -EAFNOSUPPORT. */
+    int (*listen)(fdn_worker *w, const char *addr, const struct fdn__tp_options *opt,
+                  const struct fdn__tp_listener_events *ev, void *ctx,
+                  struct fdn__tp_listener **out);
+
+    /* The bound address as "host:port" (useful after port 0). Returns the
+     * length written, or -ENOSPC if len is too small. */
+    int (*listener_addr)(struct fdn__tp_listener *l, char *buf, size_t len);
+
+    /* Stops accepting; on_closed(-ECANCELED) follows. Idempotent. */
+    void (*listener_close)(struct fdn__tp_listener *l);
+
+    /* Starts connecting to addr; events go to ev/ctx (on_connected first).
+     * Returns 0 and *out (usable at once: sends queue until connected), or
+     * -EINVAL for a malformed address. */
+    int (*connect)(fdn_worker *w, const char *addr, const struct fdn__tp_options *opt,
+                   const struct fdn__tp_conn_events *ev, void *ctx, struct fdn__tp_conn **out);
+
+    /* Attaches events to an accepted connection and starts reading. */
+    void (*conn_start)(struct fdn__tp_conn *c, const struct fdn__tp_conn_events *ev, void *ctx);
+
+    /* Closes; on_closed(-ECANCELED) follows once nothing is in flight.
+     * Idempotent. Bytes already queued may or may not be sent. */
+    void (*conn_close)(struct fdn__tp_conn *c);
+
+    /* The peer's address as "host:port". Returns the length, or -ENOSPC. */
+    int (*conn_peer_addr)(struct fdn__tp_conn *c, char *buf, size_t len);
+
+    /* ---- Data path ---- */
+
+    /* Queues a send (see struct fdn__tp_send). Returns 0, or -ENOTCONN /
+     * -EPIPE when the connection is closing (the send is not queued). */
+    int (*send)(struct fdn__tp_conn *c, struct fdn__tp_send *s);
+
+    /* Stops or resumes delivering on_recv() (receive-side backpressure when
+     * core cannot take more, e.g. its pool is exhausted). */
+    void (*recv_pause)(struct fdn__tp_conn *c, bool paused);
+
+    /* For transports without FDN__TP_IO_URING: called by the worker on every
+     * pass; returns how much work it did. NULL otherwise. */
+    int (*poll)(fdn_worker *w);
+};
+
+/* The transport registered for addr's scheme ("tcp://..."), or NULL. *rest
+ * is set to the address after the scheme. */
+const struct fdn__transport *fdn__transport_for(const char *addr, const char **rest);
+
+/* Every registered transport, NULL-terminated (the meson options decide). */
+extern const struct fdn__transport *const fdn__transports[];
+
+/* ---- Wrappers: the only way core calls a transport ---- */
+
+static inline int fdn__tp_send(struct fdn__tp_conn *c, struct fdn__tp_send *s)
+{
+    return c->tp->send(c, s);
+}
+
+static inline void fdn__tp_recv_pause(struct fdn__tp_conn *c, bool paused)
+{
+    c->tp->recv_pause(c, paused);
+}
+
+static inline void fdn__tp_conn_start(struct fdn__tp_conn *c, const struct fdn__tp_conn_events *ev,
+                                      void *ctx)
+{
+    c->tp->conn_start(c, ev, ctx);
+}
+
+static inline void fdn__tp_conn_close(struct fdn__tp_conn *c) { c->tp->conn_close(c); }
+
+static inline int fdn__tp_conn_peer_addr(struct fdn__tp_conn *c, char *buf, size_t len)
+{
+    return c->tp->conn_peer_addr(c, buf, len);
+}
+
+static inline void fdn__tp_listener_close(struct fdn__tp_listener *l)
+{
+    l->tp->listener_close(l);
+}
+
+static inline int fdn__tp_listener_addr(struct fdn__tp_listener *l, char *buf, size_t len)
+{
+    return l->tp->listener_addr(l, buf, len);
+}
+
+#endif

@@ -1,0 +1,221 @@
+/* Nodes, peers and channels: Foundation's messaging API.
+ *
+ * A node is one member of a cluster. It listens and connects over transports
+ * ("tcp://127.0.0.1:7000"), authenticates every connection with the cluster
+ * secret, and exchanges messages with its peers on named channels. Each
+ * channel has its own priority, weight, delivery class, size limit and credit
+ * window, and its own queues at both ends, so bulk traffic on one channel
+ * never delays urgent traffic on another, and a consumer that stops reading
+ * one channel never stops the others.
+ *
+ * Threads. A node belongs to one worker (cfg.worker). Every function here is
+ * called on that worker's thread, and every callback runs there, from
+ * fdn_worker_progress(). Other threads hand work to the node by posting a
+ * task to its worker (fdn_worker_post).
+ *
+ * Ownership. fdn_send() and friends take the message (one reference) whatever
+ * they return, except for -EAGAIN, where the caller keeps it to retry. A
+ * receive handler owns the message it is given and frees it when done (it may
+ * keep it as long as it likes: the buffer is not reused before that).
+ *
+ * Peers. A peer handle is valid from fdn_node_connect() (or the peer_up
+ * event of an accepted peer) until the peer_down event returns. */
+#ifndef FDN_NODE_H
+#define FDN_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <fdn/msg.h>
+#include <fdn/worker.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fdn_node fdn_node;
+typedef struct fdn_peer fdn_peer;
+
+/* ---- Channels ------------------------------------------------------------ */
+
+typedef enum fdn_delivery {
+    FDN_RELIABLE = 0,   /* never dropped while the connection lives */
+    FDN_BEST_EFFORT,    /* a full receive queue drops (and counts) new messages */
+} fdn_delivery;
+
+/* Zero means "default" for every numeric field. */
+typedef struct fdn_channel_config {
+    const char *name;        /* cluster-wide name, 1..32 bytes */
+    int priority;            /* FDN_PRIO_HIGHEST (0) .. FDN_PRIO_LOWEST (7) */
+    uint16_t weight;         /* share of its priority class, 1..1000; default 1 */
+    fdn_delivery delivery;   /* default FDN_RELIABLE */
+    uint64_t max_message;    /* largest message in bytes; default 16 MiB, up to 2^40 */
+    uint64_t credit_window;  /* bytes the receiver buffers for this channel before
+                                the sender must wait; default max(4 MiB,
+                                max_message); never below max_message */
+    uint32_t max_queued;     /* messages queued at the sender before -EAGAIN;
+                                default 1024 */
+} fdn_channel_config;
+
+/* The four channels every node has, with these ids. */
+#define FDN_CHANNEL_COORDINATION 0  /* priority 0; 1 MiB messages */
+#define FDN_CHANNEL_EVENTS 1        /* priority 2; 1 MiB messages */
+#define FDN_CHANNEL_DATA 2          /* priority 4; 64 MiB messages, 64 MiB window */
+#define FDN_CHANNEL_GOSSIP 3        /* priority 7; best effort, 64 KiB messages */
+#define FDN_CHANNEL_FIRST_USER 4    /* user-defined channels follow, in config order */
+#define FDN_MAX_CHANNELS 64
+
+/* ---- Nodes --------------------------------------------------------------- */
+
+typedef struct fdn_node_config {
+    fdn_worker *worker;              /* owner; required */
+    const char *cluster;             /* cluster name, <= 64 bytes; default "foundation" */
+    const uint8_t *secret;           /* cluster secret; required, at least 16 bytes */
+    size_t secret_len;
+    const fdn_channel_config *channels;  /* user-defined channels */
+    int num_channels;
+    fdn_channel_config data;         /* overrides for the default data channel
+                                        (its name and priority stay) */
+    uint32_t max_fragment;           /* payload bytes per frame; default 64 KiB */
+    uint32_t max_inflight_bytes;     /* bytes handed to the transport per connection
+                                        and not yet sent; default 256 KiB */
+    uint64_t handshake_timeout_ns;   /* default 5 s */
+} fdn_node_config;
+
+typedef struct fdn_node_events {
+    /* A peer finished its handshake (either side). */
+    void (*peer_up)(fdn_peer *peer, void *arg);
+    /* A peer is gone: reason is 0 for an orderly close, else a negative errno
+     * (-ECONNRESET, -EACCES for failed authentication, -EPROTO, ...). Pending
+     * requests have had their callbacks (-ENOTCONN) first. The handle is
+     * invalid after this returns. */
+    void (*peer_down)(fdn_peer *peer, int reason, void *arg);
+    void *arg;
+} fdn_node_events;
+
+/* Creates a node on cfg->worker (call on that worker's thread). Returns 0,
+ * -EINVAL (bad config, with detail in fdn_errmsg()), or -ENOMEM. */
+int fdn_node_create(const fdn_node_config *cfg, fdn_node **out);
+
+/* Closes every listener and connection (CLOSE frames with reason "going
+ * away"), runs the worker until the transports have let go, reports
+ * peer_down for every peer, and frees the node. NULL is a no-op. */
+void fdn_node_destroy(fdn_node *node);
+
+void fdn_node_set_events(fdn_node *node, const fdn_node_events *events);
+
+/* Listens on addr ("tcp://127.0.0.1:7000", "tcp://[::1]:0"). Returns an
+ * index for fdn_node_listen_addr(), or -EINVAL, -EADDRINUSE, -EPROTONOSUPPORT
+ * (unknown scheme). */
+int fdn_node_listen(fdn_node *node, const char *addr);
+
+/* The bound address of listener index, as "tcp://host:port". Returns the
+ * length written, or -ENOENT / -ENOSPC. */
+int fdn_node_listen_addr(fdn_node *node, int index, char *buf, size_t len);
+
+/* Starts connecting to addr; the handshake follows. *out is usable at once:
+ * messages sent before the handshake completes wait in their channels'
+ * queues. Returns 0, -EINVAL, -EPROTONOSUPPORT. */
+int fdn_node_connect(fdn_node *node, const char *addr, fdn_peer **out);
+
+/* Closes the connection to a peer (orderly); peer_down follows. */
+void fdn_peer_close(fdn_peer *peer);
+
+/* The id of a channel by name, or -ENOENT. */
+int fdn_channel_lookup(const fdn_node *node, const char *name);
+
+/* The peer's node id (16 bytes) and address; valid once the peer is up. */
+const uint8_t *fdn_peer_node_id(const fdn_peer *peer);
+int fdn_peer_addr(const fdn_peer *peer, char *buf, size_t len);
+bool fdn_peer_is_up(const fdn_peer *peer);
+
+/* ---- Sending and receiving ----------------------------------------------- */
+
+/* Queues msg on the channel. Returns 0; -EAGAIN when the channel's send queue
+ * is full (the caller keeps msg; see fdn_send_notify); -EMSGSIZE over the
+ * channel's max_message; -ENOTCONN when the peer is gone; -EINVAL for an
+ * unknown channel. */
+int fdn_send(fdn_peer *peer, int channel, fdn_msg *msg);
+
+/* Schedules task on the node's worker once the channel accepts messages
+ * again (at once if it already does). One pending notification per channel
+ * and peer; a second replaces the first. */
+int fdn_send_notify(fdn_peer *peer, int channel, fdn_task *task);
+
+/* A message arrived on a channel. The handler owns msg. Handlers of a more
+ * urgent channel run before those of a less urgent one: each channel's
+ * deliveries are a task at the channel's priority. */
+typedef void (*fdn_recv_fn)(fdn_peer *peer, int channel, fdn_msg *msg, void *arg);
+
+/* Sets the receive handler of a channel for every peer of the node. A channel
+ * without a handler frees what it receives (and counts it as dropped). */
+int fdn_channel_set_handler(fdn_node *node, int channel, fdn_recv_fn fn, void *arg);
+
+/* Stops (true) or resumes (false) delivering a channel of one peer, as a
+ * consumer that cannot keep up would. Received messages wait in the channel's
+ * receive queue; once the credit window is full the sender stalls on that
+ * channel only, and every other channel keeps flowing. */
+int fdn_channel_pause(fdn_peer *peer, int channel, bool paused);
+
+/* ---- Request / response -------------------------------------------------- */
+
+/* The outcome of a request: status 0 with the response (owned by the
+ * callback), or -ETIMEDOUT, -ECANCELED, -ENOTCONN with resp NULL. Called
+ * exactly once per successful fdn_request(). */
+typedef void (*fdn_response_fn)(fdn_peer *peer, int status, fdn_msg *resp, void *arg);
+
+/* Sends req on the channel as a request; fn runs when the response arrives
+ * or timeout_ns passes (0: no timeout). *id (may be NULL) identifies it for
+ * fdn_request_cancel(). Returns 0 or as fdn_send(). */
+int fdn_request(fdn_peer *peer, int channel, fdn_msg *req, uint64_t timeout_ns,
+                fdn_response_fn fn, void *arg, uint64_t *id);
+
+/* Cancels a pending request: its callback runs now with -ECANCELED, and a
+ * response arriving later is dropped. Returns 0 or -ENOENT. */
+int fdn_request_cancel(fdn_peer *peer, uint64_t id);
+
+/* A request arrived; answer it (now or later) with fdn_respond(). */
+typedef void (*fdn_request_fn)(fdn_peer *peer, int channel, uint64_t request_id,
+                               fdn_msg *req, void *arg);
+
+int fdn_channel_set_request_handler(fdn_node *node, int channel, fdn_request_fn fn, void *arg);
+
+/* Sends the response to request_id on the channel it came on. Returns as
+ * fdn_send(). */
+int fdn_respond(fdn_peer *peer, int channel, uint64_t request_id, fdn_msg *resp);
+
+/* ---- Telemetry ----------------------------------------------------------- */
+
+typedef struct fdn_channel_stats {
+    uint64_t msgs_sent, bytes_sent;          /* handed to the transport, whole messages */
+    uint64_t msgs_received, bytes_received;  /* reassembled */
+    uint64_t msgs_delivered;                 /* passed to a handler */
+    uint64_t queued_msgs, queued_bytes;      /* waiting in the send queue */
+    uint64_t recv_queued_msgs;               /* waiting for a paused or busy consumer */
+    uint64_t credit_stalls;                  /* times the sender ran out of credit */
+    uint64_t send_eagain;                    /* fdn_send() refused: queue full */
+    uint64_t drops;                          /* best-effort drops and messages without handler */
+    uint64_t credit_available;               /* bytes the sender may still send */
+    uint64_t rtt_count;                      /* request round trips measured */
+    uint64_t rtt_p50_ns, rtt_p99_ns, rtt_max_ns;  /* from a log-linear histogram */
+} fdn_channel_stats;
+
+int fdn_peer_channel_stats(const fdn_peer *peer, int channel, fdn_channel_stats *out);
+
+/* Why connections were refused or dropped, counted per node. */
+typedef struct fdn_node_stats {
+    uint64_t peers_up, peers_down;
+    uint64_t handshake_failures;    /* version, cluster, channel table */
+    uint64_t auth_failures;         /* wrong secret */
+    uint64_t protocol_errors;       /* malformed frames */
+    uint64_t limit_violations;      /* credit, size, memory */
+    uint64_t handshake_timeouts;
+} fdn_node_stats;
+
+void fdn_node_stats_get(const fdn_node *node, fdn_node_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,600 @@
+/* Two nodes over loopback TCP on one application-driven worker: handshake,
+ * every channel class, priorities, a stalled consumer, request/response,
+ * backpressure, and the peers that must be refused (wrong secret, other
+ * cluster, wrong version, garbage, credit violations), using a raw peer that
+ * speaks the protocol by hand. No timing thresholds: every wait is for an
+ * event, bounded by an iteration cap so a bug fails instead of hanging. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include <fdn/fdn.h>
+#include <fdn/node.h>
+
+#include "core/handshake.h"
+#include "core/wire.h"
+#include "test.h"
+
+static fdn_runtime *rt;
+static fdn_worker *w;
+static const uint8_t secret[] = "correct horse battery staple 42";
+
+/* Drives the worker until cond holds; fails after too many idle rounds. */
+#define RUN_UNTIL(cond)                                                        \
+    do {                                                                       \
+        long idle_ = 0;                                                        \
+        while (!(cond)) {                                                      \
+            if (fdn_worker_progress(w) == 0) {                                 \
+                CHECK(++idle_ < 20000); /* 20 s of idle waits */               \
+                fdn_worker_wait(w, 1000000);                                   \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+/* ---- Per-node bookkeeping ------------------------------------------------ */
+
+struct side {
+    fdn_node *node;
+    fdn_peer *up_peer;          /* last peer that came up */
+    int ups, downs, last_down_reason;
+    /* Arrivals: channel and first payload byte, in delivery order. */
+    int arrivals;
+    int arrival_channel[4096];
+    uint32_t arrival_tag[4096];
+    uint64_t bytes_received;
+    uint64_t checksum;
+};
+
+static void on_up(fdn_peer *p, void *arg)
+{
+    struct side *s = arg;
+    s->up_peer = p;
+    s->ups++;
+}
+
+static void on_down(fdn_peer *p, int reason, void *arg)
+{
+    struct side *s = arg;
+    if (s->up_peer == p)
+        s->up_peer = NULL;
+    s->downs++;
+    s->last_down_reason = reason;
+}
+
+static uint64_t fnv(const uint8_t *d, size_t n, uint64_t h)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ d[i]) * 1099511628211ull;
+    return h;
+}
+
+static void on_message(fdn_peer *p, int channel, fdn_msg *m, void *arg)
+{
+    (void)p;
+    struct side *s = arg;
+    uint32_t tag = 0;
+    if (fdn_msg_len(m) >= 4)
+        memcpy(&tag, fdn_msg_data(m), 4);
+    if (s->arrivals < 4096) {
+        s->arrival_channel[s->arrivals] = channel;
+        s->arrival_tag[s->arrivals] = tag;
+    }
+    s->arrivals++;
+    for (fdn_msg *b = m; b; b = b->next) {
+        s->bytes_received += fdn_msg_len(b);
+        s->checksum = fnv(fdn_msg_data(b), fdn_msg_len(b), s->checksum);
+    }
+    fdn_msg_free(m);
+}
+
+static const fdn_channel_config user_channels[] = {
+    {.name = "telemetry", .priority = 1, .max_message = 4096},
+};
+
+static void make_node(struct side *s, const char *cluster, const uint8_t *key, size_t key_len,
+                      const fdn_node_config *extra)
+{
+    memset(s, 0, sizeof *s);
+    s->checksum = 14695981039346656037ull;
+    fdn_node_config cfg = extra ? *extra : (fdn_node_config){0};
+    cfg.worker = w;
+    cfg.cluster = cluster;
+    cfg.secret = key;
+    cfg.secret_len = key_len;
+    cfg.channels = user_channels;
+    cfg.num_channels = 1;
+    CHECK_OK(fdn_node_create(&cfg, &s->node));
+    fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
+    fdn_node_set_events(s->node, &ev);
+    for (int c = 0; c < FDN_CHANNEL_FIRST_USER + 1; c++)
+        CHECK_OK(fdn_channel_set_handler(s->node, c, on_message, s));
+}
+
+static void listen_any(struct side *s, char *addr, size_t len)
+{
+    int idx = fdn_node_listen(s->node, "tcp://127.0.0.1:0");
+    CHECK_OK(idx);
+    CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
+}
+
+/* server listens, client connects; returns the client's peer once both are up. */
+static fdn_peer *pair_up(struct side *server, struct side *client)
+{
+    char addr[128];
+    listen_any(server, addr, sizeof addr);
+    fdn_peer *p;
+    CHECK_OK(fdn_node_connect(client->node, addr, &p));
+    RUN_UNTIL(client->ups == 1 && server->ups == 1);
+    CHECK(fdn_peer_is_up(p));
+    CHECK(memcmp(fdn_peer_node_id(p), fdn_peer_node_id(server->up_peer), 16) != 0);
+    return p;
+}
+
+static fdn_msg *make_msg(size_t len, uint32_t tag)
+{
+    fdn_msg *m;
+    CHECK_OK(fdn_msg_alloc(fdn_worker_pool(w), len, &m));
+    uint8_t *d = fdn_msg_data(m);
+    for (size_t i = 0; i < len; i++)
+        d[i] = (uint8_t)(i * 131 + tag);
+    if (len >= 4)
+        memcpy(d, &tag, 4);
+    return m;
+}
+
+static void teardown(struct side *a, struct side *b)
+{
+    fdn_node_destroy(a->node);
+    fdn_node_destroy(b->node);
+    fdn_pool_stats ps;
+    fdn_pool_stats_get(fdn_worker_pool(w), &ps);
+    CHECK_EQ(ps.buffers_in_use, 0); /* every message freed, sent or not */
+}
+
+/* ---- Tests --------------------------------------------------------------- */
+
+static void test_every_channel_in_order(void)
+{
+    struct side a, b;
+    make_node(&a, NULL, secret, sizeof secret, NULL);
+    make_node(&b, NULL, secret, sizeof secret, NULL);
+    fdn_peer *p = pair_up(&a, &b);
+    CHECK_EQ(fdn_channel_lookup(b.node, "telemetry"), FDN_CHANNEL_FIRST_USER);
+    CHECK_EQ(fdn_channel_lookup(b.node, "nope"), -ENOENT);
+
+    uint64_t seed = 7, expect = 14695981039346656037ull, bytes = 0;
+    int sent = 0;
+    for (int i = 0; i < 400; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        int channel = (int)(seed >> 33) % (FDN_CHANNEL_FIRST_USER + 1);
+        size_t max = channel == FDN_CHANNEL_DATA ? 3u << 20 : channel == FDN_CHANNEL_GOSSIP ? 60000 : channel == 4 ? 4096 : 100000;
+        size_t len = (seed >> 13) % max;
+        fdn_msg *m = make_msg(len, (uint32_t)i);
+        int rc;
+        while ((rc = fdn_send(p, channel, m)) == -EAGAIN)
+            fdn_worker_progress(w);
+        CHECK_OK(rc);
+        sent++;
+        (void)expect;
+        bytes += len;
+    }
+    RUN_UNTIL(a.arrivals == sent);
+    CHECK_EQ(a.bytes_received, bytes);
+    /* Within a channel, arrival order is send order. */
+    uint32_t last[8];
+    memset(last, 0xff, sizeof last);
+    for (int i = 0; i < a.arrivals && i < 4096; i++) {
+        int c = a.arrival_channel[i];
+        uint32_t tag = a.arrival_tag[i];
+        if (tag == 0 && i > 0)
+            continue; /* messages under 4 bytes carry no tag */
+        if (last[c] != 0xffffffffu)
+            CHECK(tag > last[c]);
+        last[c] = tag;
+    }
+    fdn_channel_stats st;
+    CHECK_OK(fdn_peer_channel_stats(p, FDN_CHANNEL_DATA, &st));
+    CHECK(st.msgs_sent > 0 && st.bytes_sent > 0);
+    CHECK_OK(fdn_peer_channel_stats(a.up_peer, FDN_CHANNEL_DATA, &st));
+    CHECK(st.msgs_received > 0 && st.msgs_delivered == st.msgs_received);
+    teardown(&a, &b);
+}
+
+/* An urgent message queued behind a 64 MiB bulk message on a less urgent
+ * channel arrives first: the bulk message is sent one fragment at a time. */
+static void test_urgent_overtakes_bulk(void)
+{
+    struct side a, b;
+    make_node(&a, NULL, secret, sizeof secret, NULL);
+    make_node(&b, NULL, secret, sizeof secret, NULL);
+    fdn_peer *p = pair_up(&a, &b);
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(64u << 20, 1)));
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_COORDINATION, make_msg(64, 2)));
+    RUN_UNTIL(a.arrivals == 2);
+    CHECK_EQ(a.arrival_channel[0], FDN_CHANNEL_COORDINATION);
+    CHECK_EQ(a.arrival_channel[1], FDN_CHANNEL_DATA);
+    teardown(&a, &b);
+}
+
+/* The data consumer stops: the data channel stalls on credit while the
+ * coordination channel keeps delivering; resuming delivers everything. */
+static void test_stalled_consumer_does_not_block_others(void)
+{
+    struct side a, b;
+    fdn_node_config small = {.data = {.max_message = 1 << 20, .credit_window = 2 << 20}};
+    make_node(&a, NULL, secret, sizeof secret, &small);
+    make_node(&b, NULL, secret, sizeof secret, &small);
+    fdn_peer *p = pair_up(&a, &b);
+    CHECK_OK(fdn_channel_pause(a.up_peer, FDN_CHANNEL_DATA, true));
+    for (int i = 0; i < 10; i++)
+        CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(1 << 20, (uint32_t)i)));
+    /* Run until the sender has used its window. */
+    fdn_channel_stats st;
+    RUN_UNTIL((fdn_peer_channel_stats(p, FDN_CHANNEL_DATA, &st), st.credit_stalls > 0));
+    for (int i = 0; i < 50; i++)
+        CHECK_OK(fdn_send(p, FDN_CHANNEL_COORDINATION, make_msg(64, 1000u + (uint32_t)i)));
+    RUN_UNTIL(a.arrivals == 50);
+    for (int i = 0; i < 50; i++)
+        CHECK_EQ(a.arrival_channel[i], FDN_CHANNEL_COORDINATION);
+    CHECK_OK(fdn_peer_channel_stats(a.up_peer, FDN_CHANNEL_DATA, &st));
+    CHECK(st.recv_queued_msgs >= 1 && st.recv_queued_msgs <= 2); /* the window, no more */
+    CHECK_OK(fdn_channel_pause(a.up_peer, FDN_CHANNEL_DATA, false));
+    RUN_UNTIL(a.arrivals == 60);
+    teardown(&a, &b);
+}
+
+/* ---- Request / response -------------------------------------------------- */
+
+struct reply_state {
+    int calls, status;
+    uint32_t tag;
+};
+
+static void on_request(fdn_peer *p, int channel, uint64_t id, fdn_msg *req, void *arg)
+{
+    int *mode = arg;
+    if (*mode == 0) { /* echo */
+        CHECK_OK(fdn_respond(p, channel, id, req));
+    } else {          /* never answer */
+        fdn_msg_free(req);
+    }
+}
+
+static void on_reply(fdn_peer *p, int status, fdn_msg *resp, void *arg)
+{
+    (void)p;
+    struct reply_state *r = arg;
+    r->calls++;
+    r->status = status;
+    if (resp) {
+        memcpy(&r->tag, fdn_msg_data(resp), 4);
+        fdn_msg_free(resp);
+    }
+}
+
+static void test_request_response(void)
+{
+    struct side a, b;
+    make_node(&a, NULL, secret, sizeof secret, NULL);
+    make_node(&b, NULL, secret, sizeof secret, NULL);
+    int mode = 0;
+    CHECK_OK(fdn_channel_set_request_handler(a.node, FDN_CHANNEL_COORDINATION, on_request, &mode));
+    fdn_peer *p = pair_up(&a, &b);
+
+    struct reply_state r[3] = {{0}};
+    uint64_t id;
+    CHECK_OK(fdn_request(p, FDN_CHANNEL_COORDINATION, make_msg(64, 77), 0, on_reply, &r[0], &id));
+    RUN_UNTIL(r[0].calls == 1);
+    CHECK_EQ(r[0].status, 0);
+    CHECK_EQ(r[0].tag, 77);
+    CHECK_EQ(fdn_request_cancel(p, id), -ENOENT);
+
+    mode = 1; /* the server stops answering */
+    CHECK_OK(fdn_request(p, FDN_CHANNEL_COORDINATION, make_msg(64, 78), 20000000, on_reply,
+                         &r[1], NULL));
+    RUN_UNTIL(r[1].calls == 1);
+    CHECK_EQ(r[1].status, -ETIMEDOUT);
+
+    CHECK_OK(fdn_request(p, FDN_CHANNEL_COORDINATION, make_msg(64, 79), 0, on_reply, &r[2], &id));
+    CHECK_OK(fdn_request_cancel(p, id));
+    CHECK_EQ(r[2].calls, 1);
+    CHECK_EQ(r[2].status, -ECANCELED);
+
+    fdn_channel_stats st;
+    CHECK_OK(fdn_peer_channel_stats(p, FDN_CHANNEL_COORDINATION, &st));
+    CHECK_EQ(st.rtt_count, 1);
+    CHECK(st.rtt_p50_ns > 0 && st.rtt_p50_ns <= st.rtt_max_ns);
+
+    /* A request still pending when the peer goes down gets -ENOTCONN. */
+    struct reply_state late = {0};
+    CHECK_OK(fdn_request(p, FDN_CHANNEL_COORDINATION, make_msg(64, 80), 0, on_reply, &late, NULL));
+    fdn_node_destroy(a.node);
+    RUN_UNTIL(late.calls == 1);
+    CHECK_EQ(late.status, -ENOTCONN);
+    RUN_UNTIL(b.downs == 1);
+    fdn_node_destroy(b.node);
+}
+
+/* ---- Backpressure -------------------------------------------------------- */
+
+static int writable_runs;
+
+static int on_writable(fdn_worker *worker, fdn_task *t)
+{
+    (void)worker;
+    (void)t;
+    writable_runs++;
+    return FDN_TASK_DONE;
+}
+
+static void test_full_channel_is_eagain(void)
+{
+    struct side a, b;
+    fdn_node_config cfg = {.data = {.max_message = 1 << 20, .credit_window = 1 << 20,
+                                    .max_queued = 4}};
+    make_node(&a, NULL, secret, sizeof secret, &cfg);
+    make_node(&b, NULL, secret, sizeof secret, &cfg);
+    fdn_peer *p = pair_up(&a, &b);
+    CHECK_OK(fdn_channel_pause(a.up_peer, FDN_CHANNEL_DATA, true));
+    int accepted = 0, rc;
+    fdn_msg *m = make_msg(1 << 20, 0);
+    while ((rc = fdn_send(p, FDN_CHANNEL_DATA, m)) == 0) {
+        accepted++;
+        m = make_msg(1 << 20, (uint32_t)accepted);
+        fdn_worker_progress(w);
+    }
+    CHECK_EQ(rc, -EAGAIN); /* bounded: the caller still owns m */
+    CHECK(accepted >= 4 && accepted <= 6);
+    fdn_channel_stats st;
+    CHECK_OK(fdn_peer_channel_stats(p, FDN_CHANNEL_DATA, &st));
+    CHECK_EQ(st.send_eagain, 1);
+    fdn_task t;
+    fdn_task_init(&t, on_writable, NULL, FDN_PRIO_DEFAULT);
+    CHECK_OK(fdn_send_notify(p, FDN_CHANNEL_DATA, &t));
+    CHECK_OK(fdn_channel_pause(a.up_peer, FDN_CHANNEL_DATA, false));
+    RUN_UNTIL(writable_runs == 1);
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, m));
+    RUN_UNTIL(a.arrivals == accepted + 1);
+    teardown(&a, &b);
+}
+
+/* ---- Peers that must be refused ------------------------------------------ */
+
+static void test_wrong_secret_and_cluster(void)
+{
+    static const uint8_t other[] = "a different secret of 32 bytes!";
+    struct side a, b;
+    char addr[128];
+    make_node(&a, NULL, secret, sizeof secret, NULL);
+    make_node(&b, NULL, other, sizeof other, NULL);
+    listen_any(&a, addr, sizeof addr);
+    fdn_peer *p;
+    CHECK_OK(fdn_node_connect(b.node, addr, &p));
+    /* The client proves itself first; the server refuses it, counts it and
+     * closes without a word. */
+    RUN_UNTIL(b.downs == 1);
+    CHECK_EQ(b.last_down_reason, -ECONNABORTED);
+    CHECK_EQ(a.ups + b.ups, 0);
+    fdn_node_stats ns;
+    RUN_UNTIL((fdn_node_stats_get(a.node, &ns), ns.auth_failures == 1));
+    fdn_node_destroy(b.node);
+
+    make_node(&b, "another-cluster", secret, sizeof secret, NULL);
+    CHECK_OK(fdn_node_connect(b.node, addr, &p));
+    RUN_UNTIL(b.downs == 1);
+    CHECK_EQ(b.last_down_reason, -EPERM);
+    fdn_node_stats_get(a.node, &ns);
+    CHECK(ns.handshake_failures >= 1);
+    teardown(&a, &b);
+}
+
+/* A raw peer: a blocking socket that speaks the protocol by hand. */
+struct raw {
+    int fd;
+    struct fdn__handshake *hs;
+};
+
+static bool raw_send_all(struct raw *r, const void *buf, size_t len);
+
+static bool raw_send_frame(struct raw *r, const struct fdn__frame_hdr *h, const void *payload)
+{
+    uint8_t buf[FDN__FRAME_MAX_HDR_SIZE];
+    size_t n = fdn__frame_encode(h, buf);
+    return raw_send_all(r, buf, n) && raw_send_all(r, payload, h->frag_len);
+}
+
+static void raw_connect(struct raw *r, const char *addr)
+{
+    const char *hostport = addr + strlen("tcp://");
+    const char *colon = strrchr(hostport, ':');
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    r->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    CHECK(r->fd >= 0);
+    int rc = connect(r->fd, (struct sockaddr *)&sa, sizeof sa);
+    CHECK(rc == 0 || errno == EINPROGRESS);
+    RUN_UNTIL((poll(&(struct pollfd){.fd = r->fd, .events = POLLOUT}, 1, 0)) == 1);
+    int one = 1;
+    setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* Sends all of buf, running the worker while the socket is full; false once
+ * the node has closed the connection. */
+static bool raw_send_all(struct raw *r, const void *buf, size_t len)
+{
+    const uint8_t *b = buf;
+    while (len > 0) {
+        ssize_t n = send(r->fd, b, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno != EAGAIN)
+            return false;
+        if (n > 0) {
+            b += n;
+            len -= (size_t)n;
+        } else if (fdn_worker_progress(w) == 0) {
+            fdn_worker_wait(w, 100000);
+        }
+    }
+    return true;
+}
+
+/* Reads whatever arrived (non-blocking), while the worker runs. */
+static ssize_t raw_read(struct raw *r, uint8_t *buf, size_t cap)
+{
+    ssize_t n = recv(r->fd, buf, cap, MSG_DONTWAIT);
+    return n < 0 && errno == EAGAIN ? 0 : n;
+}
+
+/* The peer closed on us (EOF or reset), seen without blocking. */
+static bool raw_closed(struct raw *r)
+{
+    uint8_t buf[65536];
+    ssize_t n = recv(r->fd, buf, sizeof buf, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN);
+}
+
+/* Completes a handshake as a client with the given version range and key;
+ * returns once DONE (true) or failed (false). */
+static bool raw_handshake(struct raw *r, uint8_t vmin, uint8_t vmax, const uint8_t *key,
+                          size_t key_len)
+{
+    struct fdn__channel_desc desc = {.id = FDN_CHANNEL_DATA, .priority = 4, .flags = 3,
+                                     .weight = 1, .lanes = 1, .credit_window = 1 << 20,
+                                     .max_message = 1 << 20};
+    strcpy(desc.name, "data");
+    struct fdn__handshake_config cfg = {
+        .role = FDN__HS_CLIENT, .version_min = vmin, .version_max = vmax,
+        .cluster_name = "foundation", .channels = &desc, .channel_count = 1,
+        .limits = {.max_fragment = 1 << 20, .max_message = 1 << 20, .max_channel = 63},
+    };
+    /* Nodes hash their secret into the key (SHA-256); do the same. */
+    crypto_hash_sha256(cfg.secret, key, key_len);
+    CHECK_OK(fdn__handshake_create(&cfg, &r->hs));
+    uint8_t in[65536];
+    size_t have = 0;
+    for (long rounds = 0; rounds < 200000; rounds++) {
+        const uint8_t *msg;
+        size_t len;
+        while ((len = fdn__handshake_next_output(r->hs, &msg)) > 0) {
+            struct fdn__frame_hdr h = {.type = FDN__FRAME_HANDSHAKE,
+                                       .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST,
+                                       .frag_len = (uint32_t)len, .total_len = len};
+            raw_send_frame(r, &h, msg);
+        }
+        enum fdn__handshake_status st = fdn__handshake_status(r->hs);
+        if (st != FDN__HS_IN_PROGRESS)
+            return st == FDN__HS_DONE;
+        if (fdn_worker_progress(w) == 0)
+            fdn_worker_wait(w, 100000);
+        ssize_t n = raw_read(r, in + have, sizeof in - have);
+        if (n < 0)
+            return false;
+        have += (size_t)n;
+        struct fdn__wire_limits lim = {.max_fragment = 1 << 20, .max_message = 1 << 20,
+                                       .max_channel = 63};
+        struct fdn__frame_hdr h;
+        enum fdn__wire_error why;
+        int hl;
+        while ((hl = fdn__frame_decode(in, have, &lim, &h, &why)) > 0 &&
+               have >= (size_t)hl + h.frag_len) {
+            if (h.type == FDN__FRAME_HANDSHAKE)
+                fdn__handshake_feed(r->hs, in + hl, h.frag_len);
+            memmove(in, in + hl + h.frag_len, have - (size_t)hl - h.frag_len);
+            have -= (size_t)hl + h.frag_len;
+        }
+        if (n == 0 && raw_closed(r))
+            return false;
+    }
+    return false;
+}
+
+static void raw_close(struct raw *r)
+{
+    close(r->fd);
+    fdn__handshake_destroy(r->hs);
+}
+
+static void test_raw_peers_refused(void)
+{
+    struct side a;
+    char addr[128];
+    make_node(&a, NULL, secret, sizeof secret, NULL);
+    listen_any(&a, addr, sizeof addr);
+    fdn_node_stats ns;
+
+    /* Garbage: not even a frame. */
+    struct raw r = {0};
+    raw_connect(&r, addr);
+    CHECK_EQ(send(r.fd, "GET / HTTP/1.1\r\n\r\n", 18, MSG_NOSIGNAL), 18);
+    RUN_UNTIL(raw_closed(&r));
+    close(r.fd);
+    fdn_node_stats_get(a.node, &ns);
+    CHECK_EQ(ns.protocol_errors, 1);
+
+    /* A version the node does not speak. */
+    r = (struct raw){0};
+    raw_connect(&r, addr);
+    CHECK(!raw_handshake(&r, 2, 3, secret, sizeof secret));
+    raw_close(&r);
+    RUN_UNTIL((fdn_node_stats_get(a.node, &ns), ns.handshake_failures == 1));
+
+    /* Authenticated, then more DATA than the agreed 1 MiB window while the
+     * node's consumer is paused (so it grants nothing back): the node must
+     * cut the peer off for breaking its limits. */
+    r = (struct raw){0};
+    raw_connect(&r, addr);
+    CHECK(raw_handshake(&r, 1, 1, secret, sizeof secret));
+    RUN_UNTIL(a.ups == 1);
+    CHECK_OK(fdn_channel_pause(a.up_peer, FDN_CHANNEL_DATA, true));
+    static uint8_t chunk[1 << 16];
+    bool open = true;
+    for (uint64_t msg_id = 0; msg_id < 2 && open; msg_id++) {
+        for (uint32_t off = 0; off < (1u << 20) && open; off += sizeof chunk) {
+            struct fdn__frame_hdr h = {
+                .type = FDN__FRAME_DATA, .channel = FDN_CHANNEL_DATA, .msg_id = msg_id,
+                .frag_len = sizeof chunk, .offset = off, .total_len = 1 << 20,
+                .flags = (uint16_t)((off == 0 ? FDN__FRAME_FIRST : 0) |
+                                    (off + sizeof chunk == (1u << 20) ? FDN__FRAME_LAST : 0)),
+            };
+            open = raw_send_frame(&r, &h, chunk);
+        }
+    }
+    RUN_UNTIL(raw_closed(&r));
+    raw_close(&r);
+    RUN_UNTIL(a.downs == 1);
+    CHECK_EQ(a.last_down_reason, -ENOSPC);
+    fdn_node_stats_get(a.node, &ns);
+    CHECK_EQ(ns.limit_violations, 1);
+    CHECK_EQ(ns.protocol_errors, 1); /* the garbage, earlier */
+    fdn_node_destroy(a.node);
+}
+
+int main(void)
+{
+    /* Both nodes share one worker and so one pool, which keeps its slabs:
+     * room for the largest test's peak (64 MiB sent and 64 MiB received)
+     * after the others. */
+    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true,
+                              .pool = {.max_bytes = (size_t)1 << 30}};
+    CHECK_OK(fdn_runtime_create(&cfg, &rt));
+    w = fdn_runtime_worker(rt, 0);
+    CHECK_OK(fdn_worker_attach(w));
+    RUN(test_every_channel_in_order);
+    RUN(test_urgent_overtakes_bulk);
+    RUN(test_stalled_consumer_does_not_block_others);
+    RUN(test_request_response);
+    RUN(test_full_channel_is_eagain);
+    RUN(test_wrong_secret_and_cluster);
+    RUN(test_raw_peers_refused);
+    CHECK_OK(fdn_worker_detach(w));
+    CHECK_OK(fdn_runtime_stop(rt));
+    fdn_runtime_destroy(rt);
+    return 0;
+}
