@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Foundation three ways and runs the test suite in each:
 #   asan   gcc, AddressSanitizer + UndefinedBehaviorSanitizer, warnings as errors: every test
-#   clang  clang, optimised, warnings as errors: every test
+#   clang  clang, optimised, warnings as errors: every test, and a short run of
+#          each libFuzzer target (tests/fuzz)
 #   tsan   clang, ThreadSanitizer: the concurrent suite
 # Ends with "N passed, N failed, N skipped", counted from meson's JSON test logs.
 # Usage: scripts/test.sh [BUILD_ROOT]   (default: build/)
@@ -42,7 +43,7 @@ run_build() { # name, compiler, test args, meson options...
 
 mkdir -p "$root"
 run_build asan gcc "" -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true
-run_build clang clang "" -Dbuildtype=release -Dwerror=true
+run_build clang clang "" -Dbuildtype=release -Dwerror=true -Dfuzz=true
 run_build tsan clang "--suite concurrent" -Db_sanitize=thread -Db_lundef=false
 
 counts=$(python3 - "$root" <<'PY'
