@@ -79,6 +79,7 @@ struct fdn__rx_channel {
     bool paused;
     bool usable;                   /* both sides agreed on it */
     uint64_t window;               /* the agreed credit window */
+    uint64_t max_message;          /* the agreed largest message */
     uint64_t delivered, drops;
     fdn_task *writable;            /* fdn_send_notify() */
     fdn_histogram rtt;             /* request round trips on this channel */
@@ -154,6 +155,7 @@ struct fdn_node {
     uint64_t incarnation;
     uint32_t max_fragment;
     uint32_t max_inflight_bytes;
+    uint32_t zerocopy_min;         /* 0: never */
     uint64_t handshake_timeout_ns;
     uint64_t max_message;          /* largest of all channels */
 

@@ -41,7 +41,7 @@ static int queue_ctrl(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t
         return FDN_ERR(-ENOBUFS, "control queue of peer %s is full", p->addr);
     fdn__frame_encode(h, p->ctrl + p->ctrl_len);
     p->ctrl_len += (uint32_t)hdr_len;
-    if (h->frag_len) {
+    if (h->frag_len && payload) {
         memcpy(p->ctrl + p->ctrl_len, payload, h->frag_len);
         p->ctrl_len += h->frag_len;
     }
@@ -502,7 +502,7 @@ static void pump(fdn_peer *p)
             int before = niov;
             add_frame(b, &niov, &f);
             batch_bytes += iov_bytes(&b->iov[before], niov - before);
-            big |= f.len >= 16384;
+            big |= p->node->zerocopy_min && f.len >= p->node->zerocopy_min;
         }
         if (niov == 0)
             return;
@@ -621,6 +621,7 @@ static int on_handshake_done(fdn_peer *p)
             return err;
         p->rx[d->id].usable = true;
         p->rx[d->id].window = d->credit_window;
+        p->rx[d->id].max_message = d->max_message;
     }
     p->state = FDN__PEER_UP;
     p->announced_up = true;
@@ -884,9 +885,13 @@ int fdn__peer_send(fdn_peer *p, int channel, fdn_msg *msg, uint64_t msg_id)
         return FDN_ERR(-EINVAL, "a message of %d buffers (at most %d)", segments,
                        FDN__MAX_SEGMENTS);
     }
-    if (len > n->channels[channel].cfg.max_message) {
+    /* Once up, the limit is what both ends agreed (the smaller of the two). */
+    uint64_t max = p->state == FDN__PEER_UP ? p->rx[channel].max_message
+                                            : n->channels[channel].cfg.max_message;
+    if (len > max) {
         fdn_msg_free(msg);
-        return FDN_ERR(-EMSGSIZE, "%zu bytes over channel %d's max_message", len, channel);
+        return FDN_ERR(-EMSGSIZE, "%zu bytes over channel %d's max_message %" PRIu64, len,
+                       channel, max);
     }
     int rc = fdn__sched_enqueue(p->sched, (uint16_t)channel, msg, msg_id);
     if (rc == -EAGAIN)

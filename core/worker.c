@@ -364,17 +364,22 @@ static unsigned reap_completions(fdn_worker *w)
 
 static int setup_ring(fdn_worker *w)
 {
-    /* Not COOP_TASKRUN or DEFER_TASKRUN: a busy-polling worker never enters
-     * the kernel, and with those flags its completions would wait for it to. */
+    /* DEFER_TASKRUN: completions are posted only when the owner asks
+     * (fdn_worker_progress calls io_uring_get_events while I/O is in flight,
+     * and waiting asks too). Without it the kernel interrupts a busy-polling
+     * worker to post each completion: measured with fdn-perf, 64 B ping-pong
+     * p50 went from 17.5 to 6.7 us and p99 from milliseconds to 31 us. */
     struct io_uring_params p = {
-        .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP,
+        .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                 IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP,
     };
     int rc = io_uring_queue_init_params(w->uring_entries, &w->ring, &p);
-    if (rc == -EINVAL) { /* kernel before 6.0: no SINGLE_ISSUER */
+    if (rc == -EINVAL) { /* kernel before 6.1: no DEFER_TASKRUN, maybe no SINGLE_ISSUER */
         memset(&p, 0, sizeof p);
         p.flags = IORING_SETUP_CLAMP;
         rc = io_uring_queue_init_params(w->uring_entries, &w->ring, &p);
     }
+    w->deferred_taskrun = rc == 0 && (p.flags & IORING_SETUP_DEFER_TASKRUN);
     if (rc < 0)
         return FDN_ERR(rc, "io_uring_setup failed for worker %d: %s (disabled by the "
                        "kernel.io_uring_disabled sysctl, a seccomp filter, or a kernel "
@@ -413,8 +418,14 @@ int fdn_worker_progress(fdn_worker *w)
                        w->index);
     unsigned work = drain_inbound(w);
     work += fire_timers(w);
-    if (w->ring_ready)
+    if (w->ring_ready) {
+        /* With deferred task running, completions are posted only on
+         * request: ask while I/O is in flight. A worker that only moves
+         * tasks between rings makes no system call here. */
+        if (w->deferred_taskrun && w->inflight)
+            io_uring_get_events(&w->ring);
         work += reap_completions(w);
+    }
     work += run_tasks(w);
     if (w->ring_ready && io_uring_sq_ready(&w->ring))
         io_uring_submit(&w->ring);

@@ -87,6 +87,7 @@ struct fdn_worker {
     struct io_uring ring;
     bool ring_ready;
     bool can_msg_ring;
+    bool deferred_taskrun;    /* IORING_SETUP_DEFER_TASKRUN: post completions on request */
     uint32_t inflight;        /* ops awaiting a final CQE, the eventfd read excluded */
     uint64_t event_buf;
     struct fdn__io_op event_read;

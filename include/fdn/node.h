@@ -81,6 +81,12 @@ typedef struct fdn_node_config {
     uint32_t max_inflight_bytes;     /* bytes handed to the transport per connection
                                         and not yet sent; default 256 KiB */
     uint64_t handshake_timeout_ns;   /* default 5 s */
+    uint32_t zerocopy_min;           /* send frames of at least this many payload bytes
+                                        with zero-copy (SEND_ZC); 0 (default): never.
+                                        A zero-copy send completes only when the peer
+                                        has acknowledged the data, so it ties
+                                        max_inflight_bytes to the round trip; measured
+                                        on loopback, it cut 1 MiB streaming to a tenth */
 } fdn_node_config;
 
 typedef struct fdn_node_events {

@@ -366,6 +366,43 @@ static void test_full_channel_is_eagain(void)
     teardown(&a, &b);
 }
 
+/* Limits are what both ends agreed: a node that allows 64 MiB talking to
+ * one that allows 1 MiB refuses 2 MiB at fdn_send, not on the wire. */
+static void test_agreed_size_limit(void)
+{
+    struct side a, b;
+    fdn_node_config small = {.data = {.max_message = 1 << 20}};
+    make_node(&a, NULL, secret, sizeof secret, &small);
+    make_node(&b, NULL, secret, sizeof secret, NULL);
+    fdn_peer *p = pair_up(&a, &b);
+    CHECK_EQ(fdn_send(p, FDN_CHANNEL_DATA, make_msg(2 << 20, 1)), -EMSGSIZE);
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(1 << 20, 2)));
+    RUN_UNTIL(a.arrivals == 1);
+    fdn_node_stats ns;
+    fdn_node_stats_get(a.node, &ns);
+    CHECK_EQ(ns.limit_violations, 0);
+    teardown(&a, &b);
+}
+
+/* Zero-copy sends (opt-in) deliver the same bytes. */
+static void test_zerocopy_sends(void)
+{
+    struct side a, b;
+    fdn_node_config zc = {.zerocopy_min = 16384};
+    make_node(&a, NULL, secret, sizeof secret, &zc);
+    make_node(&b, NULL, secret, sizeof secret, &zc);
+    fdn_peer *p = pair_up(&a, &b);
+    uint64_t expect = 14695981039346656037ull;
+    for (int i = 0; i < 8; i++) {
+        fdn_msg *m = make_msg((size_t)(100000 + i * 77777), (uint32_t)i);
+        expect = fnv(fdn_msg_data(m), fdn_msg_len(m), expect);
+        CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, m));
+    }
+    RUN_UNTIL(a.arrivals == 8);
+    CHECK_EQ(a.checksum, expect);
+    teardown(&a, &b);
+}
+
 /* ---- Peers that must be refused ------------------------------------------ */
 
 static void test_wrong_secret_and_cluster(void)
@@ -591,6 +628,8 @@ int main(void)
     RUN(test_stalled_consumer_does_not_block_others);
     RUN(test_request_response);
     RUN(test_full_channel_is_eagain);
+    RUN(test_agreed_size_limit);
+    RUN(test_zerocopy_sends);
     RUN(test_wrong_secret_and_cluster);
     RUN(test_raw_peers_refused);
     CHECK_OK(fdn_worker_detach(w));
