@@ -403,6 +403,73 @@ static void test_zerocopy_sends(void)
     teardown(&a, &b);
 }
 
+/* Twenty clients on one server, traffic both ways, then half close from the
+ * client side and the server closes the rest: every close is reported once,
+ * as orderly, on both sides, and nothing is left allocated. */
+#define MANY 20
+
+static fdn_peer *server_peers[MANY];
+static int server_peer_count;
+
+static void on_server_up(fdn_peer *p, void *arg)
+{
+    on_up(p, arg);
+    server_peers[server_peer_count++] = p;
+}
+
+static void on_echo(fdn_peer *p, int channel, fdn_msg *m, void *arg)
+{
+    (void)arg;
+    CHECK_OK(fdn_send(p, channel, m)); /* the same buffer goes back */
+}
+
+static void test_many_peers_and_clean_close(void)
+{
+    struct side server, clients[MANY];
+    char addr[128];
+    make_node(&server, NULL, secret, sizeof secret, NULL);
+    fdn_node_events ev = {.peer_up = on_server_up, .peer_down = on_down, .arg = &server};
+    fdn_node_set_events(server.node, &ev);
+    CHECK_OK(fdn_channel_set_handler(server.node, FDN_CHANNEL_EVENTS, on_echo, NULL));
+    server_peer_count = 0;
+    listen_any(&server, addr, sizeof addr);
+    fdn_peer *peers[MANY];
+    for (int i = 0; i < MANY; i++) {
+        make_node(&clients[i], NULL, secret, sizeof secret, NULL);
+        CHECK_OK(fdn_node_connect(clients[i].node, addr, &peers[i]));
+    }
+    RUN_UNTIL(server.ups == MANY);
+    for (int i = 0; i < MANY; i++) {
+        RUN_UNTIL(clients[i].ups == 1);
+        for (int k = 0; k < 10; k++)
+            CHECK_OK(fdn_send(peers[i], FDN_CHANNEL_EVENTS, make_msg(1000, (uint32_t)k)));
+    }
+    for (int i = 0; i < MANY; i++)
+        RUN_UNTIL(clients[i].arrivals == 10);
+
+    for (int i = 0; i < MANY / 2; i++)   /* clients close */
+        fdn_peer_close(peers[i]);
+    for (int i = 0; i < MANY / 2; i++)
+        RUN_UNTIL(clients[i].downs == 1);
+    RUN_UNTIL(server.downs == MANY / 2);
+    CHECK_EQ(server.last_down_reason, 0);
+    /* The server closes the others: find them among its peers still up. */
+    for (int i = 0; i < server_peer_count; i++)
+        if (fdn_peer_is_up(server_peers[i]))
+            fdn_peer_close(server_peers[i]);
+    RUN_UNTIL(server.downs == MANY);
+    for (int i = MANY / 2; i < MANY; i++) {
+        RUN_UNTIL(clients[i].downs == 1);
+        CHECK_EQ(clients[i].last_down_reason, 0);
+    }
+    for (int i = 0; i < MANY; i++)
+        fdn_node_destroy(clients[i].node);
+    fdn_node_destroy(server.node);
+    fdn_pool_stats ps;
+    fdn_pool_stats_get(fdn_worker_pool(w), &ps);
+    CHECK_EQ(ps.buffers_in_use, 0);
+}
+
 /* ---- Peers that must be refused ------------------------------------------ */
 
 static void test_wrong_secret_and_cluster(void)
@@ -630,6 +697,7 @@ int main(void)
     RUN(test_full_channel_is_eagain);
     RUN(test_agreed_size_limit);
     RUN(test_zerocopy_sends);
+    RUN(test_many_peers_and_clean_close);
     RUN(test_wrong_secret_and_cluster);
     RUN(test_raw_peers_refused);
     CHECK_OK(fdn_worker_detach(w));
