@@ -151,7 +151,7 @@ int fdn_node_create(const fdn_node_config *cfg, fdn_node **out)
     randombytes_buf(n->node_id, sizeof n->node_id);
     n->incarnation = fdn_now_ns();
     n->max_fragment = cfg->max_fragment ? cfg->max_fragment : 64 << 10;
-    n->max_inflight_bytes = cfg->max_inflight_bytes ? cfg->max_inflight_bytes : 256 << 10;
+    n->max_inflight_bytes = cfg->max_inflight_bytes ? cfg->max_inflight_bytes : 128 << 10;
     n->zerocopy_min = cfg->zerocopy_min;
     n->handshake_timeout_ns = cfg->handshake_timeout_ns ? cfg->handshake_timeout_ns
                                                         : 5000000000ull;

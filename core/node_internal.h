@@ -111,6 +111,7 @@ struct fdn_peer {
     enum fdn__peer_state state;
     bool outbound;
     bool close_sent;               /* the transport was asked to close */
+    bool close_received;           /* the peer sent CLOSE: its reason stands */
     bool announced_up;             /* peer_up was reported */
     int down_reason;
     struct fdn__tp_conn *conn;

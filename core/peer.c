@@ -364,7 +364,10 @@ static int on_frame(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *
     case FDN__FRAME_PONG:
         return 0;
     case FDN__FRAME_CLOSE:
-        /* The peer is leaving in order; its transport close follows. */
+        /* The peer is leaving and says why; its transport close follows,
+         * possibly as a reset (it may close with our bytes unread), which
+         * must not turn an orderly goodbye into an error. */
+        p->close_received = true;
         p->down_reason = h->close_reason == FDN__CLOSE_NORMAL ||
                                  h->close_reason == FDN__CLOSE_GOING_AWAY
                              ? 0
@@ -667,7 +670,7 @@ static void on_closed(void *ctx, int err)
     if (!closing(p)) {
         /* Closed under us. During the handshake even an orderly close is a
          * refusal (a server closes on clients that fail to authenticate). */
-        if (p->down_reason == 0 && err != -ECANCELED)
+        if (p->down_reason == 0 && err != -ECANCELED && !p->close_received)
             p->down_reason = err;
         if (p->down_reason == 0 && p->state != FDN__PEER_UP)
             p->down_reason = -ECONNABORTED;
