@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Foundation's main job, as it stands: builds an optimised libfdn, shows this
-# machine's topology and the worker placement the runtime chooses, then runs
-# the runtime micro-benchmarks and prints a table of results with the ratios
-# against the in-process peer (a raw cache-line ping-pong between two cores).
-# Channels and transports (issue 3) do not exist yet; when they land this job
-# becomes two nodes exchanging traffic across channels.
-# Usage: scripts/main.sh [--quick] [--json FILE]
+# Foundation's main job: two local nodes exchanging traffic across channels.
+#   1. this machine's topology and the placement the runtime would choose;
+#   2. fdn-isolate: two processes, 64-byte pings on `coordination` with and
+#      without 1 MiB bulk traffic on `data`, a stalled data consumer, and the
+#      same traffic forced through one FIFO channel;
+#   3. fdn-perf: 64 B ping-pong, 64 B and 1 MiB streaming between two nodes;
+#   4. the runtime micro-benchmarks (fdn-bench);
+# then one results table. Every figure comes from this run.
+# Usage: scripts/main.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+secs=3; reps=3
+[ "$quick" = 1 ] && secs=1 && reps=1
 
 dir=build/release
 if [ ! -f "$dir/build.ninja" ]; then
@@ -16,8 +23,74 @@ if [ ! -f "$dir/build.ninja" ]; then
 fi
 ninja -C "$dir" -j"$(nproc)" >/dev/null
 
+out=$(mktemp -d)
+server_pid=
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$out"
+}
+trap cleanup EXIT
+
 echo "== Topology and placement (fdn-topo)"
 "$dir/tools/fdn-topo"
+
 echo
-echo "== Runtime micro-benchmarks (fdn-bench, pinned, median of repetitions)"
-python3 bench/run.py --bench "$dir/bench/fdn-bench" "$@"
+echo "== Head-of-line isolation between two nodes (fdn-isolate, ${secs} s per scenario)"
+"$dir/tools/fdn-isolate" --duration "$secs" --json "$out/isolate.json"
+
+echo
+echo "== Two nodes, one channel at a time (fdn-perf, ${secs} s per run)"
+secret="$out/cluster.secret"
+"$dir/tools/fdn-perf" server --listen tcp://127.0.0.1:0 --cpu 1 --secret-file "$secret" \
+  >"$out/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 50); do
+  addr=$(grep -o 'tcp://[0-9.]*:[0-9]*' "$out/server.log" | head -1 || true)
+  [ -n "$addr" ] && break
+  sleep 0.1
+done
+[ -n "$addr" ] || { cat "$out/server.log"; exit 1; }
+perf() { "$dir/tools/fdn-perf" "$@" --connect "$addr" --cpu 0 --secret-file "$secret" \
+  --duration "$secs" --json; }
+perf lat --size 64 >"$out/lat64.json"
+perf bw --size 64 >"$out/bw64.json"
+perf bw --size 1048576 >"$out/bw1m.json"
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+
+echo
+echo "== Runtime micro-benchmarks (fdn-bench)"
+python3 bench/run.py --bench "$dir/bench/fdn-bench" --repetitions "$reps" \
+  --filter 'cacheline|roundtrip|spsc_ring_throughput/batch:32|pool_alloc_free/bytes:64$' \
+  --json "$out/bench.json" >/dev/null
+
+python3 - "$out" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+iso = json.loads((out / "isolate.json").read_text())
+lat = json.loads((out / "lat64.json").read_text())
+bw64 = json.loads((out / "bw64.json").read_text())
+bw1m = json.loads((out / "bw1m.json").read_text())
+bench = json.loads((out / "bench.json").read_text())
+
+rows = []
+for name in ("idle", "bulk", "stalled", "fifo"):
+    s = iso["scenarios"][name]
+    rows.append((f"isolate: {name} ping one-way p50 / p99 (us)",
+                 f"{s['p50_us']:.1f} / {s['p99_us']:.1f}",
+                 f"bulk {s['bulk_gbytes_per_s']:.2f} GB/s" if s["bulk_gbytes_per_s"] else ""))
+verdict = iso.get("verdict", {})
+rows.append(("isolate: verdict", "holds" if verdict.get("holds") else "does not hold",
+             verdict.get("text", "")[:60]))
+rows.append(("fdn-perf: 64 B one-way p50 / p99 (us)",
+             f"{lat['p50_us']:.2f} / {lat['p99_us']:.2f}", f"{lat['messages']} round trips"))
+rows.append(("fdn-perf: 64 B streaming (msg/s)", f"{bw64['messages_per_s']:,.0f}", ""))
+rows.append(("fdn-perf: 1 MiB streaming (GB/s)", f"{bw1m['gbytes_per_s']:.2f}", ""))
+for r in bench.get("targets", []):
+    rows.append((f"fdn-bench: {r['target']}", f"{r['value']} {r['result']}", r.get("detail", "")))
+
+w0 = max(len(r[0]) for r in rows)
+w1 = max(len(r[1]) for r in rows)
+print("\n== Results (this run; loopback, 2 pinned nodes)")
+for a, b, c in rows:
+    print(f"{a:<{w0}}  {b:>{w1}}  {c}")
+PY
