@@ -11,11 +11,13 @@
  * addresses; the payloads are opaque and stay owned by whoever enqueued them
  * until they are dequeued.
  *
- *   struct fdn__spsc  one producer thread, one consumer thread. Each side
- *                     publishes its index once per burst and keeps a cached
- *                     copy of the other side's index, so in the steady state
- *                     the two threads share no written cache line except the
- *                     slots themselves.
+ *   struct fdn__spsc  one producer thread, one consumer thread.
+ *                     FastForward (Giacomoni, Moseley and Vachharajani,
+ *                     PPoPP 2008): the slot itself is the signal, NULL
+ *                     meaning free and anything else meaning full, so each
+ *                     side keeps its index private and neither ever reads
+ *                     the other's: in the steady state only slot lines move
+ *                     between the two cores. It cannot carry NULL.
  *   struct fdn__mpsc  any number of producer threads, one consumer thread.
  *                     Dmitry Vyukov's bounded queue: each slot carries a
  *                     sequence number telling whose turn it is, so producers
@@ -61,20 +63,34 @@ static inline unsigned fdn__ring_min(unsigned a, uint32_t b)
 
 /* ---- Single producer, single consumer ----------------------------------- */
 
-/* The producer's line holds what the producer writes: the tail it publishes
- * and its cached copy of the consumer's head. The consumer's line mirrors it.
- * Each line also carries its own copy of the mask so that neither side reads
- * the other's line to index a slot. */
+/* FastForward. Position p lives in slot p & mask, and the slot's content is
+ * its state: NULL is free, any other pointer is published and not yet taken.
+ * The producer writes position p only into a slot it sees NULL, the consumer
+ * takes position p only from a slot it sees non-NULL and writes NULL back.
+ * Positions are taken in order, so the slot at tail & mask holds either NULL
+ * or the untaken position tail - capacity (the ring is full), and the slot
+ * at head & mask holds either NULL or position head: no slot can be read as
+ * belonging to another lap.
+ *
+ * Who writes what:
+ *   tail, producer_mask   the producer only; nobody else reads them.
+ *   head, consumer_mask   the consumer only. head is atomic (relaxed) only
+ *                         so that fdn__spsc_empty() may read it from any
+ *                         thread; no data path reads it but the consumer's.
+ *   slots[]               the producer writes pointers into NULL slots, the
+ *                         consumer writes NULL into the slots it takes.
+ * The two index lines are private to their side, so they never move; the
+ * slot lines move once per handoff, and that is the handoff itself. The
+ * masks are copied into each side's line so no side reads the other's line
+ * to index a slot. */
 struct fdn__spsc {
-    alignas(FDN_CACHELINE) _Atomic uint32_t tail; /* written by the producer only */
-    uint32_t producer_head_cache;                 /* producer's last view of head */
+    alignas(FDN_CACHELINE) uint32_t tail; /* next position to write; producer's */
     uint32_t producer_mask;
 
-    alignas(FDN_CACHELINE) _Atomic uint32_t head; /* written by the consumer only */
-    uint32_t consumer_tail_cache;                 /* consumer's last view of tail */
+    alignas(FDN_CACHELINE) _Atomic uint32_t head; /* next position to take; consumer's */
     uint32_t consumer_mask;
 
-    alignas(FDN_CACHELINE) void *slots[];
+    alignas(FDN_CACHELINE) void *_Atomic slots[];
 };
 
 static inline size_t fdn__spsc_memsize(uint32_t capacity)
@@ -90,90 +106,128 @@ static inline int fdn__spsc_init_at(struct fdn__spsc *r, uint32_t capacity, uint
 {
     if (!fdn__ring_capacity_valid(capacity) || !fdn__ring_memory_aligned(r))
         return -EINVAL;
-    atomic_init(&r->tail, first_index);
-    r->producer_head_cache = first_index;
+    for (uint32_t i = 0; i < capacity; i++)
+        atomic_init(&r->slots[i], NULL);
+    r->tail = first_index;
     r->producer_mask = capacity - 1;
     atomic_init(&r->head, first_index);
-    r->consumer_tail_cache = first_index;
     r->consumer_mask = capacity - 1;
     return 0;
 }
 
 /* Lays an empty ring of capacity slots (a power of two, at least 2) out in
  * the fdn__spsc_memsize(capacity) bytes at r, which must be 64-byte aligned.
- * Returns 0 or -EINVAL. The ring must reach the producer and consumer threads
- * through some synchronisation that happens after this call. */
+ * Returns 0 or -EINVAL. Touches every slot, so the pages land on the NUMA
+ * node of the memory's binding. The ring must reach the producer and
+ * consumer threads through some synchronisation that happens after this
+ * call. */
 static inline int fdn__spsc_init(struct fdn__spsc *r, uint32_t capacity)
 {
     return fdn__spsc_init_at(r, capacity, 0);
 }
 
+/* Usable slots: all of them (FastForward needs no empty slot to tell full
+ * from empty). */
 static inline uint32_t fdn__spsc_capacity(const struct fdn__spsc *r)
 {
     return r->consumer_mask + 1;
 }
 
 /* Producer only. Enqueues objs[0..k) for the largest k <= n that fits and
- * returns k; the slots become visible to the consumer all at once.
+ * returns k. The consumer sees the pointers one by one, in order, as each
+ * slot's store publishes it.
  *
- * The acquire load of head pairs with the consumer's release store: the
- * consumer has finished reading every slot it gave back before the producer
- * writes into it. The release store of tail publishes the slot writes. */
+ * NULL cannot be enqueued (a NULL slot is a free one): the burst stops at
+ * the first NULL in objs, as if the ring were full there, so enqueueing a
+ * lone NULL returns 0 and changes nothing.
+ *
+ * Free slots run in position order from tail, because the consumer frees
+ * them in that order; so when the last slot of the burst is free, all are,
+ * and one load checks the whole burst. That acquire load pairs with the
+ * consumer's release store of NULL into that slot, which the consumer's
+ * reads of every earlier slot precede: the producer overwrites none of them
+ * before the consumer has read it. When the ring has less room than the
+ * burst, a binary search finds where the free run ends, with the same
+ * argument for the last slot it sees NULL. Each slot's release store
+ * publishes the pointer; what the producer wrote to the object it points to
+ * before enqueueing it happens before the consumer's use of it. */
 static inline unsigned fdn__spsc_enqueue_burst(struct fdn__spsc *r, void *const *objs, unsigned n)
 {
     uint32_t mask = r->producer_mask;
-    uint32_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-    uint32_t free_slots = mask + 1 - (tail - r->producer_head_cache);
+    uint32_t tail = r->tail;
+    unsigned count = fdn__ring_min(n, mask + 1);
 
-    if (free_slots < n) {
-        r->producer_head_cache = atomic_load_explicit(&r->head, memory_order_acquire);
-        free_slots = mask + 1 - (tail - r->producer_head_cache);
-    }
-    unsigned count = fdn__ring_min(n, free_slots);
     if (count == 0)
         return 0;
-    for (unsigned i = 0; i < count; i++)
-        r->slots[(tail + i) & mask] = objs[i];
-    atomic_store_explicit(&r->tail, tail + count, memory_order_release);
-    return count;
+    if (atomic_load_explicit(&r->slots[(tail + count - 1) & mask], memory_order_acquire)) {
+        /* Slot count - 1 is taken; find the first taken one before it. */
+        unsigned lo = 0, hi = count - 1;
+        while (lo < hi) {
+            unsigned mid = lo + (hi - lo) / 2;
+            if (atomic_load_explicit(&r->slots[(tail + mid) & mask], memory_order_acquire))
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        count = lo;
+    }
+    unsigned i;
+    for (i = 0; i < count && objs[i]; i++)
+        atomic_store_explicit(&r->slots[(tail + i) & mask], objs[i], memory_order_release);
+    r->tail = tail + i;
+    return i;
 }
 
 /* Consumer only. Dequeues up to n pointers into objs[0..k), oldest first,
- * and returns k.
+ * taking published slots from head until the first free one, and returns k.
  *
- * The acquire load of tail pairs with the producer's release store, so the
- * slots read here are the ones the producer wrote. The release store of
- * head hands the slots back only after they have been read. */
+ * The acquire load of each slot pairs with the producer's release store, so
+ * the pointer, and what the producer wrote to its object, are visible. The
+ * release store of NULL gives the slot back only after it has been read (see
+ * fdn__spsc_enqueue_burst()). */
 static inline unsigned fdn__spsc_dequeue_burst(struct fdn__spsc *r, void **objs, unsigned n)
 {
     uint32_t mask = r->consumer_mask;
     uint32_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-    uint32_t ready = r->consumer_tail_cache - head;
+    unsigned count = 0;
 
-    if (ready < n) {
-        r->consumer_tail_cache = atomic_load_explicit(&r->tail, memory_order_acquire);
-        ready = r->consumer_tail_cache - head;
+    while (count < n) {
+        void *_Atomic *slot = &r->slots[(head + count) & mask];
+        void *obj = atomic_load_explicit(slot, memory_order_acquire);
+        if (!obj)
+            break;
+        objs[count++] = obj;
+        atomic_store_explicit(slot, NULL, memory_order_release);
     }
-    unsigned count = fdn__ring_min(n, ready);
-    if (count == 0)
-        return 0;
-    for (unsigned i = 0; i < count; i++)
-        objs[i] = r->slots[(head + i) & mask];
-    atomic_store_explicit(&r->head, head + count, memory_order_release);
+    if (count)
+        atomic_store_explicit(&r->head, head + count, memory_order_relaxed);
     return count;
 }
 
 /* Any thread. For the consumer the answer is exact: false means its next
  * dequeue returns at least one pointer (only the consumer takes pointers
- * out). For any other thread it is a snapshot that may already be stale.
+ * out). For any other thread it is a snapshot that may already be stale
+ * (head is read relaxed, and may be older than the slots it indexes).
+ *
  * A consumer that goes to sleep when its ring is empty needs a seq_cst fence
  * between announcing that it sleeps and this check, and its producers one
- * between enqueueing and reading that announcement. */
+ * between enqueueing and reading that announcement. That is a Dekker pair:
+ *   consumer: sleeping = 1;  fence;  load slot[head]
+ *   producer: store slot[p]; fence;  load sleeping
+ * The two seq_cst fences are ordered one way or the other. If the
+ * consumer's comes first, the producer's load sees sleeping = 1 and it
+ * wakes the consumer. If the producer's comes first, the consumer's load of
+ * slot[head] sees the last store to that slot made before the producer's
+ * fence, or a later one. If head == p that store is the new pointer; if
+ * head < p it is the pointer the producer stored at position head earlier,
+ * which only the consumer's taking it would clear, and it has not (if
+ * head > p the consumer took p already). So the consumer finds the ring
+ * non-empty, and does not sleep. The slot store is the publication, so the
+ * argument needs no shared index at all. */
 static inline bool fdn__spsc_empty(const struct fdn__spsc *r)
 {
-    uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-    uint32_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-    return head == tail;
+    uint32_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    return atomic_load_explicit(&r->slots[head & r->consumer_mask], memory_order_acquire) == NULL;
 }
 
 /* ---- Multiple producers, single consumer -------------------------------- */

@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 
 #include "test.h"
 
@@ -233,6 +234,42 @@ static void test_mpsc_stalled_producer(void)
     free(ring);
 }
 
+/* A NULL slot is a free one, so the SPSC ring refuses NULL: a lone NULL is
+ * not enqueued, and a burst stops at its first NULL as if the ring were full
+ * there. Nothing is lost or reordered around it. */
+static void test_spsc_refuses_null(void)
+{
+    struct fdn__spsc *ring = alloc_ring(fdn__spsc_memsize(8));
+    CHECK_OK(fdn__spsc_init(ring, 8));
+    void *null_obj = NULL, *out[8];
+
+    CHECK_EQ(fdn__spsc_enqueue_burst(ring, &null_obj, 1), 0);
+    CHECK(fdn__spsc_empty(ring));
+    CHECK_EQ(fdn__spsc_dequeue_burst(ring, out, 8), 0);
+
+    void *burst[] = {tag(1), tag(2), NULL, tag(3)};
+    CHECK_EQ(fdn__spsc_enqueue_burst(ring, burst, 4), 2);
+    CHECK_EQ(fdn__spsc_enqueue_burst(ring, burst + 2, 2), 0);
+    CHECK_EQ(fdn__spsc_enqueue_burst(ring, burst + 3, 1), 1);
+    CHECK(!fdn__spsc_empty(ring));
+    CHECK_EQ(fdn__spsc_dequeue_burst(ring, out, 8), 3);
+    CHECK_EQ(untag(out[0]), 1);
+    CHECK_EQ(untag(out[1]), 2);
+    CHECK_EQ(untag(out[2]), 3);
+    CHECK(fdn__spsc_empty(ring));
+
+    /* Still usable to full capacity afterwards. */
+    for (uint64_t i = 0; i < 8; i++) {
+        void *obj = tag(10 + i);
+        CHECK_EQ(fdn__spsc_enqueue_burst(ring, &obj, 1), 1);
+    }
+    CHECK_EQ(fdn__spsc_enqueue_burst(ring, burst, 1), 0);
+    CHECK_EQ(fdn__spsc_dequeue_burst(ring, out, 8), 8);
+    for (uint64_t i = 0; i < 8; i++)
+        CHECK_EQ(untag(out[i]), 10 + i);
+    free(ring);
+}
+
 /* ---- Threads ------------------------------------------------------------ */
 
 /* On 2 cores the partner may not be running: give it the CPU rather than
@@ -283,6 +320,77 @@ static void test_spsc_threads(void)
     CHECK_EQ(pthread_join(producer, NULL), 0);
     CHECK(fdn__spsc_empty(ring));
     free(ring);
+}
+
+/* The sleep protocol of fdn__spsc_empty(): the consumer announces that it
+ * sleeps, fences, and sleeps only if the ring is still empty; the producer
+ * enqueues, fences, and posts a wake-up if it sees the announcement. A lost
+ * wake-up would leave the consumer asleep on a non-empty ring and the test
+ * would hang (and time out); spurious wake-ups are harmless. */
+enum { SLEEPER_VALUES = 100 * 1000, SLEEPER_CAPACITY = 16 };
+
+struct sleeper {
+    struct fdn__spsc *ring;
+    atomic_int sleeping;
+    sem_t wake;
+};
+
+static void *sleeper_producer(void *arg)
+{
+    struct sleeper *s = arg;
+    uint64_t state = 5, next = 1;
+    void *objs[4];
+
+    while (next <= SLEEPER_VALUES) {
+        unsigned n = random_burst(&state, 4);
+        if (n > SLEEPER_VALUES - next + 1)
+            n = (unsigned)(SLEEPER_VALUES - next + 1);
+        for (unsigned i = 0; i < n; i++)
+            objs[i] = tag(next + i);
+        unsigned sent = fdn__spsc_enqueue_burst(s->ring, objs, n);
+        next += sent;
+        if (sent == 0) {
+            back_off();
+            continue;
+        }
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&s->sleeping, memory_order_relaxed) &&
+            atomic_exchange_explicit(&s->sleeping, 0, memory_order_relaxed))
+            CHECK_EQ(sem_post(&s->wake), 0);
+    }
+    return NULL;
+}
+
+static void test_spsc_sleep_protocol(void)
+{
+    struct sleeper s = {.ring = alloc_ring(fdn__spsc_memsize(SLEEPER_CAPACITY))};
+    CHECK_OK(fdn__spsc_init(s.ring, SLEEPER_CAPACITY));
+    atomic_init(&s.sleeping, 0);
+    CHECK_EQ(sem_init(&s.wake, 0, 0), 0);
+    pthread_t producer;
+    CHECK_EQ(pthread_create(&producer, NULL, sleeper_producer, &s), 0);
+
+    uint64_t expected = 1;
+    void *objs[8];
+    while (expected <= SLEEPER_VALUES) {
+        unsigned got = fdn__spsc_dequeue_burst(s.ring, objs, 8);
+        for (unsigned i = 0; i < got; i++)
+            CHECK_EQ(untag(objs[i]), expected++);
+        if (got)
+            continue;
+        atomic_store_explicit(&s.sleeping, 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (!fdn__spsc_empty(s.ring)) {
+            atomic_store_explicit(&s.sleeping, 0, memory_order_relaxed);
+            continue;
+        }
+        while (sem_wait(&s.wake) != 0)
+            CHECK_EQ(errno, EINTR);
+    }
+    CHECK_EQ(pthread_join(producer, NULL), 0);
+    CHECK(fdn__spsc_empty(s.ring));
+    CHECK_EQ(sem_destroy(&s.wake), 0);
+    free(s.ring);
 }
 
 enum { MPSC_PRODUCERS = 4, MPSC_VALUES_EACH = 1000 * 1000, MPSC_CAPACITY = 1024 };
@@ -356,7 +464,9 @@ int main(void)
     RUN(test_partial_bursts);
     RUN(test_index_wrap_around);
     RUN(test_mpsc_stalled_producer);
+    RUN(test_spsc_refuses_null);
     RUN(test_spsc_threads);
+    RUN(test_spsc_sleep_protocol);
     RUN(test_mpsc_threads);
     return 0;
 }
