@@ -23,6 +23,9 @@ trap cleanup EXIT
 # Its own secret file, so the test never touches the user's.
 secret="$work/cluster.secret"
 
+# The file exists before the server starts: a background job's redirection
+# happens in the child, and the loop below may read first.
+: >"$work/server.out"
 "$perf" server --listen tcp://127.0.0.1:0 --secret-file "$secret" >"$work/server.out" 2>&1 &
 server_pid=$!
 
