@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "base/error.h"
+#include "base/io.h"
 
 /* ---- HELLO layout (see handshake.h) ------------------------------------- */
 
@@ -792,20 +793,6 @@ static int make_parent_dirs(const char *path)
     return 0;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Writes a new random secret into an exclusive temporary file beside path,
  * then links it into place: -EEXIST when another process got there first. */
 static int create_secret(const char *path, uint8_t out[FDN__HS_SECRET_SIZE])
@@ -820,7 +807,7 @@ static int create_secret(const char *path, uint8_t out[FDN__HS_SECRET_SIZE])
     char hex[SECRET_HEX_LEN + 1];
     randombytes_buf(out, FDN__HS_SECRET_SIZE);
     sodium_bin2hex(hex, sizeof hex, out, FDN__HS_SECRET_SIZE);
-    int rc = fchmod(fd, 0600) < 0 ? -errno : write_all(fd, hex, SECRET_HEX_LEN);
+    int rc = fchmod(fd, 0600) < 0 ? -errno : fdn__write_all(fd, hex, SECRET_HEX_LEN);
     if (rc == 0 && fsync(fd) < 0)
         rc = -errno;
     close(fd);

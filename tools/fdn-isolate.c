@@ -37,6 +37,7 @@
 
 #include <fdn/worker.h>
 
+#include "cli.h"
 #include "isolate.h"
 
 #define EXIT_USAGE 2
@@ -130,21 +131,10 @@ static bool parse_double(const char *text, double min, double max, double *out)
     return true;
 }
 
-static bool parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno || end == text || *end || text[0] == '-' || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 static bool parse_int(const char *text, int min, int max, int *out)
 {
     uint64_t v;
-    if (!parse_u64(text, (uint64_t)min, (uint64_t)max, &v))
+    if (!cli_parse_u64(text, (uint64_t)min, (uint64_t)max, &v))
         return false;
     *out = (int)v;
     return true;
@@ -162,7 +152,7 @@ static bool apply_option(struct options *o, int id, const char *arg)
     switch (id) {
     case OPT_TRANSPORT: o->transport = arg; return strcmp(arg, "tcp") == 0;
     case OPT_DURATION: return parse_double(arg, 0.01, 86400, &p->duration_s);
-    case OPT_BULK_SIZE: return parse_u64(arg, 64, MAX_BULK_SIZE, &p->bulk_size);
+    case OPT_BULK_SIZE: return cli_parse_u64(arg, 64, MAX_BULK_SIZE, &p->bulk_size);
     case OPT_PING_RATE: return parse_double(arg, 0.1, 1e6, &p->ping_rate_hz);
     case OPT_BOTTLENECK: o->bottleneck = arg; return *arg != '\0';
     case OPT_JSON: o->json_path = arg; return true;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "perf.h"
 
 #define DEFAULT_DURATION_NS (5ull * 1000 * 1000 * 1000)
@@ -71,17 +72,6 @@ static int usage_error(const char *fmt, const char *arg)
 
 /* ---- Values ------------------------------------------------------------------ */
 
-static bool parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno || end == text || *end || text[0] == '-' || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* A byte count with an optional K or M suffix (binary). */
 static bool parse_size(const char *text, uint64_t *out)
 {
@@ -99,7 +89,7 @@ static bool parse_size(const char *text, uint64_t *out)
     if (shift)
         buf[len - 1] = '\0';
     uint64_t v;
-    if (!parse_u64(buf, 1, PERF_MAX_SIZE >> shift, &v))
+    if (!cli_parse_u64(buf, 1, PERF_MAX_SIZE >> shift, &v))
         return false;
     *out = v << shift;
     return true;
@@ -175,13 +165,13 @@ static int apply_option(int c, const char *arg, struct perf_options *o, struct r
         return parse_seconds(arg, &o->duration_ns)
                    ? -1 : usage_error("--duration %s: seconds, more than 0", arg);
     case 'n':
-        return parse_u64(arg, 1, UINT64_MAX, &o->iters)
+        return cli_parse_u64(arg, 1, UINT64_MAX, &o->iters)
                    ? -1 : usage_error("--iters %s: a positive count", arg);
     case 'w':
-        return parse_u64(arg, 0, UINT64_MAX, &o->warmup)
+        return cli_parse_u64(arg, 0, UINT64_MAX, &o->warmup)
                    ? -1 : usage_error("--warmup %s: a count", arg);
     case 'W':
-        if (!parse_u64(arg, 1, MAX_WINDOW, &v))
+        if (!cli_parse_u64(arg, 1, MAX_WINDOW, &v))
             return usage_error("--window %s: 1 .. 1048576 messages", arg);
         o->window = (uint32_t)v;
         return -1;
@@ -191,7 +181,7 @@ static int apply_option(int c, const char *arg, struct perf_options *o, struct r
         o->inflight = (uint32_t)v;
         return -1;
     case 'a':
-        if (!parse_u64(arg, 0, INT_MAX, &v))
+        if (!cli_parse_u64(arg, 0, INT_MAX, &v))
             return usage_error("--cpu %s: a CPU number", arg);
         o->cpu = (int)v;
         return -1;

@@ -11,21 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/io.h"
 #include "isolate.h"
-
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 /* A line under construction; overflow is sticky and reported at the end. */
 struct line {
@@ -51,7 +38,7 @@ static void line_printf(struct line *l, const char *fmt, ...)
 static int line_send(int fd, struct line *l)
 {
     line_printf(l, "}\n");
-    return l->overflow ? -ENOSPC : write_all(fd, l->buf, l->len);
+    return l->overflow ? -ENOSPC : fdn__write_all(fd, l->buf, l->len);
 }
 
 int iso_write_listen(int fd, const char *addr)

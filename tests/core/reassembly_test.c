@@ -12,62 +12,12 @@
 #include <fdn/msg.h>
 
 #include "test.h"
+#include "test_data.h"
 
 #define KiB ((uint64_t)1 << 10)
 #define MiB ((uint64_t)1 << 20)
 
 /* ---- Helpers ------------------------------------------------------------ */
-
-static uint64_t next_random(uint64_t *state)
-{
-    uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
-
-static uint64_t random_below(uint64_t *state, uint64_t n) { return next_random(state) % n; }
-
-/* The payload of message `seed` is a pure function of (seed, position):
- * byte i is byte i % 8 of word i / 8, so fragments can be generated and the
- * result checked without keeping a copy of a 64 MiB message. */
-static uint64_t pattern_word(uint64_t seed, uint64_t k)
-{
-    uint64_t state = (seed << 40) ^ k;
-    return next_random(&state);
-}
-
-static void fill_pattern(uint8_t *dst, uint64_t seed, uint64_t offset, size_t len)
-{
-    uint64_t word = 0;
-    for (size_t i = 0; i < len; i++) {
-        uint64_t pos = offset + i;
-        if (i == 0 || (pos & 7) == 0)
-            word = pattern_word(seed, pos >> 3);
-        dst[i] = (uint8_t)(word >> (8 * (pos & 7)));
-    }
-}
-
-static bool matches_pattern(const uint8_t *src, uint64_t seed, uint64_t offset, size_t len)
-{
-    uint64_t word = 0;
-    for (size_t i = 0; i < len; i++) {
-        uint64_t pos = offset + i;
-        if (i == 0 || (pos & 7) == 0)
-            word = pattern_word(seed, pos >> 3);
-        if (src[i] != (uint8_t)(word >> (8 * (pos & 7))))
-            return false;
-    }
-    return true;
-}
-
-static fdn_pool *make_pool(size_t max_bytes)
-{
-    fdn_pool_config cfg = { .max_bytes = max_bytes };
-    fdn_pool *pool;
-    CHECK_OK(fdn_pool_create(&cfg, &pool));
-    return pool;
-}
 
 static fdn_pool_stats pool_stats(const fdn_pool *pool)
 {
