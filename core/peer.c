@@ -436,14 +436,6 @@ static int on_recv(void *ctx, const uint8_t *data, size_t len)
 
 /* ---- Sending ------------------------------------------------------------- */
 
-static size_t iov_bytes(const struct iovec *iov, int n)
-{
-    size_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += iov[i].iov_len;
-    return total;
-}
-
 static struct fdn__batch *free_batch(fdn_peer *p)
 {
     for (int i = 0; i < FDN__BATCHES; i++)
@@ -457,8 +449,9 @@ static struct fdn__batch *free_batch(fdn_peer *p)
 #define FRAME_IOVECS (1 + FDN__MAX_SEGMENTS)
 
 /* Adds one data frame to the batch: its header in b->hdr[k], then iovecs
- * pointing at its payload in the message's buffers (no copy). */
-static void add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame *f)
+ * pointing at its payload in the message's buffers (no copy). Returns the
+ * bytes it adds. */
+static size_t add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame *f)
 {
     int k = b->num_frames;
     struct fdn__frame_hdr h = {
@@ -476,6 +469,7 @@ static void add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame *
     *niov += 1 + n;   /* n >= 0: the chain was bounded at fdn_send */
     b->frames[k] = *f;
     b->num_frames++;
+    return hdr_len + f->len;
 }
 
 /* Fills batches from the control queue and the scheduler and hands them to
@@ -494,7 +488,7 @@ static void pump(fdn_peer *p)
             b->iov[niov++] = (struct iovec){b->ctrl, p->ctrl_len};
             p->ctrl_len = 0;
         }
-        size_t batch_bytes = iov_bytes(b->iov, niov);
+        size_t batch_bytes = niov ? b->iov[0].iov_len : 0;
         bool big = false;
         while (p->state == FDN__PEER_UP && b->num_frames < FDN__BATCH_FRAMES &&
                niov + FRAME_IOVECS <= (int)FDN_ARRAY_SIZE(b->iov) &&
@@ -502,9 +496,7 @@ static void pump(fdn_peer *p)
             struct fdn__frame f;
             if (!fdn__sched_next(p->sched, &f))
                 break;
-            int before = niov;
-            add_frame(b, &niov, &f);
-            batch_bytes += iov_bytes(&b->iov[before], niov - before);
+            batch_bytes += add_frame(b, &niov, &f);
             big |= p->node->zerocopy_min && f.len >= p->node->zerocopy_min;
         }
         if (niov == 0)

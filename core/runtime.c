@@ -179,7 +179,7 @@ static void *worker_thread(void *arg)
     return NULL;
 }
 
-static int join_threads(fdn_runtime *rt, int started)
+static void join_threads(fdn_runtime *rt, int started)
 {
     for (int i = 0, seen = 0; i < rt->num_workers && seen < started; i++) {
         fdn_worker *w = rt->workers[i];
@@ -189,7 +189,6 @@ static int join_threads(fdn_runtime *rt, int started)
         pthread_join(w->thread, NULL);
         seen++;
     }
-    return 0;
 }
 
 int fdn_runtime_start(fdn_runtime *rt)
