@@ -1,9 +1,12 @@
 /* Per-channel send queues and the frame scheduler (see frame_sched.h).
  *
- * Data layout. Each class keeps a circular doubly linked list of its ready
- * channels (the DWRR round), whose head is the channel whose turn it is; a
- * bitmask says which classes have a ready channel, so strict priority is one
- * count-trailing-zeros. Only ready channels are on a round: an idle or
+ * Data layout. Each lane has its own eight classes (class index = lane * 8 +
+ * priority): lanes are separate connections, each drained on its own, so
+ * priority only ever orders channels that share a lane. Each class keeps a
+ * circular doubly linked list of its ready channels (the DWRR round), whose
+ * head is the channel whose turn it is; a 64-bit mask says which classes have
+ * a ready channel, so strict priority within a lane is one
+ * count-trailing-zeros of that lane's byte. Only ready channels are on a round: an idle or
  * credit-stalled channel is off it, so picking a frame never scans channels
  * that cannot send.
  *
@@ -49,6 +52,7 @@ struct fdn__sched_channel {
     bool stalled;                /* off the round for want of credit */
     bool credit_limited;
     uint8_t prio;
+    uint8_t lane;
     uint16_t id;
     uint64_t credit;
 
@@ -71,8 +75,8 @@ struct prio_class {
 
 struct fdn__sched {
     uint32_t max_fragment;
-    uint32_t ready_classes;           /* bit p set: classes[p] has a ready channel */
-    struct prio_class classes[FDN_PRIO_CLASSES];
+    uint64_t ready_classes;           /* bit k set: classes[k] has a ready channel */
+    struct prio_class classes[FDN__SCHED_MAX_LANES * FDN_PRIO_CLASSES];
     struct fdn__sched_channel **channels;  /* sorted by id, for lookups */
     uint32_t num_channels;
 };
@@ -147,10 +151,17 @@ static bool channel_ready(struct fdn__sched_channel *c)
     return !c->credit_limited || c->credit > 0 || bytes_left(schedule_head(c)) == 0;
 }
 
+_Static_assert(FDN__SCHED_MAX_LANES * FDN_PRIO_CLASSES <= 64, "one ready bit per class");
+
+static unsigned class_of(const struct fdn__sched_channel *c)
+{
+    return c->lane * FDN_PRIO_CLASSES + c->prio;
+}
+
 /* Joins the end of its class's round with an empty deficit. */
 static void join_round(struct fdn__sched *s, struct fdn__sched_channel *c)
 {
-    struct prio_class *cls = &s->classes[c->prio];
+    struct prio_class *cls = &s->classes[class_of(c)];
     struct fdn__sched_channel *turn = cls->turn;
     if (turn) {
         c->prev = turn->prev;
@@ -161,7 +172,7 @@ static void join_round(struct fdn__sched *s, struct fdn__sched_channel *c)
         c->prev = c;
         c->next = c;
         cls->turn = c;
-        s->ready_classes |= 1u << c->prio;
+        s->ready_classes |= UINT64_C(1) << class_of(c);
     }
     c->on_round = true;
     c->deficit = 0;
@@ -171,10 +182,10 @@ static void join_round(struct fdn__sched *s, struct fdn__sched_channel *c)
 /* Leaves the round; as in DWRR, an idle channel keeps no deficit. */
 static void leave_round(struct fdn__sched *s, struct fdn__sched_channel *c)
 {
-    struct prio_class *cls = &s->classes[c->prio];
+    struct prio_class *cls = &s->classes[class_of(c)];
     if (c->next == c) {
         cls->turn = NULL;
-        s->ready_classes &= ~(1u << c->prio);
+        s->ready_classes &= ~(UINT64_C(1) << class_of(c));
     } else {
         c->prev->next = c->next;
         c->next->prev = c->prev;
@@ -293,18 +304,30 @@ static void hand_out_fragment(struct fdn__sched *s, struct fdn__sched_channel *c
     }
 }
 
-int fdn__sched_next(struct fdn__sched *s, struct fdn__frame *out)
+/* The ready bits of one lane's classes, in the low byte. */
+static unsigned lane_ready(const struct fdn__sched *s, unsigned lane)
 {
-    if (!s->ready_classes)
+    if (lane >= FDN__SCHED_MAX_LANES)
         return 0;
-    struct prio_class *cls = &s->classes[__builtin_ctz(s->ready_classes)];
+    return (unsigned)(s->ready_classes >> (lane * FDN_PRIO_CLASSES)) & 0xffu;
+}
+
+int fdn__sched_next(struct fdn__sched *s, unsigned lane, struct fdn__frame *out)
+{
+    unsigned ready = lane_ready(s, lane);
+    if (!ready)
+        return 0;
+    struct prio_class *cls = &s->classes[lane * FDN_PRIO_CLASSES + (unsigned)__builtin_ctz(ready)];
     struct fdn__sched_channel *c = pick_in_class(s, cls);
     hand_out_fragment(s, c, out);
     recheck_on_round(s, c);
     return 1;
 }
 
-bool fdn__sched_has_ready(const struct fdn__sched *s) { return s->ready_classes != 0; }
+bool fdn__sched_has_ready(const struct fdn__sched *s, unsigned lane)
+{
+    return lane_ready(s, lane) != 0;
+}
 
 int fdn__frame_iov(const struct fdn__frame *f, struct iovec *iov, int max)
 {
@@ -432,6 +455,25 @@ int fdn__sched_set_credit(struct fdn__sched *s, uint16_t channel_id, uint64_t by
     return 0;
 }
 
+int fdn__sched_set_lane(struct fdn__sched *s, uint16_t channel_id, unsigned lane)
+{
+    struct fdn__sched_channel *c = find_channel(s, channel_id);
+    if (!c)
+        return FDN_ERR(-ENOENT, "lane set for unknown channel %u", channel_id);
+    if (lane >= FDN__SCHED_MAX_LANES)
+        return FDN_ERR(-EINVAL, "channel %u: lane %u is not in 0..%d", channel_id, lane,
+                       FDN__SCHED_MAX_LANES - 1);
+    /* A ready channel stays ready, now in its new lane's round; an idle or
+     * stalled one joins a round when it would have anyway. */
+    bool ready = c->on_round;
+    if (ready)
+        leave_round(s, c);
+    c->lane = (uint8_t)lane;
+    if (ready)
+        join_round(s, c);
+    return 0;
+}
+
 int fdn__sched_channel_stats(const struct fdn__sched *s, uint16_t channel_id,
                              struct fdn__sched_channel_stats *out)
 {
@@ -465,6 +507,9 @@ static int validate_channel(const struct fdn__sched *s, const struct fdn__sched_
     if (cfg->prio > FDN_PRIO_LOWEST)
         return FDN_ERR(-EINVAL, "channel %u: priority %u is not a class (0..%d)", cfg->id,
                        cfg->prio, FDN_PRIO_LOWEST);
+    if (cfg->lane >= FDN__SCHED_MAX_LANES)
+        return FDN_ERR(-EINVAL, "channel %u: lane %u is not in 0..%d", cfg->id, cfg->lane,
+                       FDN__SCHED_MAX_LANES - 1);
     if (cfg->weight < 1 || cfg->weight > FDN__SCHED_MAX_WEIGHT)
         return FDN_ERR(-EINVAL, "channel %u: weight %u is not in 1..%u", cfg->id, cfg->weight,
                        FDN__SCHED_MAX_WEIGHT);
@@ -490,6 +535,7 @@ static struct fdn__sched_channel *new_channel(const struct fdn__sched *s,
     c->capacity = cfg->max_queued_msgs;
     c->id = cfg->id;
     c->prio = cfg->prio;
+    c->lane = cfg->lane;
     c->quantum = (uint64_t)cfg->weight * s->max_fragment;
     c->credit_limited = cfg->credit_window != 0;
     c->credit = cfg->credit_window;

@@ -29,6 +29,10 @@
  *    window of at least the channel's largest message (core/reassembly.h
  *    says why), so a message never waits for credit that cannot come.
  *
+ * 4. Lanes. Each channel travels on one lane (one connection of the peer);
+ *    the rules above apply among the channels of a lane, and each lane is
+ *    drained on its own, as fast as its connection takes bytes.
+ *
  * Within one channel, messages leave in the order they were enqueued and the
  * fragments of one message are consecutive: the receiver reassembles at most
  * one message per channel at a time (core/reassembly.h).
@@ -62,6 +66,7 @@
 #define FDN__SCHED_DEFAULT_FRAGMENT (16u << 10)
 #define FDN__SCHED_MAX_FRAGMENT (1u << 30)    /* largest max_fragment accepted */
 #define FDN__SCHED_MAX_WEIGHT 1000u
+#define FDN__SCHED_MAX_LANES 8                /* lanes (connections) per scheduler */
 #define FDN__SCHED_MAX_QUEUED_MSGS (1u << 20) /* largest max_queued_msgs accepted */
 #define FDN__SCHED_UNLIMITED_CREDIT UINT64_MAX /* stats.credit of a channel without a window */
 
@@ -85,6 +90,7 @@ struct fdn__sched_config {
 struct fdn__sched_channel_config {
     uint16_t id;                  /* unique within the scheduler */
     uint8_t prio;                 /* class 0 (most urgent) .. FDN_PRIO_LOWEST */
+    uint8_t lane;                 /* 0..FDN__SCHED_MAX_LANES-1: the connection it uses */
     uint16_t weight;              /* 1..FDN__SCHED_MAX_WEIGHT, share within the class */
     uint64_t credit_window;       /* initial credit in bytes; 0: no flow control */
     uint32_t max_queued_msgs;     /* 1..FDN__SCHED_MAX_QUEUED_MSGS messages held */
@@ -148,13 +154,18 @@ int fdn__sched_add_channel(struct fdn__sched *s, const struct fdn__sched_channel
  * max_queued_bytes and could never be queued; -ENOENT for an unknown channel. */
 int fdn__sched_enqueue(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg, uint64_t msg_id);
 
-/* Picks the next fragment by the rules above. Returns 1 with *out filled, or
- * 0 when no channel can send (all empty, or every channel with data is
- * credit-stalled). */
-int fdn__sched_next(struct fdn__sched *s, struct fdn__frame *out);
+/* Picks the next fragment for lane by the rules above, among the channels on
+ * that lane. Returns 1 with *out filled, or 0 when no channel of the lane can
+ * send (all empty, or every one with data is credit-stalled). */
+int fdn__sched_next(struct fdn__sched *s, unsigned lane, struct fdn__frame *out);
 
-/* True when fdn__sched_next() would return a frame. */
-bool fdn__sched_has_ready(const struct fdn__sched *s);
+/* True when fdn__sched_next() would return a frame for lane. */
+bool fdn__sched_has_ready(const struct fdn__sched *s, unsigned lane);
+
+/* Moves a channel to another lane. Only before any of its frames is handed
+ * out (the receiver reassembles a channel's frames in the order of one
+ * connection). Returns 0, -ENOENT, or -EINVAL for a lane out of range. */
+int fdn__sched_set_lane(struct fdn__sched *s, uint16_t channel_id, unsigned lane);
 
 /* Fills up to max iovecs with the fragment's bytes [offset, offset + len) of
  * the message's chain, skipping empty buffers. Returns the number of iovecs

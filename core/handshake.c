@@ -26,15 +26,18 @@ enum {
     HELLO_AT_INCARNATION = 20,
     HELLO_AT_CAPABILITIES = 28,
     HELLO_AT_NONCE = 36,
-    HELLO_AT_CHANNEL_COUNT = 68,
-    HELLO_FIXED_SIZE = 70,
+    HELLO_AT_SESSION = 68,
+    HELLO_AT_LANE = 76,
+    HELLO_AT_LANE_COUNT = 77,
+    HELLO_AT_CHANNEL_COUNT = 78,
+    HELLO_FIXED_SIZE = 80,
 
     CHANNEL_AT_ID = 0,
     CHANNEL_AT_NAME_LEN = 2,
     CHANNEL_AT_PRIORITY = 3,
     CHANNEL_AT_WEIGHT = 4,
     CHANNEL_AT_FLAGS = 6,
-    CHANNEL_AT_LANES = 7,
+    CHANNEL_AT_LANE = 7,
     CHANNEL_AT_MAX_MESSAGE = 8,
     CHANNEL_AT_CREDIT_WINDOW = 16,
     CHANNEL_FIXED_SIZE = 20,
@@ -84,10 +87,13 @@ static int check_channel(const struct fdn__channel_desc *c, unsigned index, int 
         return rc;
     if (c->flags & ~CHANNEL_KNOWN_FLAGS)
         return FDN_ERR(err, "%s: channel %s has unknown flags 0x%02x", prefix, c->name, c->flags);
-    if (c->lanes == 0 || c->weight == 0 || c->credit_window == 0)
-        return FDN_ERR(err, "%s: channel %s has lanes %u, weight %u, credit window %" PRIu32
+    if (c->weight == 0 || c->credit_window == 0)
+        return FDN_ERR(err, "%s: channel %s has weight %u, credit window %" PRIu32
                             " (each must be >= 1)",
-                       prefix, c->name, c->lanes, c->weight, c->credit_window);
+                       prefix, c->name, c->weight, c->credit_window);
+    if (c->lane >= FDN__HS_MAX_LANES)
+        return FDN_ERR(err, "%s: channel %s on lane %u, lanes are 0..%d", prefix, c->name,
+                       c->lane, FDN__HS_MAX_LANES - 1);
     if (c->max_message > FDN__WIRE_MAX_U48)
         return FDN_ERR(err, "%s: channel %s max_message %" PRIu64 " over 2^48 - 1", prefix,
                        c->name, c->max_message);
@@ -113,6 +119,9 @@ static int check_hello(const struct fdn__hello *h, int err, const char *prefix)
 {
     if (h->version_min == 0 || h->version_min > h->version_max)
         return FDN_ERR(err, "%s: version range %u..%u", prefix, h->version_min, h->version_max);
+    if (h->lane_count == 0 || h->lane_count > FDN__HS_MAX_LANES || h->lane >= h->lane_count)
+        return FDN_ERR(err, "%s: lane %u of %u (1..%d lanes)", prefix, h->lane, h->lane_count,
+                       FDN__HS_MAX_LANES);
     int rc = check_name(h->cluster_name, sizeof h->cluster_name, FDN__HS_CLUSTER_NAME_MAX, err,
                         prefix, "cluster name");
     if (rc < 0)
@@ -146,7 +155,7 @@ static uint8_t *encode_channel(uint8_t *p, const struct fdn__channel_desc *c)
     p[CHANNEL_AT_PRIORITY] = c->priority;
     fdn__store_le16(p + CHANNEL_AT_WEIGHT, c->weight);
     p[CHANNEL_AT_FLAGS] = c->flags;
-    p[CHANNEL_AT_LANES] = c->lanes;
+    p[CHANNEL_AT_LANE] = c->lane;
     fdn__store_le64(p + CHANNEL_AT_MAX_MESSAGE, c->max_message);
     fdn__store_le32(p + CHANNEL_AT_CREDIT_WINDOW, c->credit_window);
     memcpy(p + CHANNEL_FIXED_SIZE, c->name, name_len);
@@ -171,6 +180,9 @@ int fdn__hello_encode(const struct fdn__hello *h, uint8_t *buf, size_t cap)
     fdn__store_le64(buf + HELLO_AT_INCARNATION, h->incarnation);
     fdn__store_le64(buf + HELLO_AT_CAPABILITIES, h->capabilities);
     memcpy(buf + HELLO_AT_NONCE, h->nonce, FDN__HS_NONCE_SIZE);
+    fdn__store_le64(buf + HELLO_AT_SESSION, h->session);
+    buf[HELLO_AT_LANE] = h->lane;
+    buf[HELLO_AT_LANE_COUNT] = h->lane_count;
     fdn__store_le16(buf + HELLO_AT_CHANNEL_COUNT, h->channel_count);
     memcpy(buf + HELLO_FIXED_SIZE, h->cluster_name, cluster_len);
 
@@ -226,7 +238,7 @@ static int decode_channel(struct reader *r, unsigned index, struct fdn__channel_
     c->priority = fixed[CHANNEL_AT_PRIORITY];
     c->weight = fdn__load_le16(fixed + CHANNEL_AT_WEIGHT);
     c->flags = fixed[CHANNEL_AT_FLAGS];
-    c->lanes = fixed[CHANNEL_AT_LANES];
+    c->lane = fixed[CHANNEL_AT_LANE];
     c->max_message = fdn__load_le64(fixed + CHANNEL_AT_MAX_MESSAGE);
     c->credit_window = fdn__load_le32(fixed + CHANNEL_AT_CREDIT_WINDOW);
 
@@ -243,6 +255,9 @@ static void decode_hello_fixed(const uint8_t *fixed, struct fdn__hello *out)
     out->incarnation = fdn__load_le64(fixed + HELLO_AT_INCARNATION);
     out->capabilities = fdn__load_le64(fixed + HELLO_AT_CAPABILITIES);
     memcpy(out->nonce, fixed + HELLO_AT_NONCE, FDN__HS_NONCE_SIZE);
+    out->session = fdn__load_le64(fixed + HELLO_AT_SESSION);
+    out->lane = fixed[HELLO_AT_LANE];
+    out->lane_count = fixed[HELLO_AT_LANE_COUNT];
     out->channel_count = fdn__load_le16(fixed + HELLO_AT_CHANNEL_COUNT);
 }
 
@@ -304,7 +319,6 @@ static struct fdn__channel_desc agree_channel(const struct fdn__channel_desc *lo
     struct fdn__channel_desc c = *local;
     c.max_message = MIN(local->max_message, peer->max_message);
     c.credit_window = MIN(local->credit_window, peer->credit_window);
-    c.lanes = MIN(local->lanes, peer->lanes);
     return c;
 }
 
@@ -511,6 +525,9 @@ static int agree_with_peer(struct fdn__handshake *hs)
     res->peer_incarnation = theirs->incarnation;
     res->peer_capabilities = theirs->capabilities;
     res->common_capabilities = mine->capabilities & theirs->capabilities;
+    res->lane_count = MIN(mine->lane_count, theirs->lane_count);
+    res->session = hs->role == FDN__HS_CLIENT ? mine->session : theirs->session;
+    res->lane = hs->role == FDN__HS_CLIENT ? mine->lane : theirs->lane;
     return 0;
 }
 
@@ -658,6 +675,12 @@ static int build_local_hello(struct fdn__handshake *hs, const struct fdn__handsh
     h->incarnation = cfg->incarnation;
     h->capabilities = cfg->capabilities;
     randombytes_buf(h->nonce, sizeof h->nonce);
+    /* A server's HELLO is written before it knows which session the client
+     * opens or joins: it says lane 0 of session 0, and its lane count. */
+    bool client = cfg->role == FDN__HS_CLIENT;
+    h->session = client ? cfg->session : 0;
+    h->lane = client ? cfg->lane : 0;
+    h->lane_count = cfg->lane_count ? cfg->lane_count : 1;
     strcpy(h->cluster_name, cfg->cluster_name);
     h->channel_count = cfg->channel_count;
     if (cfg->channel_count)

@@ -6,7 +6,7 @@
  * Messages. Little-endian; every length is explicit and checked; a message
  * must end exactly where its last field ends.
  *
- *   HELLO (70 + cluster_len + sum(20 + name_len) bytes, at most 13 446)
+ *   HELLO (80 + cluster_len + sum(20 + name_len) bytes, at most 13 456)
  *     offset size field
  *          0    1 type           1 (FDN__HS_MSG_HELLO)
  *          1    1 version_min    protocol versions this node speaks,
@@ -16,15 +16,20 @@
  *         20    8 incarnation    grows at each restart of the node
  *         28    8 capabilities   bitmask (meaning defined by core)
  *         36   32 nonce          fresh random bytes for this handshake
- *         68    2 channel_count  0..256
- *         70    n cluster_name   cluster_len printable ASCII bytes (0x21..0x7e)
+ *         68    8 session        client: the session (peer) this connection
+ *                                opens (lane 0) or joins (lane > 0); server: 0
+ *         76    1 lane           client: this connection's lane; server: 0
+ *         77    1 lane_count     lanes this side uses per peer, 1..8;
+ *                                lane < lane_count
+ *         78    2 channel_count  0..256
+ *         80    n cluster_name   cluster_len printable ASCII bytes (0x21..0x7e)
  *          then channel_count entries of 20 + name_len bytes:
  *          +0    2 id            unique in the table
  *          +2    1 name_len      1..32
  *          +3    1 priority      higher is more urgent
  *          +4    2 weight        >= 1, share within a priority level
  *          +6    1 flags         FDN__CHANNEL_ORDERED | FDN__CHANNEL_RELIABLE
- *          +7    1 lanes         >= 1
+ *          +7    1 lane          the lane this side sends the channel on, 0..7
  *          +8    8 max_message   <= 2^48 - 1
  *         +16    4 credit_window >= 1 byte
  *         +20    n name          printable ASCII, unique in the table
@@ -74,10 +79,19 @@
  * class (FDN__CHANNEL_ORDERED, FDN__CHANNEL_RELIABLE). A channel only one
  * side knows is not a conflict (rolling upgrades add channels); it is simply
  * not usable on this connection. Each channel both know is agreed as:
- * id, name and flags as both have them; max_message, credit_window and
- * lanes the minimum of the two sides (what both can honour); priority and
- * weight the local side's (they steer the local scheduler only). The agreed
- * table keeps the local table's order. */
+ * id, name and flags as both have them; max_message and credit_window the
+ * minimum of the two sides (what both can honour); priority, weight and
+ * lane the local side's (they steer the local scheduler only). The agreed
+ * table keeps the local table's order.
+ *
+ * Lanes. A peer may be reached over several connections (lanes), so that
+ * bulk channels and urgent ones do not share a TCP stream. Lane 0 opens the
+ * session: the client picks a random session id and both sides agree on
+ * min(lane_count) lanes. The client then opens lanes 1.. as connections of
+ * their own, each with a full handshake (so each is authenticated) whose
+ * HELLO names the session and the lane; the caller binds them to the peer.
+ * Session, lane and lane count are in the HELLO, hence in the transcript
+ * both AUTH tags cover. */
 #ifndef FDN_CORE_HANDSHAKE_H
 #define FDN_CORE_HANDSHAKE_H
 
@@ -95,6 +109,7 @@
 #define FDN__HS_CHANNEL_NAME_MAX 32
 #define FDN__HS_MAX_CHANNELS 256
 #define FDN__HS_AUTH_SIZE (1 + FDN__HS_TAG_SIZE)
+#define FDN__HS_MAX_LANES 8
 
 enum fdn__hs_msg_type {
     FDN__HS_MSG_HELLO = 1,
@@ -111,7 +126,7 @@ struct fdn__channel_desc {
     uint8_t priority;
     uint8_t flags;          /* FDN__CHANNEL_* */
     uint16_t weight;
-    uint8_t lanes;
+    uint8_t lane;           /* the lane the announcing side sends it on */
     uint32_t credit_window; /* bytes */
     uint64_t max_message;   /* bytes */
     char name[FDN__HS_CHANNEL_NAME_MAX + 1];   /* NUL-terminated */
@@ -125,6 +140,9 @@ struct fdn__hello {
     uint64_t incarnation;
     uint64_t capabilities;
     uint8_t nonce[FDN__HS_NONCE_SIZE];
+    uint64_t session;
+    uint8_t lane;
+    uint8_t lane_count;
     char cluster_name[FDN__HS_CLUSTER_NAME_MAX + 1];   /* NUL-terminated */
     uint16_t channel_count;
     struct fdn__channel_desc channels[FDN__HS_MAX_CHANNELS];
@@ -179,6 +197,9 @@ struct fdn__handshake_config {
     uint8_t node_id[FDN__HS_NODE_ID_SIZE];
     uint64_t incarnation;
     uint64_t capabilities;
+    uint64_t session;             /* client: the session opened or joined */
+    uint8_t lane;                 /* client: this connection's lane */
+    uint8_t lane_count;           /* lanes per peer this side uses; 0 means 1 */
     const char *cluster_name;     /* 1..64 printable ASCII */
     const struct fdn__channel_desc *channels;
     uint16_t channel_count;       /* <= 256 */
@@ -195,6 +216,9 @@ struct fdn__handshake_result {
     uint64_t peer_incarnation;
     uint64_t peer_capabilities;
     uint64_t common_capabilities; /* local & peer */
+    uint64_t session;             /* the client's session id */
+    uint8_t lane;                 /* the client's lane */
+    uint8_t lane_count;           /* min of both sides' lane counts */
     uint16_t channel_count;
     struct fdn__channel_desc channels[FDN__HS_MAX_CHANNELS];
 };

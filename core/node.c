@@ -26,7 +26,8 @@ static const fdn_channel_config default_channels[FDN_CHANNEL_FIRST_USER] = {
 /* The largest credit window the handshake can carry (32 bits on the wire). */
 #define MAX_WINDOW UINT32_MAX
 
-static int resolve_channel(const fdn_channel_config *in, int id, struct fdn__channel *out)
+static int resolve_channel(const fdn_channel_config *in, int id, uint8_t lanes,
+                           struct fdn__channel *out)
 {
     fdn_channel_config c = *in;
     size_t name_len = c.name ? strlen(c.name) : 0;
@@ -45,6 +46,11 @@ static int resolve_channel(const fdn_channel_config *in, int id, struct fdn__cha
         c.credit_window = c.max_message > 4 * MiB ? c.max_message : 4 * MiB;
     if (!c.max_queued)
         c.max_queued = 1024;
+    if (!c.lane)
+        c.lane = 1;
+    if (c.lane > lanes)
+        return FDN_ERR(-EINVAL, "channel %s: lane %u, but the node has %u lanes", c.name, c.lane,
+                       lanes);
     if (c.credit_window < c.max_message)
         return FDN_ERR(-EINVAL, "channel %s: credit_window %llu below max_message %llu (a "
                        "message must fit the window to be delivered)", c.name,
@@ -68,7 +74,7 @@ static void describe_channel(const struct fdn__channel *ch, int id, struct fdn__
         .flags = FDN__CHANNEL_ORDERED |
                  (ch->cfg.delivery == FDN_RELIABLE ? FDN__CHANNEL_RELIABLE : 0),
         .weight = ch->cfg.weight,
-        .lanes = 1,
+        .lane = (uint8_t)(ch->cfg.lane - 1),
         .credit_window = (uint32_t)ch->cfg.credit_window,
         .max_message = ch->cfg.max_message,
     };
@@ -88,14 +94,15 @@ static int build_channels(fdn_node *n, const fdn_node_config *cfg)
             c.credit_window = cfg->data.credit_window;
             c.max_queued = cfg->data.max_queued;
             c.delivery = cfg->data.delivery;
+            c.lane = cfg->data.lane ? cfg->data.lane : n->lanes >= 2 ? 2 : 1;
         }
-        int rc = resolve_channel(&c, i, &n->channels[i]);
+        int rc = resolve_channel(&c, i, n->lanes, &n->channels[i]);
         if (rc < 0)
             return rc;
     }
     for (int i = 0; i < cfg->num_channels; i++) {
         int id = FDN_CHANNEL_FIRST_USER + i;
-        int rc = resolve_channel(&cfg->channels[i], id, &n->channels[id]);
+        int rc = resolve_channel(&cfg->channels[i], id, n->lanes, &n->channels[id]);
         if (rc < 0)
             return rc;
         for (int j = 0; j < id; j++)
@@ -122,6 +129,8 @@ static int check_config(const fdn_node_config *cfg)
     size_t cluster_len = cfg->cluster ? strlen(cfg->cluster) : 0;
     if (cluster_len > FDN__HS_CLUSTER_NAME_MAX)
         return FDN_ERR(-EINVAL, "cluster name over %d bytes", FDN__HS_CLUSTER_NAME_MAX);
+    if (cfg->lanes > FDN_MAX_LANES)
+        return FDN_ERR(-EINVAL, "%u lanes, at most %d", cfg->lanes, FDN_MAX_LANES);
     /* Received messages keep their id in the first 8 bytes of headroom. */
     fdn_msg *probe;
     if (fdn_msg_alloc(fdn_worker_pool(cfg->worker), 0, &probe) == 0) {
@@ -152,6 +161,8 @@ int fdn_node_create(const fdn_node_config *cfg, fdn_node **out)
     n->incarnation = fdn_now_ns();
     n->max_fragment = cfg->max_fragment ? cfg->max_fragment : 64 << 10;
     n->max_inflight_bytes = cfg->max_inflight_bytes ? cfg->max_inflight_bytes : 128 << 10;
+    n->bulk_inflight_bytes = cfg->bulk_inflight_bytes ? cfg->bulk_inflight_bytes : 1 << 20;
+    n->lanes = cfg->lanes ? cfg->lanes : 2;
     n->zerocopy_min = cfg->zerocopy_min;
     n->handshake_timeout_ns = cfg->handshake_timeout_ns ? cfg->handshake_timeout_ns
                                                         : 5000000000ull;
@@ -257,12 +268,13 @@ int fdn_node_connect(fdn_node *n, const char *addr, fdn_peer **out)
     const struct fdn__transport *tp = fdn__transport_for(addr, &rest);
     if (!tp)
         return FDN_ERR(-EPROTONOSUPPORT, "no transport for address %s", addr);
+    if (strlen(addr) >= sizeof(((fdn_peer *)0)->dial))
+        return FDN_ERR(-EINVAL, "address %s is too long", addr);
     fdn_peer *p;
     int rc = fdn__peer_create(n, true, &p);
     if (rc < 0)
         return rc;
-    snprintf(p->addr, sizeof p->addr, "%s", addr);
-    rc = tp->connect(n->worker, rest, NULL, &fdn__peer_conn_events, p, &p->conn);
+    rc = fdn__peer_dial(p, addr);
     if (rc < 0) {
         p->outbound = false; /* nothing to report: the caller gets the error */
         fdn__peer_fail(p, rc, FDN__CLOSE_NORMAL);

@@ -89,7 +89,7 @@ enum fdn__peer_state {
     FDN__PEER_CONNECTING,          /* outbound, transport not up yet */
     FDN__PEER_HANDSHAKE,
     FDN__PEER_UP,
-    FDN__PEER_CLOSING,             /* close asked for; waiting for the transport */
+    FDN__PEER_CLOSING,             /* close asked for; waiting for the transports */
 };
 
 struct fdn__pending_request {
@@ -104,27 +104,24 @@ struct fdn__pending_request {
 };
 
 #define FDN__PENDING_BUCKETS 256
+#define FDN__MAX_LANES FDN_MAX_LANES
 
-struct fdn_peer {
-    fdn_node *node;
-    fdn_peer *prev, *next;         /* node's list */
-    enum fdn__peer_state state;
-    bool outbound;
+/* One connection of a peer. Lane 0 opens the session (its handshake makes
+ * the peer); the outbound side then opens lanes 1.. to the same address,
+ * each authenticated by a handshake of its own that names the session. Each
+ * lane has its own frame decoder and its own sender: control bytes, batches
+ * in flight and a bound on bytes handed to its transport. A lane belongs to
+ * one peer at a time; an accepted connection starts on a peer of its own and
+ * moves to the peer it joins once its handshake says which. */
+struct fdn__lane {
+    fdn_peer *peer;
+    uint8_t index;
+    bool up;                       /* handshake done (lane > 0: bound to its peer) */
     bool close_sent;               /* the transport was asked to close */
-    bool close_received;           /* the peer sent CLOSE: its reason stands */
-    bool announced_up;             /* peer_up was reported */
-    int down_reason;
+    bool closed;                   /* on_closed came: conn is gone */
     struct fdn__tp_conn *conn;
-    char addr[80];
-
     struct fdn__handshake *hs;
-    fdn_timer hs_timer;            /* handshake deadline, then the close flush bound */
-    fdn_task finish;               /* frees the peer once the transport let go */
-    uint8_t peer_node_id[FDN__HS_NODE_ID_SIZE];
-
-    struct fdn__sched *sched;
-    struct fdn__reasm *reasm;
-    struct fdn__wire_limits limits;
+    fdn_timer timer;               /* handshake deadline, then the close flush bound */
 
     /* Frame decoder: a header gathered across receives, then its payload
      * (straight from the transport's buffer when whole, else staged). */
@@ -140,6 +137,31 @@ struct fdn_peer {
     uint32_t ctrl_len;
     struct fdn__batch *batches;    /* FDN__BATCHES */
     uint64_t inflight_bytes;
+    uint64_t max_inflight_bytes;
+    uint64_t bytes_sent, bytes_received;
+};
+
+struct fdn_peer {
+    fdn_node *node;
+    fdn_peer *prev, *next;         /* node's list */
+    enum fdn__peer_state state;
+    bool outbound;
+    bool close_received;           /* the peer sent CLOSE: its reason stands */
+    bool announced_up;             /* peer_up was reported */
+    int down_reason;
+    char addr[80];                 /* the peer's address, for logs */
+    char dial[96];                 /* outbound: the address lanes are opened to */
+
+    uint64_t session;              /* names the peer when lanes join it */
+    uint8_t num_lanes;             /* agreed; 1 until the handshake says */
+    struct fdn__lane *lanes[FDN__MAX_LANES];
+    fdn_task finish;               /* frees the peer once its transports let go */
+    uint8_t peer_node_id[FDN__HS_NODE_ID_SIZE];
+
+    struct fdn__sched *sched;      /* every lane's channels: one per channel */
+    struct fdn__reasm *reasm;
+    struct fdn__wire_limits limits;
+    uint8_t channel_lane[FDN_MAX_CHANNELS];   /* the lane each channel is sent on */
     uint64_t next_msg_id[FDN_MAX_CHANNELS];
 
     struct fdn__rx_channel rx[FDN_MAX_CHANNELS];
@@ -155,7 +177,9 @@ struct fdn_node {
     uint8_t node_id[FDN__HS_NODE_ID_SIZE];
     uint64_t incarnation;
     uint32_t max_fragment;
-    uint32_t max_inflight_bytes;
+    uint32_t max_inflight_bytes;   /* lanes with an urgent channel */
+    uint32_t bulk_inflight_bytes;  /* lanes with bulk channels only */
+    uint8_t lanes;
     uint32_t zerocopy_min;         /* 0: never */
     uint64_t handshake_timeout_ns;
     uint64_t max_message;          /* largest of all channels */
@@ -175,8 +199,11 @@ struct fdn_node {
 
 /* core/peer.c */
 int fdn__peer_create(fdn_node *node, bool outbound, fdn_peer **out);
+/* Inbound: takes an accepted connection as the peer's lane 0, which speaks
+ * second; its handshake says whether it opens a session or joins one. */
 void fdn__peer_attach(fdn_peer *peer, struct fdn__tp_conn *conn);
-extern const struct fdn__tp_conn_events fdn__peer_conn_events;
+/* Outbound: dials addr (with its scheme) as lane 0. */
+int fdn__peer_dial(fdn_peer *peer, const char *addr);
 void fdn__peer_fail(fdn_peer *peer, int reason, enum fdn__close_reason wire_reason);
 
 /* Queues msg with an explicit message id (plain, request or response). Takes

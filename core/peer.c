@@ -1,73 +1,182 @@
-/* One connection to another node: handshake, frame decoding, reassembly and
- * delivery on the way in; frame scheduling, batching and flow control on the
- * way out; requests and their timeouts; and an orderly end.
+/* One peer: its lanes (connections), and on each the handshake, frame
+ * decoding, reassembly and delivery on the way in; frame scheduling,
+ * batching and flow control on the way out; requests and their timeouts;
+ * and an orderly end.
  *
  * Head-of-line freedom lives here and in the scheduler:
  *  1. per-channel send queues, picked by priority then weighted round robin,
  *     one fragment at a time (core/frame_sched.c);
- *  2. at most max_inflight_bytes handed to the transport and not yet sent,
- *     and the kernel's unsent bytes bounded by TCP_NOTSENT_LOWAT, so an urgent
- *     frame never queues behind megabytes already given away;
+ *  2. per lane, at most max_inflight_bytes (bulk lanes: bulk_inflight_bytes)
+ *     handed to the transport and not yet sent, and the kernel's unsent
+ *     bytes bounded by TCP_NOTSENT_LOWAT, so an urgent frame never queues
+ *     behind megabytes already given away;
  *  3. per-channel credit: a paused or slow consumer stops granting credit for
  *     its channel only, while the reader keeps draining the connection into
  *     the other channels' queues;
+ *  4. lanes: bulk channels travel on connections of their own, so their
+ *     bytes in the kernel and the network (and TCP's loss recovery) never
+ *     sit in front of the urgent lane's;
  *  5. deliveries are tasks at their channel's priority, so the worker runs
- *     urgent handlers before bulk ones. */
+ *     urgent handlers before bulk ones.
+ *
+ * Control frames (credit, close) travel on lane 0, the urgent lane; a PONG
+ * answers on the lane its PING came on. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "base/compiler.h"
 #include "base/error.h"
 #include "core/node_internal.h"
 #include "core/worker_internal.h"
 
-static void pump(fdn_peer *p);
+static void pump(struct fdn__lane *l);
 static void peer_finish(fdn_peer *p);
 static int finish_task(fdn_worker *w, fdn_task *t);
+static const struct fdn__tp_conn_events lane_conn_events;
 
 static bool closing(const fdn_peer *p) { return p->state == FDN__PEER_CLOSING; }
+
+/* The lane at index, or NULL when there is none (yet). */
+static struct fdn__lane *lane_at(const fdn_peer *p, unsigned index)
+{
+    return index < FDN__MAX_LANES ? p->lanes[index] : NULL;
+}
+
+static void pump_lane(fdn_peer *p, unsigned index)
+{
+    struct fdn__lane *l = lane_at(p, index);
+    if (l)
+        pump(l);
+}
 
 /* ---- Control frames ------------------------------------------------------ */
 
 /* Appends a control frame (header and payload) to the bytes that go out
- * ahead of the next batch of data frames. */
-static int queue_ctrl(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *payload)
+ * ahead of the lane's next batch of data frames. */
+static int queue_ctrl(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload)
 {
     size_t hdr_len = fdn__frame_hdr_size(h);
-    if (p->ctrl_len + hdr_len + h->frag_len > sizeof p->ctrl)
-        return FDN_ERR(-ENOBUFS, "control queue of peer %s is full", p->addr);
-    fdn__frame_encode(h, p->ctrl + p->ctrl_len);
-    p->ctrl_len += (uint32_t)hdr_len;
+    if (l->ctrl_len + hdr_len + h->frag_len > sizeof l->ctrl)
+        return FDN_ERR(-ENOBUFS, "control queue of peer %s is full", l->peer->addr);
+    fdn__frame_encode(h, l->ctrl + l->ctrl_len);
+    l->ctrl_len += (uint32_t)hdr_len;
     if (h->frag_len && payload) {
-        memcpy(p->ctrl + p->ctrl_len, payload, h->frag_len);
-        p->ctrl_len += h->frag_len;
+        memcpy(l->ctrl + l->ctrl_len, payload, h->frag_len);
+        l->ctrl_len += h->frag_len;
     }
     return 0;
 }
 
-static void queue_simple(fdn_peer *p, uint8_t type, uint16_t channel, uint64_t word)
+static void queue_simple(struct fdn__lane *l, uint8_t type, uint16_t channel, uint64_t word)
 {
     struct fdn__frame_hdr h = {.type = type, .channel = channel, .msg_id = word};
-    queue_ctrl(p, &h, NULL);
+    queue_ctrl(l, &h, NULL);
 }
 
 /* Moves every message the handshake has for the peer into the control queue. */
-static void queue_handshake_output(fdn_peer *p)
+static void queue_handshake_output(struct fdn__lane *l)
 {
     const uint8_t *msg;
     size_t len;
-    while ((len = fdn__handshake_next_output(p->hs, &msg)) > 0) {
+    while ((len = fdn__handshake_next_output(l->hs, &msg)) > 0) {
         struct fdn__frame_hdr h = {
             .type = FDN__FRAME_HANDSHAKE,
             .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST,
             .frag_len = (uint32_t)len,
             .total_len = len,
         };
-        queue_ctrl(p, &h, msg);
+        queue_ctrl(l, &h, msg);
     }
+}
+
+/* ---- Lanes --------------------------------------------------------------- */
+
+static int lane_timer(fdn_worker *w, fdn_task *t);
+
+static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
+{
+    fdn_node *n = p->node;
+    struct fdn__lane *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    size_t stage = n->max_fragment > FDN__WIRE_HANDSHAKE_MAX ? n->max_fragment
+                                                             : FDN__WIRE_HANDSHAKE_MAX;
+    l->rx_stage = malloc(stage);
+    l->batches = calloc(FDN__BATCHES, sizeof *l->batches);
+    if (!l->rx_stage || !l->batches) {
+        free(l->rx_stage);
+        free(l->batches);
+        free(l);
+        return -ENOMEM;
+    }
+    l->peer = p;
+    l->index = (uint8_t)index;
+    l->max_inflight_bytes = n->max_inflight_bytes;
+    fdn_timer_init(&l->timer, lane_timer, l, FDN_PRIO_HIGHEST);
+    *out = l;
+    return 0;
+}
+
+static void lane_free(struct fdn__lane *l)
+{
+    fdn__handshake_destroy(l->hs);
+    free(l->rx_stage);
+    free(l->batches);
+    free(l);
+}
+
+/* A lane that carries an urgent channel keeps few bytes in flight, so an
+ * urgent frame waits behind little; a bulk-only lane keeps enough to fill
+ * the link. */
+static uint64_t lane_budget(const fdn_peer *p, unsigned index)
+{
+    const fdn_node *n = p->node;
+    for (int c = 0; c < n->num_channels; c++)
+        if (p->channel_lane[c] == index && n->channels[c].cfg.priority < FDN_PRIO_DEFAULT)
+            return n->max_inflight_bytes;
+    return n->bulk_inflight_bytes;
+}
+
+static void close_transport(struct fdn__lane *l)
+{
+    if (l->conn && !l->close_sent) {
+        l->close_sent = true;
+        fdn__tp_conn_close(l->conn);
+    }
+}
+
+static bool all_lanes_closed(const fdn_peer *p)
+{
+    for (unsigned i = 0; i < FDN__MAX_LANES; i++)
+        if (p->lanes[i] && !p->lanes[i]->closed)
+            return false;
+    return true;
+}
+
+/* Dials the lane at index to the peer's address; the handshake follows once
+ * the transport is up. */
+static int dial_lane(fdn_peer *p, unsigned index)
+{
+    const char *rest;
+    const struct fdn__transport *tp = fdn__transport_for(p->dial, &rest);
+    if (!tp)
+        return FDN_ERR(-EPROTONOSUPPORT, "no transport for address %s", p->dial);
+    struct fdn__lane *l;
+    int rc = lane_create(p, index, &l);
+    if (rc < 0)
+        return rc;
+    rc = tp->connect(p->node->worker, rest, NULL, &lane_conn_events, l, &l->conn);
+    if (rc < 0) {
+        lane_free(l);
+        return rc;
+    }
+    p->lanes[index] = l;
+    return 0;
 }
 
 /* ---- Failure and teardown ------------------------------------------------ */
@@ -88,17 +197,9 @@ static void count_failure(fdn_node *n, int reason)
  * handshake diagnostics) before it is closed regardless. */
 #define CLOSE_FLUSH_NS (1000ull * 1000 * 1000)
 
-static void close_transport(fdn_peer *p)
-{
-    if (p->conn && !p->close_sent) {
-        p->close_sent = true;
-        fdn__tp_conn_close(p->conn);
-    }
-}
-
-/* Ends the connection: says why on the wire, flushes what is in flight
- * (bounded by CLOSE_FLUSH_NS), then closes the transport. The peer is freed
- * once the transport reports on_closed, from a task of its own, so that a
+/* Ends the peer: says why on lane 0, flushes what every lane has in flight
+ * (bounded by CLOSE_FLUSH_NS), then closes the transports. The peer is freed
+ * once every transport reports on_closed, from a task of its own, so that a
  * callback that closes its peer never pulls it from under its caller. */
 void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
 {
@@ -109,21 +210,26 @@ void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
         count_failure(n, reason);
     p->state = FDN__PEER_CLOSING;
     p->down_reason = reason;
-    fdn_timer_cancel(n->worker, &p->hs_timer);
-    if (!p->conn) {
+    if (all_lanes_closed(p)) {
         fdn_worker_schedule(n->worker, &p->finish);
         return;
     }
-    /* A peer that failed authentication gets nothing but a closed
-     * connection (and a counter here): not even the reason. */
-    if (reason != -EACCES) {
-        queue_simple(p, FDN__FRAME_CLOSE, 0, wire_reason);
-        pump(p);
+    for (unsigned i = 0; i < FDN__MAX_LANES; i++) {
+        struct fdn__lane *l = p->lanes[i];
+        if (!l || l->closed)
+            continue;
+        fdn_timer_cancel(n->worker, &l->timer);
+        /* A peer that failed authentication gets nothing but a closed
+         * connection (and a counter here): not even the reason. */
+        if (i == 0 && l->hs && reason != -EACCES) {
+            queue_simple(l, FDN__FRAME_CLOSE, 0, wire_reason);
+            pump(l);
+        }
+        if (l->inflight_bytes == 0)
+            close_transport(l);
+        else
+            fdn_timer_arm(n->worker, &l->timer, CLOSE_FLUSH_NS);
     }
-    if (p->inflight_bytes == 0)
-        close_transport(p);
-    else
-        fdn_timer_arm(n->worker, &p->hs_timer, CLOSE_FLUSH_NS);
 }
 
 static void fail_pending_requests(fdn_peer *p)
@@ -157,7 +263,7 @@ static void free_rx_queues(fdn_peer *p)
     }
 }
 
-/* The transport has let go: tell the application, then free everything. */
+/* The transports have let go: tell the application, then free everything. */
 static int finish_task(fdn_worker *w, fdn_task *t)
 {
     (void)w;
@@ -168,9 +274,6 @@ static int finish_task(fdn_worker *w, fdn_task *t)
 static void peer_finish(fdn_peer *p)
 {
     fdn_node *n = p->node;
-    fdn_worker *w = n->worker;
-    fdn_timer_cancel(w, &p->hs_timer);
-    fdn__worker_cancel_task(w, &p->hs_timer.task);
     fail_pending_requests(p);
     free_rx_queues(p);
     bool tell = p->announced_up || p->outbound;
@@ -187,9 +290,9 @@ static void peer_finish(fdn_peer *p)
         p->next->prev = p->prev;
     fdn__sched_destroy(p->sched);
     fdn__reasm_destroy(p->reasm);
-    fdn__handshake_destroy(p->hs);
-    free(p->rx_stage);
-    free(p->batches);
+    for (unsigned i = 0; i < FDN__MAX_LANES; i++)
+        if (p->lanes[i])
+            lane_free(p->lanes[i]);
     free(p);
 }
 
@@ -209,13 +312,17 @@ static void rx_enqueue(struct fdn__rx_channel *rx, fdn_msg *m)
 }
 
 /* Grants the peer the credit that deliveries have freed, once enough has
- * accumulated to be worth a frame. */
+ * accumulated to be worth a frame. Credit goes on lane 0, the urgent lane,
+ * whatever lane the channel's data comes on. */
 static void grant_credit(fdn_peer *p, uint16_t channel)
 {
+    struct fdn__lane *l = lane_at(p, 0);
+    if (!l)
+        return;
     uint64_t grant = fdn__reasm_credit_to_grant(p->reasm, channel, p->rx[channel].window / 2);
     if (grant) {
-        queue_simple(p, FDN__FRAME_CREDIT, channel, grant);
-        pump(p);
+        queue_simple(l, FDN__FRAME_CREDIT, channel, grant);
+        pump(l);
     }
 }
 
@@ -294,8 +401,6 @@ static void rx_message(fdn_peer *p, uint16_t channel, fdn_msg *m)
 
 static int on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *payload)
 {
-    if (p->state != FDN__PEER_UP)
-        return FDN_ERR(-EPROTO, "DATA frame from %s before the handshake finished", p->addr);
     if (h->channel >= FDN_MAX_CHANNELS || !p->rx[h->channel].usable)
         return FDN_ERR(-EPROTO, "DATA frame from %s on channel %u, not agreed", p->addr,
                        h->channel);
@@ -324,42 +429,41 @@ static int on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *p
     return 0;
 }
 
-static int on_handshake_done(fdn_peer *p);
+static int on_handshake_done(struct fdn__lane *l);
 
-static int on_handshake_frame(fdn_peer *p, const uint8_t *payload, uint32_t len)
+static int on_handshake_frame(struct fdn__lane *l, const uint8_t *payload, uint32_t len)
 {
-    if (p->state != FDN__PEER_HANDSHAKE)
-        return FDN_ERR(-EPROTO, "HANDSHAKE frame from %s after the handshake", p->addr);
-    int rc = fdn__handshake_feed(p->hs, payload, len);
-    queue_handshake_output(p);
-    if (rc < 0) {
-        pump(p);
-        return rc;
-    }
+    if (l->up || !l->hs)
+        return FDN_ERR(-EPROTO, "HANDSHAKE frame from %s after the handshake", l->peer->addr);
+    int rc = fdn__handshake_feed(l->hs, payload, len);
+    queue_handshake_output(l);
     if (rc == FDN__HS_DONE)
-        rc = on_handshake_done(p);
-    pump(p);
+        rc = on_handshake_done(l);   /* may move l to another peer */
+    pump(l);
     return rc < 0 ? rc : 0;
 }
 
 /* One whole frame: header decoded, payload (frag_len bytes) at hand. */
-static int on_frame(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *payload)
+static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload)
 {
+    fdn_peer *p = l->peer;
+    bool up = l->up && p->state == FDN__PEER_UP;
     switch (h->type) {
     case FDN__FRAME_DATA:
+        if (!up)
+            return FDN_ERR(-EPROTO, "DATA frame from %s before the handshake finished", p->addr);
         return on_data(p, h, payload);
     case FDN__FRAME_HANDSHAKE:
-        return on_handshake_frame(p, payload, h->frag_len);
+        return on_handshake_frame(l, payload, h->frag_len);
     case FDN__FRAME_CREDIT:
-        if (p->state != FDN__PEER_UP || h->channel >= FDN_MAX_CHANNELS ||
-            !p->rx[h->channel].usable)
+        if (!up || h->channel >= FDN_MAX_CHANNELS || !p->rx[h->channel].usable)
             return FDN_ERR(-EPROTO, "CREDIT frame from %s for channel %u", p->addr, h->channel);
         fdn__sched_grant(p->sched, h->channel, h->credit_bytes);
-        pump(p);
+        pump_lane(p, p->channel_lane[h->channel]);
         return 0;
     case FDN__FRAME_PING:
-        queue_simple(p, FDN__FRAME_PONG, 0, h->ping_token);
-        pump(p);
+        queue_simple(l, FDN__FRAME_PONG, 0, h->ping_token);
+        pump(l);
         return 0;
     case FDN__FRAME_PONG:
         return 0;
@@ -381,53 +485,54 @@ static int on_frame(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *
 /* Bytes from the transport: frames may start, end or be split anywhere.
  * A header is gathered in rx_hdr until the decoder has all of it (32 bytes,
  * or 64 with a trace extension); a payload that arrived whole is used where
- * it lies, one split across receives is staged. */
-static int on_recv(void *ctx, const uint8_t *data, size_t len)
+ * it lies, one split across receives is staged. The lane's peer is looked
+ * up afresh for every frame: a joining lane changes peers mid-receive. */
+static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
 {
-    fdn_peer *p = ctx;
-    while (!closing(p)) {
-        if (!p->rx_in_payload) {
+    while (!closing(l->peer)) {
+        if (!l->rx_in_payload) {
             if (len == 0)
                 break;
-            size_t take = FDN__FRAME_MAX_HDR_SIZE - p->rx_hdr_have;
+            size_t take = FDN__FRAME_MAX_HDR_SIZE - l->rx_hdr_have;
             if (take > len)
                 take = len;
-            memcpy(p->rx_hdr + p->rx_hdr_have, data, take);
+            memcpy(l->rx_hdr + l->rx_hdr_have, data, take);
             enum fdn__wire_error why;
-            int rc = fdn__frame_decode(p->rx_hdr, p->rx_hdr_have + take, &p->limits,
-                                       &p->rx_frame, &why);
+            int rc = fdn__frame_decode(l->rx_hdr, l->rx_hdr_have + take, &l->peer->limits,
+                                       &l->rx_frame, &why);
             if (rc < 0)
-                return FDN_ERR(rc, "bad frame from %s: %s", p->addr, fdn__wire_error_name(why));
+                return FDN_ERR(rc, "bad frame from %s: %s", l->peer->addr,
+                               fdn__wire_error_name(why));
             if (rc == 0) { /* the header continues in the next receive */
-                p->rx_hdr_have += (uint32_t)take;
+                l->rx_hdr_have += (uint32_t)take;
                 break;
             }
-            size_t used = (size_t)rc - p->rx_hdr_have;
+            size_t used = (size_t)rc - l->rx_hdr_have;
             data += used;
             len -= used;
-            p->rx_hdr_have = 0;
-            p->rx_in_payload = true;
-            p->rx_stage_have = 0;
+            l->rx_hdr_have = 0;
+            l->rx_in_payload = true;
+            l->rx_stage_have = 0;
         }
-        uint32_t frag_len = p->rx_frame.frag_len;
+        uint32_t frag_len = l->rx_frame.frag_len;
         const uint8_t *payload = data;
-        if (p->rx_stage_have == 0 && len >= frag_len) {
+        if (l->rx_stage_have == 0 && len >= frag_len) {
             data += frag_len;   /* whole in this receive: no copy */
             len -= frag_len;
         } else {
-            uint32_t take = frag_len - p->rx_stage_have;
+            uint32_t take = frag_len - l->rx_stage_have;
             if (take > len)
                 take = (uint32_t)len;
-            memcpy(p->rx_stage + p->rx_stage_have, data, take);
-            p->rx_stage_have += take;
+            memcpy(l->rx_stage + l->rx_stage_have, data, take);
+            l->rx_stage_have += take;
             data += take;
             len -= take;
-            if (p->rx_stage_have < frag_len)
+            if (l->rx_stage_have < frag_len)
                 break;
-            payload = p->rx_stage;
+            payload = l->rx_stage;
         }
-        p->rx_in_payload = false;
-        int rc = on_frame(p, &p->rx_frame, payload);
+        l->rx_in_payload = false;
+        int rc = on_frame(l, &l->rx_frame, payload);
         if (rc < 0)
             return rc;
     }
@@ -436,11 +541,11 @@ static int on_recv(void *ctx, const uint8_t *data, size_t len)
 
 /* ---- Sending ------------------------------------------------------------- */
 
-static struct fdn__batch *free_batch(fdn_peer *p)
+static struct fdn__batch *free_batch(struct fdn__lane *l)
 {
     for (int i = 0; i < FDN__BATCHES; i++)
-        if (!p->batches[i].busy)
-            return &p->batches[i];
+        if (!l->batches[i].busy)
+            return &l->batches[i];
     return NULL;
 }
 
@@ -472,29 +577,32 @@ static size_t add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame
     return hdr_len + f->len;
 }
 
-/* Fills batches from the control queue and the scheduler and hands them to
- * the transport while fewer than max_inflight_bytes are outstanding. One
- * batch is one transport send: control bytes first, then data frames. */
-static void pump(fdn_peer *p)
+/* Fills batches from the lane's control queue and the scheduler's channels
+ * of this lane, and hands them to the transport while fewer than the lane's
+ * max_inflight_bytes are outstanding. One batch is one transport send:
+ * control bytes first, then data frames. */
+static void pump(struct fdn__lane *l)
 {
-    if (!p->conn || p->state == FDN__PEER_CONNECTING)
+    if (!l->conn || !l->hs)   /* not connected yet */
         return;
+    fdn_peer *p = l->peer;
+    bool data = l->up && p->state == FDN__PEER_UP;
     struct fdn__batch *b;
-    while (p->inflight_bytes < p->node->max_inflight_bytes && (b = free_batch(p))) {
+    while (l->inflight_bytes < l->max_inflight_bytes && (b = free_batch(l))) {
         int niov = 0;
         b->num_frames = 0;
-        if (p->ctrl_len) {
-            memcpy(b->ctrl, p->ctrl, p->ctrl_len);
-            b->iov[niov++] = (struct iovec){b->ctrl, p->ctrl_len};
-            p->ctrl_len = 0;
+        if (l->ctrl_len) {
+            memcpy(b->ctrl, l->ctrl, l->ctrl_len);
+            b->iov[niov++] = (struct iovec){b->ctrl, l->ctrl_len};
+            l->ctrl_len = 0;
         }
         size_t batch_bytes = niov ? b->iov[0].iov_len : 0;
         bool big = false;
-        while (p->state == FDN__PEER_UP && b->num_frames < FDN__BATCH_FRAMES &&
+        while (data && b->num_frames < FDN__BATCH_FRAMES &&
                niov + FRAME_IOVECS <= (int)FDN_ARRAY_SIZE(b->iov) &&
-               p->inflight_bytes + batch_bytes < p->node->max_inflight_bytes) {
+               l->inflight_bytes + batch_bytes < l->max_inflight_bytes) {
             struct fdn__frame f;
-            if (!fdn__sched_next(p->sched, &f))
+            if (!fdn__sched_next(p->sched, l->index, &f))
                 break;
             batch_bytes += add_frame(b, &niov, &f);
             big |= p->node->zerocopy_min && f.len >= p->node->zerocopy_min;
@@ -504,12 +612,12 @@ static void pump(fdn_peer *p)
         b->send = (struct fdn__tp_send){.iov = b->iov, .iovcnt = niov, .len = batch_bytes,
                                         .zerocopy = big};
         b->busy = true;
-        p->inflight_bytes += batch_bytes;
-        if (fdn__tp_send(p->conn, &b->send) < 0) {
+        l->inflight_bytes += batch_bytes;
+        if (fdn__tp_send(l->conn, &b->send) < 0) {
             /* Closing: the frames count as done; their messages are
              * released with the peer. */
             b->busy = false;
-            p->inflight_bytes -= batch_bytes;
+            l->inflight_bytes -= batch_bytes;
             for (int i = 0; i < b->num_frames; i++)
                 fdn__sched_frame_done(p->sched, &b->frames[i]);
             return;
@@ -536,44 +644,52 @@ static void notify_writable(fdn_peer *p)
 
 static void on_sent(void *ctx, struct fdn__tp_send *send, int err)
 {
-    fdn_peer *p = ctx;
+    struct fdn__lane *l = ctx;
+    fdn_peer *p = l->peer;
     struct fdn__batch *b = fdn__container_of(send, struct fdn__batch, send);
     (void)err; /* a failed send is followed by on_closed, which ends the peer */
-    p->inflight_bytes -= send->len;
+    l->inflight_bytes -= send->len;
+    if (err == 0)
+        l->bytes_sent += send->len;
     b->busy = false;
     for (int i = 0; i < b->num_frames; i++)
         fdn__sched_frame_done(p->sched, &b->frames[i]);
     b->num_frames = 0;
     if (closing(p)) {
-        if (p->inflight_bytes == 0)
-            close_transport(p);
+        if (l->inflight_bytes == 0)
+            close_transport(l);
         return;
     }
     notify_writable(p);
-    pump(p);
+    pump(l);
 }
 
 /* ---- Handshake ----------------------------------------------------------- */
 
-/* The handshake timer; while closing, the same timer bounds the flush. */
-static int handshake_timeout(fdn_worker *w, fdn_task *t)
+/* The lane's timer: the handshake deadline; while closing, the flush bound. */
+static int lane_timer(fdn_worker *w, fdn_task *t)
 {
     (void)w;
-    fdn_peer *p = t->arg;
+    struct fdn__lane *l = t->arg;
+    fdn_peer *p = l->peer;
     if (closing(p))
-        close_transport(p);
+        close_transport(l);
     else
         fdn__peer_fail(p, FDN_ERR(-ETIMEDOUT, "handshake with %s timed out", p->addr),
                        FDN__CLOSE_HANDSHAKE_FAILED);
     return FDN_TASK_DONE;
 }
 
-static int start_handshake(fdn_peer *p)
+static int start_handshake(struct fdn__lane *l)
 {
+    fdn_peer *p = l->peer;
     fdn_node *n = p->node;
     struct fdn__handshake_config cfg = {
         .role = p->outbound ? FDN__HS_CLIENT : FDN__HS_SERVER,
         .incarnation = n->incarnation,
+        .session = p->session,
+        .lane = l->index,
+        .lane_count = n->lanes,
         .cluster_name = n->cluster,
         .channels = n->descs,
         .channel_count = (uint16_t)n->num_channels,
@@ -581,27 +697,41 @@ static int start_handshake(fdn_peer *p)
     };
     memcpy(cfg.node_id, n->node_id, sizeof cfg.node_id);
     memcpy(cfg.secret, n->secret, sizeof cfg.secret);
-    int rc = fdn__handshake_create(&cfg, &p->hs);
+    int rc = fdn__handshake_create(&cfg, &l->hs);
     memset(cfg.secret, 0, sizeof cfg.secret);
     if (rc < 0)
         return rc;
-    p->state = FDN__PEER_HANDSHAKE;
-    fdn_timer_arm(n->worker, &p->hs_timer, n->handshake_timeout_ns);
-    queue_handshake_output(p);
-    pump(p);
+    fdn_timer_arm(n->worker, &l->timer, n->handshake_timeout_ns);
+    queue_handshake_output(l);
+    pump(l);
     return 0;
 }
 
-/* The peer proved it has the secret and agreed on channels. Each agreed
- * channel gets the agreed limits at both ends: the sender's credit starts at
- * the agreed window, and the receiver enforces that window and the agreed
- * message size (a peer that agreed to less must not be allowed more). */
-static int on_handshake_done(fdn_peer *p)
+/* Puts each channel on its lane: the one configured, or lane 0 when the
+ * peer agreed to fewer lanes. */
+static void map_lanes(fdn_peer *p)
 {
     fdn_node *n = p->node;
-    const struct fdn__handshake_result *res = fdn__handshake_result(p->hs);
-    fdn_timer_cancel(n->worker, &p->hs_timer);
+    for (int c = 0; c < n->num_channels; c++) {
+        unsigned lane = n->channels[c].cfg.lane - 1u;
+        if (lane >= p->num_lanes)
+            lane = 0;
+        p->channel_lane[c] = (uint8_t)lane;
+        fdn__sched_set_lane(p->sched, (uint16_t)c, lane);
+    }
+}
+
+/* Lane 0 proved the peer has the secret and agreed on channels and lanes.
+ * Each agreed channel gets the agreed limits at both ends: the sender's
+ * credit starts at the agreed window, and the receiver enforces that window
+ * and the agreed message size (a peer that agreed to less must not be
+ * allowed more). The outbound side then dials the other lanes. */
+static int open_session(fdn_peer *p, const struct fdn__handshake_result *res)
+{
+    fdn_node *n = p->node;
     memcpy(p->peer_node_id, res->peer_node_id, sizeof p->peer_node_id);
+    p->session = res->session;
+    p->num_lanes = res->lane_count;
     for (int i = 0; i < res->channel_count; i++) {
         const struct fdn__channel_desc *d = &res->channels[i];
         struct fdn__reasm_channel_config rc = {
@@ -618,11 +748,76 @@ static int on_handshake_done(fdn_peer *p)
         p->rx[d->id].window = d->credit_window;
         p->rx[d->id].max_message = d->max_message;
     }
+    map_lanes(p);
+    p->lanes[0]->up = true;
+    p->lanes[0]->max_inflight_bytes = lane_budget(p, 0);
     p->state = FDN__PEER_UP;
     p->announced_up = true;
     n->stats.peers_up++;
     if (n->events.peer_up)
         n->events.peer_up(p, n->events.arg);
+    if (closing(p) || !p->outbound)
+        return 0;
+    for (unsigned i = 1; i < p->num_lanes; i++) {
+        int rc = dial_lane(p, i);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* The inbound peer whose session a lane > 0 joins: the same node, the same
+ * session, up, and that lane not taken. */
+static fdn_peer *find_session(fdn_node *n, const fdn_peer *self,
+                              const struct fdn__handshake_result *res)
+{
+    for (fdn_peer *q = n->peers; q; q = q->next) {
+        if (q == self || q->outbound || q->state != FDN__PEER_UP || q->session != res->session)
+            continue;
+        if (memcmp(q->peer_node_id, res->peer_node_id, sizeof q->peer_node_id) != 0)
+            continue;
+        if (res->lane >= q->num_lanes || q->lanes[res->lane])
+            return NULL;
+        return q;
+    }
+    return NULL;
+}
+
+/* An accepted connection's handshake named a lane > 0 of a session: the
+ * lane moves to that session's peer, and the peer it was accepted on, which
+ * never came up, goes quietly. */
+static int join_session(struct fdn__lane *l, const struct fdn__handshake_result *res)
+{
+    fdn_peer *tmp = l->peer;
+    fdn_peer *q = find_session(tmp->node, tmp, res);
+    if (!q)
+        return FDN_ERR(-EPROTO, "%s joins lane %u of a session we do not have", tmp->addr,
+                       res->lane);
+    tmp->lanes[0] = NULL;
+    tmp->state = FDN__PEER_CLOSING;
+    fdn_worker_schedule(tmp->node->worker, &tmp->finish);
+    l->peer = q;
+    l->index = res->lane;
+    l->up = true;
+    l->max_inflight_bytes = lane_budget(q, l->index);
+    q->lanes[l->index] = l;
+    return 0;
+}
+
+static int on_handshake_done(struct fdn__lane *l)
+{
+    fdn_peer *p = l->peer;
+    const struct fdn__handshake_result *res = fdn__handshake_result(l->hs);
+    fdn_timer_cancel(p->node->worker, &l->timer);
+    if (!p->outbound)
+        return res->lane == 0 ? open_session(p, res) : join_session(l, res);
+    if (l->index == 0)
+        return open_session(p, res);
+    /* A lane we dialed must reach the node lane 0 reached. */
+    if (memcmp(res->peer_node_id, p->peer_node_id, sizeof p->peer_node_id) != 0)
+        return FDN_ERR(-EPROTO, "lane %u of %s reached another node", l->index, p->addr);
+    l->up = true;
+    l->max_inflight_bytes = lane_budget(p, l->index);
     return 0;
 }
 
@@ -630,35 +825,45 @@ static int on_handshake_done(fdn_peer *p)
 
 static void on_connected(void *ctx, int err)
 {
-    fdn_peer *p = ctx;
+    struct fdn__lane *l = ctx;
+    fdn_peer *p = l->peer;
     if (err < 0) {
-        p->down_reason = err;
+        if (p->down_reason == 0)
+            p->down_reason = err;
         return; /* on_closed follows */
     }
-    fdn__tp_conn_peer_addr(p->conn, p->addr, sizeof p->addr);
-    int rc = start_handshake(p);
+    if (l->index == 0)
+        fdn__tp_conn_peer_addr(l->conn, p->addr, sizeof p->addr);
+    int rc = start_handshake(l);
     if (rc < 0)
         fdn__peer_fail(p, rc, FDN__CLOSE_PROTOCOL_ERROR);
 }
 
 static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
 {
-    fdn_peer *p = ctx;
-    int rc = on_recv(p, data, len);
+    struct fdn__lane *l = ctx;
+    l->bytes_received += len;
+    int rc = on_recv(l, data, len);
     if (rc < 0) {
         enum fdn__close_reason why = rc == -EACCES || rc == -EPERM || rc == -EPROTONOSUPPORT
                                          ? FDN__CLOSE_HANDSHAKE_FAILED
                                      : rc == -EMSGSIZE || rc == -ENOSPC ? FDN__CLOSE_LIMIT_EXCEEDED
                                                                         : FDN__CLOSE_PROTOCOL_ERROR;
-        fdn__peer_fail(p, rc, why);
+        fdn__peer_fail(l->peer, rc, why);
     }
     return 0; /* fdn__peer_fail has closed the transport already */
 }
 
+/* A lane's transport is gone. Unless the peer was closing anyway, a lane
+ * lost means the peer is lost: the others are closed too. */
 static void on_closed(void *ctx, int err)
 {
-    fdn_peer *p = ctx;
-    p->conn = NULL;
+    struct fdn__lane *l = ctx;
+    fdn_peer *p = l->peer;
+    l->conn = NULL;
+    l->closed = true;
+    fdn_timer_cancel(p->node->worker, &l->timer);
+    fdn__worker_cancel_task(p->node->worker, &l->timer.task);
     if (!closing(p)) {
         /* Closed under us. During the handshake even an orderly close is a
          * refusal (a server closes on clients that fail to authenticate). */
@@ -667,29 +872,44 @@ static void on_closed(void *ctx, int err)
         if (p->down_reason == 0 && p->state != FDN__PEER_UP)
             p->down_reason = -ECONNABORTED;
         p->state = FDN__PEER_CLOSING;
+        for (unsigned i = 0; i < FDN__MAX_LANES; i++)
+            if (p->lanes[i])
+                close_transport(p->lanes[i]);
     }
-    fdn_timer_cancel(p->node->worker, &p->hs_timer);
-    fdn__worker_cancel_task(p->node->worker, &p->hs_timer.task);
-    if (!p->finish.queued)
+    if (all_lanes_closed(p) && !p->finish.queued)
         fdn_worker_schedule(p->node->worker, &p->finish);
 }
 
-const struct fdn__tp_conn_events fdn__peer_conn_events = {
+static const struct fdn__tp_conn_events lane_conn_events = {
     .on_connected = on_connected,
     .on_recv = on_recv_checked,
     .on_sent = on_sent,
     .on_closed = on_closed,
 };
 
-/* An accepted connection is attached to a fresh peer, which speaks second. */
+/* An accepted connection is lane 0 of a fresh peer, which speaks second. */
 void fdn__peer_attach(fdn_peer *p, struct fdn__tp_conn *conn)
 {
-    p->conn = conn;
+    struct fdn__lane *l;
+    if (lane_create(p, 0, &l) < 0) {
+        fdn__tp_conn_close(conn);
+        fdn__peer_fail(p, -ENOMEM, FDN__CLOSE_NORMAL);
+        return;
+    }
+    l->conn = conn;
+    p->lanes[0] = l;
     fdn__tp_conn_peer_addr(conn, p->addr, sizeof p->addr);
-    fdn__tp_conn_start(conn, &fdn__peer_conn_events, p);
-    int rc = start_handshake(p);
+    fdn__tp_conn_start(conn, &lane_conn_events, l);
+    int rc = start_handshake(l);
     if (rc < 0)
         fdn__peer_fail(p, rc, FDN__CLOSE_PROTOCOL_ERROR);
+}
+
+int fdn__peer_dial(fdn_peer *p, const char *addr)
+{
+    snprintf(p->dial, sizeof p->dial, "%s", addr);
+    snprintf(p->addr, sizeof p->addr, "%s", addr);
+    return dial_lane(p, 0);
 }
 
 /* ---- Creation ------------------------------------------------------------ */
@@ -699,9 +919,11 @@ static int add_channels(fdn_peer *p)
     fdn_node *n = p->node;
     for (int c = 0; c < n->num_channels; c++) {
         const fdn_channel_config *cfg = &n->channels[c].cfg;
+        p->channel_lane[c] = (uint8_t)(cfg->lane - 1);
         struct fdn__sched_channel_config sc = {
             .id = (uint16_t)c,
             .prio = (uint8_t)cfg->priority,
+            .lane = p->channel_lane[c],
             .weight = cfg->weight,
             .credit_window = cfg->credit_window,
             .max_queued_msgs = cfg->max_queued,
@@ -726,19 +948,17 @@ int fdn__peer_create(fdn_node *n, bool outbound, fdn_peer **out)
     p->node = n;
     p->outbound = outbound;
     p->state = outbound ? FDN__PEER_CONNECTING : FDN__PEER_HANDSHAKE;
+    p->num_lanes = 1;
+    if (outbound)
+        randombytes_buf(&p->session, sizeof p->session);
     p->limits = (struct fdn__wire_limits){
         .max_fragment = n->max_fragment,
         .max_message = n->max_message,
         .max_channel = FDN_MAX_CHANNELS - 1,
     };
-    fdn_timer_init(&p->hs_timer, handshake_timeout, p, FDN_PRIO_HIGHEST);
     fdn_task_init(&p->finish, finish_task, p, FDN_PRIO_HIGHEST);
-    size_t stage = n->max_fragment > FDN__WIRE_HANDSHAKE_MAX ? n->max_fragment
-                                                             : FDN__WIRE_HANDSHAKE_MAX;
-    p->rx_stage = malloc(stage);
-    p->batches = calloc(FDN__BATCHES, sizeof *p->batches);
     struct fdn__sched_config sc = {.max_fragment = n->max_fragment};
-    int rc = p->rx_stage && p->batches ? fdn__sched_create(&sc, &p->sched) : -ENOMEM;
+    int rc = fdn__sched_create(&sc, &p->sched);
     if (!rc)
         rc = fdn__reasm_create(&p->reasm);
     if (!rc)
@@ -746,8 +966,6 @@ int fdn__peer_create(fdn_node *n, bool outbound, fdn_peer **out)
     if (rc < 0) {
         fdn__sched_destroy(p->sched);
         fdn__reasm_destroy(p->reasm);
-        free(p->rx_stage);
-        free(p->batches);
         free(p);
         return rc;
     }
@@ -895,7 +1113,7 @@ int fdn__peer_send(fdn_peer *p, int channel, fdn_msg *msg, uint64_t msg_id)
         fdn_msg_free(msg);
         return rc;
     }
-    pump(p);
+    pump_lane(p, p->channel_lane[channel]);
     return 0;
 }
 
@@ -970,4 +1188,31 @@ int fdn_peer_channel_stats(const fdn_peer *p, int channel, fdn_channel_stats *ou
         .rtt_max_ns = rx->rtt.count ? rx->rtt.max : 0,
     };
     return 0;
+}
+
+int fdn_peer_lane_count(const fdn_peer *p) { return p->num_lanes; }
+
+int fdn_peer_lane_stats(const fdn_peer *p, int lane, fdn_lane_stats *out)
+{
+    if (lane < 1 || lane > p->num_lanes)
+        return FDN_ERR(-EINVAL, "no lane %d (the peer has %u)", lane, p->num_lanes);
+    const struct fdn__lane *l = p->lanes[lane - 1];
+    *out = (fdn_lane_stats){0};
+    if (l) {
+        *out = (fdn_lane_stats){
+            .up = l->up && !l->closed,
+            .bytes_sent = l->bytes_sent,
+            .bytes_received = l->bytes_received,
+            .inflight_bytes = l->inflight_bytes,
+            .max_inflight_bytes = l->max_inflight_bytes,
+        };
+    }
+    return 0;
+}
+
+int fdn_peer_channel_lane(const fdn_peer *p, int channel)
+{
+    if (channel < 0 || channel >= p->node->num_channels)
+        return FDN_ERR(-EINVAL, "no channel %d", channel);
+    return p->channel_lane[channel] + 1;
 }

@@ -56,6 +56,12 @@ typedef struct fdn_channel_config {
                                 max_message); never below max_message */
     uint32_t max_queued;     /* messages queued at the sender before -EAGAIN;
                                 default 1024 */
+    uint8_t lane;            /* which of a peer's connections carries the channel,
+                                1..FDN_MAX_LANES; default (0): lane 1, shared by
+                                the urgent channels. Channels on different lanes
+                                share no TCP stream, so neither waits behind the
+                                other's bytes in the kernel or the network. A lane
+                                beyond the peer's agreed count falls back to 1 */
 } fdn_channel_config;
 
 /* The four channels every node has, with these ids. */
@@ -65,6 +71,7 @@ typedef struct fdn_channel_config {
 #define FDN_CHANNEL_GOSSIP 3        /* priority 7; best effort, 64 KiB messages */
 #define FDN_CHANNEL_FIRST_USER 4    /* user-defined channels follow, in config order */
 #define FDN_MAX_CHANNELS 64
+#define FDN_MAX_LANES 8             /* connections per peer */
 
 /* ---- Nodes --------------------------------------------------------------- */
 
@@ -76,12 +83,21 @@ typedef struct fdn_node_config {
     const fdn_channel_config *channels;  /* user-defined channels */
     int num_channels;
     fdn_channel_config data;         /* overrides for the default data channel
-                                        (its name and priority stay) */
+                                        (its name and priority stay); its lane
+                                        defaults to 2, a connection of its own */
+    uint8_t lanes;                   /* connections per peer, 1..FDN_MAX_LANES; default
+                                        2: urgent channels on lane 1, bulk data on
+                                        lane 2. Two nodes use the smaller count */
     uint32_t max_fragment;           /* payload bytes per frame; default 64 KiB */
-    uint32_t max_inflight_bytes;     /* bytes handed to the transport per connection
-                                        and not yet sent; default 128 KiB: an urgent
-                                        frame waits behind at most this (fdn-isolate:
-                                        256 KiB added ~85 us to pings under bulk load) */
+    uint32_t max_inflight_bytes;     /* bytes handed to the transport per lane and not
+                                        yet sent, on lanes that carry an urgent channel
+                                        (priority above FDN_PRIO_DEFAULT); default
+                                        128 KiB: an urgent frame waits behind at most
+                                        this (fdn-isolate: 256 KiB added ~85 us to
+                                        pings under bulk load) */
+    uint32_t bulk_inflight_bytes;    /* the same for lanes that carry only bulk
+                                        channels; default 1 MiB, deep enough to keep
+                                        a fast link busy */
     uint64_t handshake_timeout_ns;   /* default 5 s */
     uint32_t zerocopy_min;           /* send frames of at least this many payload bytes
                                         with zero-copy (SEND_ZC); 0 (default): never.
@@ -222,6 +238,24 @@ typedef struct fdn_node_stats {
 } fdn_node_stats;
 
 void fdn_node_stats_get(const fdn_node *node, fdn_node_stats *out);
+
+/* One lane (connection) of a peer. */
+typedef struct fdn_lane_stats {
+    bool up;                         /* authenticated and carrying its channels */
+    uint64_t bytes_sent;             /* handed to the transport and sent, frames included */
+    uint64_t bytes_received;
+    uint64_t inflight_bytes;         /* handed to the transport, not yet sent */
+    uint64_t max_inflight_bytes;     /* its bound (max_ or bulk_inflight_bytes) */
+} fdn_lane_stats;
+
+/* The lanes agreed with the peer (1 until it is up). */
+int fdn_peer_lane_count(const fdn_peer *peer);
+
+/* Counters of lane 1..fdn_peer_lane_count(). Returns 0 or -EINVAL. */
+int fdn_peer_lane_stats(const fdn_peer *peer, int lane, fdn_lane_stats *out);
+
+/* The lane (1..) a channel's messages to this peer travel on. */
+int fdn_peer_channel_lane(const fdn_peer *peer, int channel);
 
 #ifdef __cplusplus
 }

@@ -103,7 +103,7 @@ static struct fdn__sched_channel_stats channel_stats(const struct fdn__sched *s,
 static struct fdn__frame next_frame(struct fdn__sched *s)
 {
     struct fdn__frame f;
-    CHECK_EQ(fdn__sched_next(s, &f), 1);
+    CHECK_EQ(fdn__sched_next(s, 0, &f), 1);
     return f;
 }
 
@@ -169,8 +169,8 @@ static void test_config_errors(void)
     CHECK_EQ(fdn__sched_add_channel(s, &cfg), -EEXIST);
 
     struct fdn__frame f;
-    CHECK_EQ(fdn__sched_next(s, &f), 0);
-    CHECK(!fdn__sched_has_ready(s));
+    CHECK_EQ(fdn__sched_next(s, 0, &f), 0);
+    CHECK(!fdn__sched_has_ready(s, 0));
     CHECK_EQ(fdn__sched_grant(s, 2, 100), -ENOENT);
     struct fdn__sched_channel_stats st;
     CHECK_EQ(fdn__sched_channel_stats(s, 2, &st), -ENOENT);
@@ -211,13 +211,60 @@ static void test_strict_priority(void)
     CHECK_EQ(f.msg_id, 99);
 
     int bulk_frames = 1;
-    while (fdn__sched_has_ready(s)) {
+    while (fdn__sched_has_ready(s, 0)) {
         CHECK_EQ(send_one(s).channel, 2);
         bulk_frames++;
     }
     CHECK_EQ(bulk_frames, 10 * 8);
     CHECK_EQ(channel_stats(s, 1).msgs_sent, 6);
     CHECK_EQ(channel_stats(s, 2).bytes_sent, 10 * 8 * KiB);
+    destroy_all(s, pool, 0);
+}
+
+/* Lanes: each lane's channels are scheduled on their own, so a lane with
+ * only bulk waiting has frames while the urgent lane has none, and moving a
+ * ready channel to another lane moves its frames with it. */
+static void test_lanes(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__sched *s = make_sched(1024);
+    struct fdn__sched_channel_config cfg = {.id = 1, .prio = FDN_PRIO_HIGHEST, .weight = 1,
+                                            .max_queued_msgs = 8};
+    CHECK_OK(fdn__sched_add_channel(s, &cfg));
+    cfg = (struct fdn__sched_channel_config){.id = 2, .prio = FDN_PRIO_LOWEST, .lane = 1,
+                                             .weight = 1, .max_queued_msgs = 8};
+    CHECK_OK(fdn__sched_add_channel(s, &cfg));
+    cfg.id = 3, cfg.lane = FDN__SCHED_MAX_LANES;
+    CHECK_EQ(fdn__sched_add_channel(s, &cfg), -EINVAL);
+
+    enqueue_ok(s, 2, alloc_msg(pool, 4 * KiB), 0);
+    CHECK(!fdn__sched_has_ready(s, 0));
+    CHECK(fdn__sched_has_ready(s, 1));
+    CHECK(!fdn__sched_has_ready(s, FDN__SCHED_MAX_LANES));
+    struct fdn__frame f;
+    CHECK_EQ(fdn__sched_next(s, 0, &f), 0);
+    enqueue_ok(s, 1, alloc_msg(pool, 64), 0);
+    /* The lowest priority still goes on its own lane: no urgent frame is
+     * ahead of it there. */
+    CHECK_EQ(fdn__sched_next(s, 1, &f), 1);
+    CHECK_EQ(f.channel, 2);
+    fdn__sched_frame_done(s, &f);
+    CHECK_EQ(fdn__sched_next(s, 0, &f), 1);
+    CHECK_EQ(f.channel, 1);
+    fdn__sched_frame_done(s, &f);
+
+    /* Moved while ready: its remaining frames are lane 0's now. */
+    CHECK_OK(fdn__sched_set_lane(s, 2, 0));
+    CHECK(!fdn__sched_has_ready(s, 1));
+    int frames = 0;
+    while (fdn__sched_next(s, 0, &f) == 1) {
+        CHECK_EQ(f.channel, 2);
+        fdn__sched_frame_done(s, &f);
+        frames++;
+    }
+    CHECK_EQ(frames, 3);
+    CHECK_EQ(fdn__sched_set_lane(s, 2, FDN__SCHED_MAX_LANES), -EINVAL);
+    CHECK_EQ(fdn__sched_set_lane(s, 9, 0), -ENOENT);
     destroy_all(s, pool, 0);
 }
 
@@ -359,7 +406,7 @@ static void test_fifo_without_interleaving(void)
     }
     struct channel_cursor cur[CHANNELS] = { { 0, 0 } };
     struct fdn__frame f;
-    while (fdn__sched_next(s, &f) == 1) {
+    while (fdn__sched_next(s, 0, &f) == 1) {
         struct channel_cursor *cc = &cur[f.channel];
         CHECK(cc->next_msg < MSGS);
         CHECK_EQ(f.msg_id, f.channel * 1000 + cc->next_msg);
@@ -398,13 +445,13 @@ static void test_credit_stall_and_grant(void)
      * sends everything. */
     uint64_t sent[3] = { 0, 0, 0 };
     struct fdn__frame f;
-    while (fdn__sched_next(s, &f) == 1) {
+    while (fdn__sched_next(s, 0, &f) == 1) {
         sent[f.channel] += f.len;
         fdn__sched_frame_done(s, &f);
     }
     CHECK_EQ(sent[LIMITED], 5000);
     CHECK_EQ(sent[FREE], 18000);
-    CHECK(!fdn__sched_has_ready(s));
+    CHECK(!fdn__sched_has_ready(s, 0));
     struct fdn__sched_channel_stats st = channel_stats(s, LIMITED);
     CHECK_EQ(st.credit, 0);
     CHECK_EQ(st.credit_stalls, 1);
@@ -413,12 +460,12 @@ static void test_credit_stall_and_grant(void)
 
     /* A grant smaller than a fragment shortens the fragment. */
     CHECK_OK(fdn__sched_grant(s, LIMITED, 300));
-    CHECK(fdn__sched_has_ready(s));
+    CHECK(fdn__sched_has_ready(s, 0));
     f = send_one(s);
     CHECK_EQ(f.channel, LIMITED);
     CHECK_EQ(f.len, 300);
     CHECK_EQ(f.offset, 1000);
-    CHECK_EQ(fdn__sched_next(s, &f), 0);
+    CHECK_EQ(fdn__sched_next(s, 0, &f), 0);
     CHECK_EQ(channel_stats(s, LIMITED).credit_stalls, 2);
 
     /* Grants to a channel without a window change nothing. */
@@ -426,7 +473,7 @@ static void test_credit_stall_and_grant(void)
     CHECK_EQ(channel_stats(s, FREE).credit, FDN__SCHED_UNLIMITED_CREDIT);
 
     CHECK_OK(fdn__sched_grant(s, LIMITED, 1 * MiB));
-    while (fdn__sched_next(s, &f) == 1) {
+    while (fdn__sched_next(s, 0, &f) == 1) {
         CHECK_EQ(f.channel, LIMITED);
         sent[LIMITED] += f.len;
         fdn__sched_frame_done(s, &f);
@@ -452,7 +499,7 @@ static void test_credit_and_empty_messages(void)
     struct fdn__frame f = send_one(s);
     CHECK_EQ(f.msg_id, 2);
     CHECK_EQ(f.len, 0);
-    CHECK_EQ(fdn__sched_next(s, &f), 0);   /* 3 waits for credit, and 4 behind it */
+    CHECK_EQ(fdn__sched_next(s, 0, &f), 0);   /* 3 waits for credit, and 4 behind it */
     CHECK_EQ(channel_stats(s, 1).credit_stalls, 1);
 
     /* Enqueueing onto a stalled channel is no new stall. */
@@ -463,12 +510,12 @@ static void test_credit_and_empty_messages(void)
     CHECK_EQ(send_one(s).msg_id, 3);
     CHECK_EQ(send_one(s).msg_id, 4);
     CHECK_EQ(send_one(s).msg_id, 5);
-    CHECK_EQ(fdn__sched_next(s, &f), 0);
+    CHECK_EQ(fdn__sched_next(s, 0, &f), 0);
     CHECK_EQ(channel_stats(s, 1).credit_stalls, 1);   /* credit 0 but nothing to send */
 
     /* A message arriving at a channel with no credit is a stall at once. */
     enqueue_ok(s, 1, alloc_msg(pool, 10), 6);
-    CHECK(!fdn__sched_has_ready(s));
+    CHECK(!fdn__sched_has_ready(s, 0));
     CHECK_EQ(channel_stats(s, 1).credit_stalls, 2);
     destroy_all(s, pool, 1);
 }
@@ -538,7 +585,7 @@ static void test_zero_length_message(void)
         fdn__sched_frame_done(s, &f);
     }
     struct fdn__frame f;
-    CHECK_EQ(fdn__sched_next(s, &f), 0);
+    CHECK_EQ(fdn__sched_next(s, 0, &f), 0);
     CHECK_EQ(channel_stats(s, 3).msgs_sent, 2);
     CHECK_EQ(channel_stats(s, 3).frames_sent, 2);
     destroy_all(s, pool, 0);
@@ -561,7 +608,7 @@ static void test_chain_to_iov(void)
     uint64_t covered = 0;
     bool saw_split = false;
     struct fdn__frame f;
-    while (fdn__sched_next(s, &f) == 1) {
+    while (fdn__sched_next(s, 0, &f) == 1) {
         CHECK_EQ(f.offset, covered);
         CHECK_EQ(copy_frame(&f, frame_bytes), f.len);
         CHECK(matches_pattern(frame_bytes, 77, f.offset, f.len));
@@ -623,7 +670,7 @@ static void test_frames_done_out_of_order(void)
         for (int i = 0; i < 10; i++)
             frames[i] = next_frame(s);
         struct fdn__frame none;
-        CHECK_EQ(fdn__sched_next(s, &none), 0);
+        CHECK_EQ(fdn__sched_next(s, 0, &none), 0);
         CHECK(frames[9].last);
         shuffle_frames(frames, 10, &rng);
         for (int i = 0; i < 10; i++) {
@@ -859,7 +906,7 @@ static void e2e_step(struct e2e *t)
     int burst = 1 + (int)random_below(&t->rng, 16);
     for (int k = 0; k < burst && t->num_outstanding < E2E_OUTSTANDING; k++) {
         struct fdn__frame *f = &t->outstanding[t->num_outstanding];
-        if (fdn__sched_next(t->sched, f) == 0)
+        if (fdn__sched_next(t->sched, 0, f) == 0)
             break;
         t->num_outstanding++;
         e2e_transmit(t, f);
@@ -907,7 +954,7 @@ static void test_end_to_end(void)
     for (int i = 0; i < E2E_CHANNELS; i++)
         e2e_consume(&t, &t.ch[i], E2E_MSGS);
     struct fdn__frame f;
-    CHECK_EQ(fdn__sched_next(t.sched, &f), 0);
+    CHECK_EQ(fdn__sched_next(t.sched, 0, &f), 0);
 
     for (int i = 0; i < E2E_CHANNELS; i++) {
         struct e2e_channel *c = &t.ch[i];
@@ -939,6 +986,7 @@ int main(void)
 {
     RUN(test_config_errors);
     RUN(test_strict_priority);
+    RUN(test_lanes);
     RUN(test_dwrr_exact_pattern);
     RUN(test_dwrr_weights_random_sizes);
     RUN(test_fragment_granularity);

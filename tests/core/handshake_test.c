@@ -29,7 +29,7 @@ static struct fdn__channel_desc channel(uint16_t id, const char *name, uint8_t f
         .priority = 1,
         .flags = flags,
         .weight = 1,
-        .lanes = 1,
+        .lane = 0,
         .credit_window = 1 << 20,
         .max_message = 1 << 24,
     };
@@ -178,11 +178,13 @@ static void test_both_sides_agree(void)
     s.cfg.version_min = 2, s.cfg.version_max = 5;
     c.channels[1].max_message = 1 << 20;   /* data: client smaller messages, bigger window */
     c.channels[1].credit_window = 4 << 20;
-    c.channels[1].lanes = 2;
+    c.channels[1].lane = 2;
     s.channels[1].max_message = 64 << 20;
-    s.channels[1].lanes = 4;
+    s.channels[1].lane = 4;
     s.channels[1].priority = 7;
     s.channels[2] = channel(4, "events", 0);   /* the server has events, not gossip */
+    c.cfg.session = 0x5e55, c.cfg.lane = 2, c.cfg.lane_count = 3;
+    s.cfg.session = 99, s.cfg.lane_count = 4;   /* a server's session is not its own */
 
     struct fdn__handshake *client = create(&c), *server = create(&s);
     struct log log = {0};
@@ -201,6 +203,10 @@ static void test_both_sides_agree(void)
     CHECK(cr->peer_incarnation == 22 && sr->peer_incarnation == 11);
     CHECK(cr->peer_capabilities == 0x3c && cr->common_capabilities == 0x0c);
     CHECK(sr->common_capabilities == 0x0c);
+    /* Lanes: the smaller count; the client's session and lane at both ends. */
+    CHECK(cr->lane_count == 3 && sr->lane_count == 3);
+    CHECK(cr->session == 0x5e55 && sr->session == 0x5e55);
+    CHECK(cr->lane == 2 && sr->lane == 2);
 
     for (int side = 0; side < 2; side++) {
         const struct fdn__handshake_result *r = side ? sr : cr;
@@ -212,7 +218,7 @@ static void test_both_sides_agree(void)
         CHECK(data && data->id == 2 && data->flags == FDN__CHANNEL_RELIABLE);
         CHECK(data->max_message == 1 << 20);
         CHECK_EQ(data->credit_window, 1 << 20);
-        CHECK_EQ(data->lanes, 2);
+        CHECK_EQ(data->lane, side ? 4 : 2);         /* each keeps its own */
         CHECK_EQ(data->priority, side ? 7 : 1);   /* each keeps its own */
     }
     CHECK_EQ(fdn__handshake_peer_hello(client)->channel_count, 3);
@@ -367,8 +373,8 @@ static void test_channel_conflicts(void)
     check_mismatch(&c, &s, FDN__HS_FAIL_CHANNEL_CONFLICT);
 }
 
-/* The negotiation rule on its own: matched by name; min of sizes, window
- * and lanes; local priority and weight; local order; one-sided ignored. */
+/* The negotiation rule on its own: matched by name; min of sizes and window;
+ * local priority, weight and lane; local order; one-sided ignored. */
 static void test_negotiation_rule(void)
 {
     struct fdn__channel_desc local[3] = {channel(5, "b", 0), channel(1, "a", ORDERED_RELIABLE),
@@ -377,7 +383,7 @@ static void test_negotiation_rule(void)
                                         channel(8, "only-peer", 0), channel(5, "b", 0)};
     local[0].max_message = 100, peer[2].max_message = 50;
     local[0].credit_window = 10, peer[2].credit_window = 20;
-    local[0].lanes = 3, peer[2].lanes = 4;
+    local[0].lane = 3, peer[2].lane = 4;
     local[0].weight = 9, peer[2].weight = 2;
     local[0].priority = 4, peer[2].priority = 6;
 
@@ -388,7 +394,7 @@ static void test_negotiation_rule(void)
     CHECK(strcmp(agreed[0].name, "b") == 0 && strcmp(agreed[1].name, "a") == 0);
     CHECK(agreed[0].max_message == 50);
     CHECK_EQ(agreed[0].credit_window, 10);
-    CHECK_EQ(agreed[0].lanes, 3);
+    CHECK_EQ(agreed[0].lane, 3);
     CHECK_EQ(agreed[0].weight, 9);
     CHECK_EQ(agreed[0].priority, 4);
 
@@ -525,9 +531,11 @@ static void test_truncated_hellos(void)
 enum {
     AT_VERSION_MIN = 1,
     AT_CLUSTER_LEN = 3,
-    AT_CHANNEL_COUNT = 68,
-    AT_CLUSTER_NAME = 70,
-    AT_FIRST_CHANNEL = 70 + 12,
+    AT_LANE = 76,
+    AT_LANE_COUNT = 77,
+    AT_CHANNEL_COUNT = 78,
+    AT_CLUSTER_NAME = 80,
+    AT_FIRST_CHANNEL = 80 + 12,
     AT_SECOND_CHANNEL = AT_FIRST_CHANNEL + 20 + 12,
 };
 
@@ -547,6 +555,9 @@ static void test_bad_fields(void)
         {AT_CLUSTER_LEN, 0},                        /* empty cluster name */
         {AT_CLUSTER_LEN, 65},                       /* oversized cluster name */
         {AT_CLUSTER_LEN, 200},                      /* beyond the message */
+        {AT_LANE_COUNT, 0},                         /* no lanes */
+        {AT_LANE_COUNT, 9},                         /* more lanes than allowed */
+        {AT_LANE, 1},                               /* lane 1 of 1 */
         {AT_CHANNEL_COUNT, 4},                      /* more entries than present */
         {AT_CHANNEL_COUNT, 2},                      /* fewer: trailing bytes */
         {AT_CHANNEL_COUNT + 1, 1},                  /* 259 channels */
@@ -556,7 +567,7 @@ static void test_bad_fields(void)
         {AT_FIRST_CHANNEL + 2, 33},                 /* oversized channel name */
         {AT_FIRST_CHANNEL + 4, 0},                  /* weight 0 (low byte; high is 0) */
         {AT_FIRST_CHANNEL + 6, 0x04},               /* unknown channel flag */
-        {AT_FIRST_CHANNEL + 7, 0},                  /* no lanes */
+        {AT_FIRST_CHANNEL + 7, 8},                  /* lane out of range */
         {AT_FIRST_CHANNEL + 15, 0x01},              /* max_message >= 2^56 */
         {AT_FIRST_CHANNEL + 20, 0x7f},              /* DEL in a channel name */
         {AT_SECOND_CHANNEL, 1},                     /* duplicate id 1 */
@@ -691,7 +702,7 @@ static void test_largest_hello(void)
     struct fdn__handshake *client = create(&c), *server = create(&s);
     struct log log = {0};
     converse(client, server, &log);
-    CHECK_EQ(log.from_client[0].len, 70 + 64 + 256 * (20 + 32));
+    CHECK_EQ(log.from_client[0].len, 80 + 64 + 256 * (20 + 32));
     CHECK(log.from_client[0].len <= FDN__WIRE_HANDSHAKE_MAX);
     CHECK_EQ(fdn__handshake_status(client), FDN__HS_DONE);
     CHECK_EQ(fdn__handshake_status(server), FDN__HS_DONE);

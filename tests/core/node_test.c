@@ -20,6 +20,7 @@
 #include <fdn/node.h>
 
 #include "core/handshake.h"
+#include "core/node_internal.h"
 #include "core/wire.h"
 #include "test.h"
 
@@ -209,18 +210,118 @@ static void test_every_channel_in_order(void)
 }
 
 /* An urgent message queued behind a 64 MiB bulk message on a less urgent
- * channel arrives first: the bulk message is sent one fragment at a time. */
-static void test_urgent_overtakes_bulk(void)
+ * channel arrives first: on one lane because the bulk message is sent one
+ * fragment at a time, on two because it travels on a connection of its own. */
+static void urgent_overtakes_bulk(uint8_t lanes)
 {
     struct side a, b;
-    make_node(&a, NULL, secret, sizeof secret, NULL);
-    make_node(&b, NULL, secret, sizeof secret, NULL);
+    fdn_node_config cfg = {.lanes = lanes};
+    make_node(&a, NULL, secret, sizeof secret, &cfg);
+    make_node(&b, NULL, secret, sizeof secret, &cfg);
     fdn_peer *p = pair_up(&a, &b);
+    CHECK_EQ(fdn_peer_channel_lane(p, FDN_CHANNEL_DATA), lanes);
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(64u << 20, 1)));
     CHECK_OK(fdn_send(p, FDN_CHANNEL_COORDINATION, make_msg(64, 2)));
     RUN_UNTIL(a.arrivals == 2);
     CHECK_EQ(a.arrival_channel[0], FDN_CHANNEL_COORDINATION);
     CHECK_EQ(a.arrival_channel[1], FDN_CHANNEL_DATA);
+    teardown(&a, &b);
+}
+
+static void test_urgent_overtakes_bulk(void)
+{
+    urgent_overtakes_bulk(1);
+    urgent_overtakes_bulk(2);
+}
+
+/* ---- Lanes ----------------------------------------------------------------- */
+
+static bool lane_up(const fdn_peer *p, int lane)
+{
+    fdn_lane_stats ls;
+    return p && fdn_peer_lane_stats(p, lane, &ls) == 0 && ls.up;
+}
+
+/* Two lanes by default: the client dials the second once the first is up,
+ * the server binds it to the same peer (one peer_up on each side), and each
+ * channel's bytes travel on its own lane. */
+static void test_lanes_carry_their_channels(void)
+{
+    struct side a, b;
+    fdn_node_config cfg = {.lanes = 3, .data = {.lane = 3}};
+    make_node(&a, NULL, secret, sizeof secret, &cfg);
+    make_node(&b, NULL, secret, sizeof secret, &cfg);
+    fdn_peer *p = pair_up(&a, &b);
+    CHECK_EQ(fdn_peer_lane_count(p), 3);
+    RUN_UNTIL(lane_up(p, 2) && lane_up(p, 3) && lane_up(a.up_peer, 2) &&
+              lane_up(a.up_peer, 3));
+    CHECK_EQ(a.ups, 1);
+    CHECK_EQ(b.ups, 1);
+    CHECK_EQ(fdn_peer_channel_lane(p, FDN_CHANNEL_COORDINATION), 1);
+    CHECK_EQ(fdn_peer_channel_lane(p, FDN_CHANNEL_DATA), 3);
+    CHECK_EQ(fdn_peer_lane_stats(p, 4, &(fdn_lane_stats){0}), -EINVAL);
+
+    fdn_lane_stats before[4], after;
+    for (int l = 1; l <= 3; l++)
+        CHECK_OK(fdn_peer_lane_stats(p, l, &before[l]));
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(8u << 20, 1)));
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_COORDINATION, make_msg(100, 2)));
+    RUN_UNTIL(a.arrivals == 2);
+    CHECK_OK(fdn_peer_lane_stats(p, 3, &after));
+    CHECK(after.bytes_sent - before[3].bytes_sent >= 8u << 20);
+    CHECK_EQ(after.max_inflight_bytes, 1u << 20);   /* bulk only: the deep default */
+    CHECK_OK(fdn_peer_lane_stats(p, 1, &after));
+    CHECK(after.bytes_sent - before[1].bytes_sent < 1u << 20);  /* the ping, no bulk */
+    CHECK_EQ(after.max_inflight_bytes, 128u << 10);
+    CHECK_OK(fdn_peer_lane_stats(p, 2, &after));
+    CHECK_EQ(after.bytes_sent, before[2].bytes_sent);           /* nothing mapped there */
+    CHECK_OK(fdn_peer_lane_stats(a.up_peer, 3, &after));
+    CHECK(after.bytes_received >= 8u << 20);
+
+    /* Back the other way, and a request on the data lane answered there. */
+    CHECK_OK(fdn_send(a.up_peer, FDN_CHANNEL_DATA, make_msg(3u << 20, 3)));
+    RUN_UNTIL(b.arrivals == 1);
+    CHECK_EQ(b.bytes_received, 3u << 20);
+    teardown(&a, &b);
+}
+
+/* Two nodes use the smaller lane count; channels on lanes beyond it fall
+ * back to lane 1. */
+static void test_lane_count_negotiated_down(void)
+{
+    struct side a, b;
+    make_node(&a, NULL, secret, sizeof secret, &(fdn_node_config){.lanes = 1});
+    make_node(&b, NULL, secret, sizeof secret, &(fdn_node_config){.lanes = 4});
+    fdn_peer *p = pair_up(&a, &b);
+    CHECK_EQ(fdn_peer_lane_count(p), 1);
+    CHECK_EQ(fdn_peer_lane_count(a.up_peer), 1);
+    CHECK_EQ(fdn_peer_channel_lane(p, FDN_CHANNEL_DATA), 1);
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(2u << 20, 1)));
+    CHECK_OK(fdn_send(a.up_peer, FDN_CHANNEL_DATA, make_msg(2u << 20, 2)));
+    RUN_UNTIL(a.arrivals == 1 && b.arrivals == 1);
+    teardown(&a, &b);
+
+    /* A channel on a lane the node does not have is a configuration error. */
+    fdn_node *n;
+    fdn_node_config bad = {.worker = w, .secret = secret, .secret_len = sizeof secret,
+                           .lanes = 2, .data = {.lane = 3}};
+    CHECK_EQ(fdn_node_create(&bad, &n), -EINVAL);
+    bad.data.lane = 0;
+    bad.lanes = FDN_MAX_LANES + 1;
+    CHECK_EQ(fdn_node_create(&bad, &n), -EINVAL);
+}
+
+/* Losing any lane loses the peer, on both sides (until session resumption
+ * exists, a peer is its lanes). */
+static void test_lane_loss_downs_peer(void)
+{
+    struct side a, b;
+    make_node(&a, NULL, secret, sizeof secret, NULL);
+    make_node(&b, NULL, secret, sizeof secret, NULL);
+    fdn_peer *p = pair_up(&a, &b);
+    RUN_UNTIL(lane_up(p, 2) && lane_up(a.up_peer, 2));
+    fdn__tp_conn_close(p->lanes[1]->conn);
+    RUN_UNTIL(a.downs == 1 && b.downs == 1);
     teardown(&a, &b);
 }
 
@@ -575,16 +676,17 @@ static bool raw_closed(struct raw *r)
 
 /* Completes a handshake as a client with the given version range and key;
  * returns once DONE (true) or failed (false). */
-static bool raw_handshake(struct raw *r, uint8_t vmin, uint8_t vmax, const uint8_t *key,
-                          size_t key_len)
+static bool raw_handshake_lane(struct raw *r, uint8_t vmin, uint8_t vmax, const uint8_t *key,
+                               size_t key_len, uint64_t session, uint8_t lane)
 {
     struct fdn__channel_desc desc = {.id = FDN_CHANNEL_DATA, .priority = 4, .flags = 3,
-                                     .weight = 1, .lanes = 1, .credit_window = 1 << 20,
+                                     .weight = 1, .lane = 0, .credit_window = 1 << 20,
                                      .max_message = 1 << 20};
     strcpy(desc.name, "data");
     struct fdn__handshake_config cfg = {
         .role = FDN__HS_CLIENT, .version_min = vmin, .version_max = vmax,
         .cluster_name = "foundation", .channels = &desc, .channel_count = 1,
+        .session = session, .lane = lane, .lane_count = (uint8_t)(lane + 1),
         .limits = {.max_fragment = 1 << 20, .max_message = 1 << 20, .max_channel = 63},
     };
     /* Nodes hash their secret into the key (SHA-256); do the same. */
@@ -626,6 +728,12 @@ static bool raw_handshake(struct raw *r, uint8_t vmin, uint8_t vmax, const uint8
             return false;
     }
     return false;
+}
+
+static bool raw_handshake(struct raw *r, uint8_t vmin, uint8_t vmax, const uint8_t *key,
+                          size_t key_len)
+{
+    return raw_handshake_lane(r, vmin, vmax, key, key_len, 0, 0);
 }
 
 static void raw_close(struct raw *r)
@@ -686,6 +794,17 @@ static void test_raw_peers_refused(void)
     fdn_node_stats_get(a.node, &ns);
     CHECK_EQ(ns.limit_violations, 1);
     CHECK_EQ(ns.protocol_errors, 1); /* the garbage, earlier */
+
+    /* An authenticated connection that claims to be lane 1 of a session the
+     * node never opened is refused, and never becomes a peer. */
+    r = (struct raw){0};
+    raw_connect(&r, addr);
+    CHECK(raw_handshake_lane(&r, 1, 1, secret, sizeof secret, 0x1234, 1));
+    RUN_UNTIL(raw_closed(&r));
+    raw_close(&r);
+    RUN_UNTIL((fdn_node_stats_get(a.node, &ns), ns.protocol_errors == 2));
+    CHECK_EQ(a.ups, 1);
+    CHECK_EQ(a.downs, 1);
     fdn_node_destroy(a.node);
 }
 
@@ -701,6 +820,9 @@ int main(void)
     CHECK_OK(fdn_worker_attach(w));
     RUN(test_every_channel_in_order);
     RUN(test_urgent_overtakes_bulk);
+    RUN(test_lanes_carry_their_channels);
+    RUN(test_lane_count_negotiated_down);
+    RUN(test_lane_loss_downs_peer);
     RUN(test_stalled_consumer_does_not_block_others);
     RUN(test_request_response);
     RUN(test_full_channel_is_eagain);
