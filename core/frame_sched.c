@@ -39,6 +39,10 @@ struct msg_slot {
     uint32_t cursor_off;         /* offset of that byte within cursor_buf's payload */
     uint32_t frames_out;         /* frames handed out and not yet done */
     bool last_handed_out;
+    uint64_t tag;                /* the caller's, copied to frames */
+    uint16_t kind;
+    bool awaiting_ack;           /* retain: every frame done, kept until acknowledged */
+    bool counted_sent;           /* stats.msgs_sent has counted it */
 };
 
 struct fdn__sched_channel {
@@ -63,6 +67,9 @@ struct fdn__sched_channel {
     uint32_t held;               /* messages held */
     uint32_t unscheduled;        /* of those, the newest ones not fully handed out */
     uint64_t max_held_bytes;     /* 0: no limit */
+    uint64_t held_bytes;         /* payload bytes of the held messages */
+    bool retain;
+    uint64_t acked_upto;         /* retain: ids below it are acknowledged */
 
     fdn__sched_release_fn release;
     void *release_arg;
@@ -282,6 +289,8 @@ static void hand_out_fragment(struct fdn__sched *s, struct fdn__sched_channel *c
         .msg_id = m->msg_id,
         .offset = m->scheduled,
         .total_len = m->total_len,
+        .tag = m->tag,
+        .kind = m->kind,
         .len = len,
         .channel = c->id,
         .first = m->scheduled == 0,
@@ -361,16 +370,40 @@ static void release_msg(struct fdn__sched_channel *c, uint64_t msg_id, fdn_msg *
 
 /* Bookkeeping first, callback last, so the callback sees a consistent
  * channel and may enqueue on it. */
-static void release_sent(struct fdn__sched_channel *c, struct msg_slot *m)
+static void release_slot(struct fdn__sched_channel *c, struct msg_slot *m)
 {
     fdn_msg *msg = m->msg;
     uint64_t msg_id = m->msg_id;
-    c->stats.queued_msgs--;
-    c->stats.queued_bytes -= m->total_len;
-    c->stats.msgs_sent++;
+    if (m->awaiting_ack) {
+        c->stats.unacked_msgs--;
+        c->stats.unacked_bytes -= m->total_len;
+    } else {
+        c->stats.queued_msgs--;
+        c->stats.queued_bytes -= m->total_len;
+    }
+    c->held_bytes -= m->total_len;
     m->msg = NULL;
+    m->awaiting_ack = false;
     retire_released(c);
     release_msg(c, msg_id, msg, true);
+}
+
+/* Every frame of m is done: release it, or keep it until acknowledged. */
+static void message_sent(struct fdn__sched_channel *c, struct msg_slot *m)
+{
+    if (!m->counted_sent) {
+        m->counted_sent = true;
+        c->stats.msgs_sent++;
+    }
+    if (!c->retain || m->msg_id < c->acked_upto) {
+        release_slot(c, m);
+        return;
+    }
+    m->awaiting_ack = true;
+    c->stats.queued_msgs--;
+    c->stats.queued_bytes -= m->total_len;
+    c->stats.unacked_msgs++;
+    c->stats.unacked_bytes += m->total_len;
 }
 
 void fdn__sched_frame_done(struct fdn__sched *s, const struct fdn__frame *f)
@@ -383,7 +416,92 @@ void fdn__sched_frame_done(struct fdn__sched *s, const struct fdn__frame *f)
     c->stats.frames_sent++;
     c->stats.bytes_sent += f->len;
     if (m->last_handed_out && m->frames_out == 0)
-        release_sent(c, m);
+        message_sent(c, m);
+}
+
+/* ---- Acknowledgement and rewind ------------------------------------------- */
+
+int fdn__sched_ack(struct fdn__sched *s, uint16_t channel_id, uint64_t upto)
+{
+    struct fdn__sched_channel *c = find_channel(s, channel_id);
+    if (!c)
+        return FDN_ERR(-ENOENT, "ack for unknown channel %u", channel_id);
+    if (upto <= c->acked_upto)
+        return 0;
+    /* Check first, so that a false claim changes nothing. */
+    uint32_t handed_out = c->held - c->unscheduled;
+    for (uint32_t i = handed_out; i < c->held; i++) {
+        const struct msg_slot *m = &c->slots[ring_index(c, i)];
+        if (m->msg_id < upto)
+            return FDN_ERR(-EPROTO, "channel %u: ack up to %" PRIu64 " covers message %" PRIu64
+                           ", not sent yet", channel_id, upto, m->msg_id);
+        break;   /* ids grow: the later ones are higher still */
+    }
+    c->acked_upto = upto;
+    /* Messages still with frames out are released by their last frame_done.
+     * The callback may enqueue (at the ring's end): walk by index, and
+     * retire once at the end. */
+    for (uint32_t i = 0; i < handed_out; i++) {
+        struct msg_slot *m = &c->slots[ring_index(c, i)];
+        if (m->msg && m->awaiting_ack && m->msg_id < upto) {
+            fdn_msg *msg = m->msg;
+            uint64_t msg_id = m->msg_id;
+            c->stats.unacked_msgs--;
+            c->stats.unacked_bytes -= m->total_len;
+            c->held_bytes -= m->total_len;
+            m->msg = NULL;
+            m->awaiting_ack = false;
+            release_msg(c, msg_id, msg, true);
+        }
+    }
+    retire_released(c);
+    return 0;
+}
+
+static void reset_cursor(struct msg_slot *m)
+{
+    m->scheduled = 0;
+    m->cursor_buf = m->msg;
+    m->cursor_off = 0;
+    advance_cursor(m, 0);
+    m->last_handed_out = false;
+}
+
+int fdn__sched_rewind(struct fdn__sched *s, uint16_t channel_id)
+{
+    struct fdn__sched_channel *c = find_channel(s, channel_id);
+    if (!c)
+        return FDN_ERR(-ENOENT, "rewind of unknown channel %u", channel_id);
+    retire_released(c);
+    for (uint32_t i = 0; i < c->held; i++) {
+        const struct msg_slot *m = &c->slots[ring_index(c, i)];
+        if (!m->msg || m->frames_out)
+            return FDN_ERR(-EBUSY, "channel %u: rewind with frames still out", channel_id);
+    }
+    int rewound = 0;
+    uint64_t unscheduled_bytes = 0;
+    for (uint32_t i = 0; i < c->held; i++) {
+        struct msg_slot *m = &c->slots[ring_index(c, i)];
+        if (m->scheduled > 0 || m->last_handed_out)
+            rewound++;
+        if (m->awaiting_ack) {
+            m->awaiting_ack = false;
+            c->stats.unacked_msgs--;
+            c->stats.unacked_bytes -= m->total_len;
+            c->stats.queued_msgs++;
+            c->stats.queued_bytes += m->total_len;
+        }
+        reset_cursor(m);
+        unscheduled_bytes += m->total_len;
+    }
+    c->unscheduled = c->held;
+    c->stats.unscheduled_bytes = unscheduled_bytes;
+    c->stats.rewound_msgs += (uint64_t)rewound;
+    if (c->on_round)
+        recheck_on_round(s, c);
+    else
+        place_off_round(s, c);
+    return rewound;
 }
 
 /* ---- Enqueue and credit --------------------------------------------------- */
@@ -395,7 +513,7 @@ static int check_room(struct fdn__sched_channel *c, uint64_t total_len)
         return FDN_ERR(-EMSGSIZE, "a %" PRIu64 "-byte message exceeds channel %u's %" PRIu64
                        "-byte queue", total_len, c->id, c->max_held_bytes);
     bool full = c->held == c->capacity ||
-                (c->max_held_bytes && total_len > c->max_held_bytes - c->stats.queued_bytes);
+                (c->max_held_bytes && total_len > c->max_held_bytes - c->held_bytes);
     if (full) {
         c->stats.refused++;
         return -EAGAIN;
@@ -404,6 +522,12 @@ static int check_room(struct fdn__sched_channel *c, uint64_t total_len)
 }
 
 int fdn__sched_enqueue(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg, uint64_t msg_id)
+{
+    return fdn__sched_enqueue_tagged(s, channel_id, msg, msg_id, 0, 0);
+}
+
+int fdn__sched_enqueue_tagged(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg,
+                              uint64_t msg_id, uint16_t kind, uint64_t tag)
 {
     struct fdn__sched_channel *c = find_channel(s, channel_id);
     if (!c)
@@ -414,7 +538,9 @@ int fdn__sched_enqueue(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg, 
         return rc;
 
     struct msg_slot *m = &c->slots[ring_index(c, c->held)];
-    *m = (struct msg_slot){ .msg = msg, .msg_id = msg_id, .total_len = total_len };
+    *m = (struct msg_slot){
+        .msg = msg, .msg_id = msg_id, .total_len = total_len, .tag = tag, .kind = kind,
+    };
     m->cursor_buf = msg;
     advance_cursor(m, 0);
     bool was_idle = c->unscheduled == 0;
@@ -422,6 +548,7 @@ int fdn__sched_enqueue(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg, 
     c->unscheduled++;
     c->stats.queued_msgs++;
     c->stats.queued_bytes += total_len;
+    c->held_bytes += total_len;
     c->stats.unscheduled_bytes += total_len;
     if (was_idle)
         place_off_round(s, c);
@@ -446,11 +573,13 @@ int fdn__sched_set_credit(struct fdn__sched *s, uint16_t channel_id, uint64_t by
     struct fdn__sched_channel *c = find_channel(s, channel_id);
     if (!c)
         return FDN_ERR(-ENOENT, "credit set for unknown channel %u", channel_id);
-    if (!c->credit_limited || bytes == 0)
-        return FDN_ERR(-EINVAL, "channel %u: credit %" PRIu64 " for a channel %s", channel_id,
-                       bytes, c->credit_limited ? "needs at least 1 byte" : "without a window");
+    if (!c->credit_limited)
+        return FDN_ERR(-EINVAL, "channel %u: credit %" PRIu64 " for a channel without a window",
+                       channel_id, bytes);
     c->credit = bytes;
-    if (c->stalled)
+    if (c->on_round)
+        recheck_on_round(s, c);
+    else if (c->stalled)
         place_off_round(s, c);
     return 0;
 }
@@ -540,6 +669,7 @@ static struct fdn__sched_channel *new_channel(const struct fdn__sched *s,
     c->credit_limited = cfg->credit_window != 0;
     c->credit = cfg->credit_window;
     c->max_held_bytes = cfg->max_queued_bytes;
+    c->retain = cfg->retain;
     c->release = cfg->release;
     c->release_arg = cfg->release_arg;
     return c;

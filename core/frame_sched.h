@@ -47,6 +47,20 @@
  * other frames are outstanding at the same time and in whatever order they
  * complete.
  *
+ * Retention (reliable channels, session resumption). A channel configured
+ * with `retain` keeps each message after its frames are done, until the
+ * receiver acknowledges it (fdn__sched_ack(), cumulative: every message id
+ * below a bound), and only then releases it. After a connection is lost the
+ * caller acknowledges what the receiver says it has, then
+ * fdn__sched_rewind() makes every message still held unsent again, from
+ * offset 0, in its original order, so the session resumes with exactly the
+ * messages the receiver lacks. A retaining channel's message ids must grow
+ * in enqueue order (they are the channel's sequence numbers). Because a
+ * receiver acknowledges a message no later than it grants back its credit,
+ * the bytes held unacknowledged never exceed the credit window; and since
+ * they count against max_queued_msgs and max_queued_bytes like queued ones,
+ * the channel's memory stays bounded by its configuration.
+ *
  * Limits. A message counts against its channel's queue limits from enqueue
  * until its release, because until then the scheduler holds its memory.
  * Enqueue never allocates: each channel's message descriptors live in an
@@ -77,7 +91,8 @@ struct fdn__sched_channel;
  * callback. sent is true when every frame of the message was done, false when
  * fdn__sched_destroy() dropped it. Called from fdn__sched_frame_done(), the
  * callback may enqueue and grant on the same scheduler (its bookkeeping is
- * complete by then) but must not destroy it; called from
+ * complete by then) but must not destroy it; called from fdn__sched_ack(),
+ * it may enqueue but must not ack or rewind; called from
  * fdn__sched_destroy(), it must not touch the scheduler at all. */
 typedef void (*fdn__sched_release_fn)(void *arg, uint16_t channel, uint64_t msg_id,
                                       fdn_msg *msg, bool sent);
@@ -95,6 +110,7 @@ struct fdn__sched_channel_config {
     uint64_t credit_window;       /* initial credit in bytes; 0: no flow control */
     uint32_t max_queued_msgs;     /* 1..FDN__SCHED_MAX_QUEUED_MSGS messages held */
     uint64_t max_queued_bytes;    /* payload bytes held; 0: no byte limit */
+    bool retain;                  /* keep sent messages until acknowledged */
     fdn__sched_release_fn release; /* NULL: fdn_msg_free() */
     void *release_arg;
 };
@@ -108,8 +124,10 @@ struct fdn__frame {
     uint64_t msg_id;
     uint64_t offset;       /* of the fragment's first byte within the message */
     uint64_t total_len;    /* payload bytes of the whole message */
+    uint64_t tag;          /* the caller's, as enqueued (fdn__sched_enqueue_tagged) */
     uint32_t len;          /* payload bytes of this fragment; 0 only for an empty message */
     uint16_t channel;
+    uint16_t kind;         /* the caller's, as enqueued */
     bool first;            /* offset == 0 */
     bool last;             /* offset + len == total_len */
 
@@ -120,10 +138,16 @@ struct fdn__frame {
 };
 
 struct fdn__sched_channel_stats {
-    uint64_t queued_msgs;       /* held: enqueued and not yet released */
+    uint64_t queued_msgs;       /* held and not yet sent: enqueued, not every frame done
+                                   (sent messages awaiting an ack are not counted) */
     uint64_t queued_bytes;      /* payload bytes of those */
+    uint64_t unacked_msgs;      /* retain: sent, held until acknowledged */
+    uint64_t unacked_bytes;     /* payload bytes of those */
+    uint64_t rewound_msgs;      /* messages fdn__sched_rewind() made unsent again after
+                                   some or all of their frames were handed out */
     uint64_t unscheduled_bytes; /* of those, bytes not yet handed out in a frame */
-    uint64_t msgs_sent;         /* released after all their frames were done */
+    uint64_t msgs_sent;         /* all their frames done (the first time: a message
+                                   sent again after a rewind is not counted again) */
     uint64_t bytes_sent;        /* payload bytes of frames done */
     uint64_t frames_sent;       /* frames done */
     uint64_t credit_stalls;     /* times the channel stopped for want of credit */
@@ -153,6 +177,11 @@ int fdn__sched_add_channel(struct fdn__sched *s, const struct fdn__sched_channel
  * counted in stats.refused); -EMSGSIZE when the message alone exceeds
  * max_queued_bytes and could never be queued; -ENOENT for an unknown channel. */
 int fdn__sched_enqueue(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg, uint64_t msg_id);
+
+/* The same, with two values of the caller's that every frame of the message
+ * carries back (peer.c: the message's kind and correlation id). */
+int fdn__sched_enqueue_tagged(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg,
+                              uint64_t msg_id, uint16_t kind, uint64_t tag);
 
 /* Picks the next fragment for lane by the rules above, among the channels on
  * that lane. Returns 1 with *out filled, or 0 when no channel of the lane can
@@ -186,10 +215,27 @@ void fdn__sched_frame_done(struct fdn__sched *s, const struct fdn__frame *f);
 int fdn__sched_grant(struct fdn__sched *s, uint16_t channel_id, uint64_t bytes);
 
 /* Replaces the channel's credit: the window the peer agreed to, known only
- * after the handshake while messages may already be queued. Call it before
- * any frame of the channel is handed out. Returns 0, -ENOENT, or -EINVAL for
- * a channel without a window or 0 bytes. */
+ * after the handshake while messages may already be queued, or what the
+ * receiver says it can take when a session resumes (0 included: the channel
+ * then waits for a grant). Call it while no frame of the channel is out.
+ * Returns 0, -ENOENT, or -EINVAL for a channel without a window. */
 int fdn__sched_set_credit(struct fdn__sched *s, uint16_t channel_id, uint64_t bytes);
+
+/* The receiver has every message of the channel with an id below upto:
+ * releases those held for retention (at once, or when their last frame is
+ * done). A bound below an earlier one changes nothing. Returns 0, -ENOENT,
+ * or -EPROTO (nothing changed) when upto covers a message whose last frame
+ * was not handed out yet: the receiver claims what it cannot have. */
+int fdn__sched_ack(struct fdn__sched *s, uint16_t channel_id, uint64_t upto);
+
+/* Makes every message the channel holds unsent again, from offset 0, in the
+ * order they were enqueued: after a connection is lost, what was not
+ * acknowledged (fdn__sched_ack() first) goes again, and a message cut in the
+ * middle restarts whole. The channel must have no frame out (the lost
+ * connection's sends were all reported done): -EBUSY otherwise. Returns the
+ * number of messages that had frames handed out before (0 or more), or
+ * -ENOENT. */
+int fdn__sched_rewind(struct fdn__sched *s, uint16_t channel_id);
 
 /* Counters of one channel. Returns 0 or -ENOENT. */
 int fdn__sched_channel_stats(const struct fdn__sched *s, uint16_t channel_id,

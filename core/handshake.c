@@ -30,7 +30,10 @@ enum {
     HELLO_AT_LANE = 76,
     HELLO_AT_LANE_COUNT = 77,
     HELLO_AT_CHANNEL_COUNT = 78,
-    HELLO_FIXED_SIZE = 80,
+    HELLO_AT_FLAGS = 80,
+    HELLO_AT_RESERVED = 81,
+    HELLO_RESERVED_BYTES = 7,
+    HELLO_FIXED_SIZE = 88,
 
     CHANNEL_AT_ID = 0,
     CHANNEL_AT_NAME_LEN = 2,
@@ -44,6 +47,7 @@ enum {
 };
 
 #define CHANNEL_KNOWN_FLAGS (FDN__CHANNEL_ORDERED | FDN__CHANNEL_RELIABLE)
+#define HELLO_KNOWN_FLAGS FDN__HS_FLAG_RESUME
 
 /* The largest HELLO must fit one HANDSHAKE frame. */
 _Static_assert(HELLO_FIXED_SIZE + FDN__HS_CLUSTER_NAME_MAX +
@@ -122,6 +126,10 @@ static int check_hello(const struct fdn__hello *h, int err, const char *prefix)
     if (h->lane_count == 0 || h->lane_count > FDN__HS_MAX_LANES || h->lane >= h->lane_count)
         return FDN_ERR(err, "%s: lane %u of %u (1..%d lanes)", prefix, h->lane, h->lane_count,
                        FDN__HS_MAX_LANES);
+    if (h->flags & ~HELLO_KNOWN_FLAGS)
+        return FDN_ERR(err, "%s: unknown flags 0x%02x", prefix, h->flags);
+    if ((h->flags & FDN__HS_FLAG_RESUME) && h->lane != 0)
+        return FDN_ERR(err, "%s: lane %u resumes a session (only lane 0 may)", prefix, h->lane);
     int rc = check_name(h->cluster_name, sizeof h->cluster_name, FDN__HS_CLUSTER_NAME_MAX, err,
                         prefix, "cluster name");
     if (rc < 0)
@@ -184,6 +192,8 @@ int fdn__hello_encode(const struct fdn__hello *h, uint8_t *buf, size_t cap)
     buf[HELLO_AT_LANE] = h->lane;
     buf[HELLO_AT_LANE_COUNT] = h->lane_count;
     fdn__store_le16(buf + HELLO_AT_CHANNEL_COUNT, h->channel_count);
+    buf[HELLO_AT_FLAGS] = h->flags;
+    memset(buf + HELLO_AT_RESERVED, 0, HELLO_RESERVED_BYTES);
     memcpy(buf + HELLO_FIXED_SIZE, h->cluster_name, cluster_len);
 
     uint8_t *p = buf + HELLO_FIXED_SIZE + cluster_len;
@@ -259,6 +269,7 @@ static void decode_hello_fixed(const uint8_t *fixed, struct fdn__hello *out)
     out->lane = fixed[HELLO_AT_LANE];
     out->lane_count = fixed[HELLO_AT_LANE_COUNT];
     out->channel_count = fdn__load_le16(fixed + HELLO_AT_CHANNEL_COUNT);
+    out->flags = fixed[HELLO_AT_FLAGS];
 }
 
 int fdn__hello_decode(const uint8_t *msg, size_t len, struct fdn__hello *out)
@@ -271,6 +282,10 @@ int fdn__hello_decode(const uint8_t *msg, size_t len, struct fdn__hello *out)
     if (fixed[HELLO_AT_TYPE] != FDN__HS_MSG_HELLO)
         return FDN_ERR(-EBADMSG, MALFORMED ": message type %u", fixed[HELLO_AT_TYPE]);
     decode_hello_fixed(fixed, out);
+    for (unsigned i = 0; i < HELLO_RESERVED_BYTES; i++)
+        if (fixed[HELLO_AT_RESERVED + i] != 0)
+            return FDN_ERR(-EBADMSG, MALFORMED ": reserved byte %u is 0x%02x",
+                           HELLO_AT_RESERVED + i, fixed[HELLO_AT_RESERVED + i]);
     if (out->channel_count > FDN__HS_MAX_CHANNELS)
         return FDN_ERR(-EBADMSG, MALFORMED ": %u channels, at most %u", out->channel_count,
                        FDN__HS_MAX_CHANNELS);
@@ -528,6 +543,7 @@ static int agree_with_peer(struct fdn__handshake *hs)
     res->lane_count = MIN(mine->lane_count, theirs->lane_count);
     res->session = hs->role == FDN__HS_CLIENT ? mine->session : theirs->session;
     res->lane = hs->role == FDN__HS_CLIENT ? mine->lane : theirs->lane;
+    res->resume = ((hs->role == FDN__HS_CLIENT ? mine : theirs)->flags & FDN__HS_FLAG_RESUME) != 0;
     return 0;
 }
 
@@ -537,6 +553,9 @@ static int on_hello(struct fdn__handshake *hs, const uint8_t *msg, size_t len)
 {
     if (fdn__hello_decode(msg, len, &hs->peer) < 0)
         return mark_failed(hs, FDN__HS_FAIL_MALFORMED);
+    /* Only the client names (and so may resume) a session. */
+    if (hs->role == FDN__HS_CLIENT && (hs->peer.flags & FDN__HS_FLAG_RESUME))
+        return FAIL(hs, FDN__HS_FAIL_MALFORMED, "%s", "a server HELLO with the resume flag");
     crypto_hash_sha256(hs->peer_hash, msg, len);
 
     int rc = agree_with_peer(hs);
@@ -681,6 +700,7 @@ static int build_local_hello(struct fdn__handshake *hs, const struct fdn__handsh
     h->session = client ? cfg->session : 0;
     h->lane = client ? cfg->lane : 0;
     h->lane_count = cfg->lane_count ? cfg->lane_count : 1;
+    h->flags = client && cfg->resume ? FDN__HS_FLAG_RESUME : 0;
     strcpy(h->cluster_name, cfg->cluster_name);
     h->channel_count = cfg->channel_count;
     if (cfg->channel_count)

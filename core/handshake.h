@@ -6,7 +6,7 @@
  * Messages. Little-endian; every length is explicit and checked; a message
  * must end exactly where its last field ends.
  *
- *   HELLO (80 + cluster_len + sum(20 + name_len) bytes, at most 13 456)
+ *   HELLO (88 + cluster_len + sum(20 + name_len) bytes, at most 13 464)
  *     offset size field
  *          0    1 type           1 (FDN__HS_MSG_HELLO)
  *          1    1 version_min    protocol versions this node speaks,
@@ -22,7 +22,13 @@
  *         77    1 lane_count     lanes this side uses per peer, 1..8;
  *                                lane < lane_count
  *         78    2 channel_count  0..256
- *         80    n cluster_name   cluster_len printable ASCII bytes (0x21..0x7e)
+ *         80    1 flags          FDN__HS_FLAG_*; other bits must be zero.
+ *                                Client only (a server sends 0):
+ *                                FDN__HS_FLAG_RESUME on lane 0 says the
+ *                                connection resumes session `session`, which
+ *                                lost its connections, instead of opening it
+ *         81    7 reserved       zero
+ *         88    n cluster_name   cluster_len printable ASCII bytes (0x21..0x7e)
  *          then channel_count entries of 20 + name_len bytes:
  *          +0    2 id            unique in the table
  *          +2    1 name_len      1..32
@@ -91,7 +97,14 @@
  * their own, each with a full handshake (so each is authenticated) whose
  * HELLO names the session and the lane; the caller binds them to the peer.
  * Session, lane and lane count are in the HELLO, hence in the transcript
- * both AUTH tags cover. */
+ * both AUTH tags cover.
+ *
+ * Resumption. A session outlives its connections (core/node_internal.h):
+ * when they are lost, the client dials lane 0 again with the same session
+ * id and FDN__HS_FLAG_RESUME; the handshake is the usual full one (so the
+ * resuming side proves it has the secret), and the caller binds the
+ * connection to the waiting session of the same node id and incarnation, or
+ * refuses it. The flag is in the transcript like every HELLO byte. */
 #ifndef FDN_CORE_HANDSHAKE_H
 #define FDN_CORE_HANDSHAKE_H
 
@@ -110,6 +123,9 @@
 #define FDN__HS_MAX_CHANNELS 256
 #define FDN__HS_AUTH_SIZE (1 + FDN__HS_TAG_SIZE)
 #define FDN__HS_MAX_LANES 8
+
+/* HELLO flags. */
+#define FDN__HS_FLAG_RESUME 0x01u     /* client, lane 0: resume session, not open it */
 
 enum fdn__hs_msg_type {
     FDN__HS_MSG_HELLO = 1,
@@ -143,6 +159,7 @@ struct fdn__hello {
     uint64_t session;
     uint8_t lane;
     uint8_t lane_count;
+    uint8_t flags;                /* FDN__HS_FLAG_* */
     char cluster_name[FDN__HS_CLUSTER_NAME_MAX + 1];   /* NUL-terminated */
     uint16_t channel_count;
     struct fdn__channel_desc channels[FDN__HS_MAX_CHANNELS];
@@ -200,6 +217,7 @@ struct fdn__handshake_config {
     uint64_t session;             /* client: the session opened or joined */
     uint8_t lane;                 /* client: this connection's lane */
     uint8_t lane_count;           /* lanes per peer this side uses; 0 means 1 */
+    bool resume;                  /* client, lane 0: resume the session */
     const char *cluster_name;     /* 1..64 printable ASCII */
     const struct fdn__channel_desc *channels;
     uint16_t channel_count;       /* <= 256 */
@@ -219,6 +237,7 @@ struct fdn__handshake_result {
     uint64_t session;             /* the client's session id */
     uint8_t lane;                 /* the client's lane */
     uint8_t lane_count;           /* min of both sides' lane counts */
+    bool resume;                  /* the client resumes the session */
     uint16_t channel_count;
     struct fdn__channel_desc channels[FDN__HS_MAX_CHANNELS];
 };

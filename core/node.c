@@ -131,13 +131,14 @@ static int check_config(const fdn_node_config *cfg)
         return FDN_ERR(-EINVAL, "cluster name over %d bytes", FDN__HS_CLUSTER_NAME_MAX);
     if (cfg->lanes > FDN_MAX_LANES)
         return FDN_ERR(-EINVAL, "%u lanes, at most %d", cfg->lanes, FDN_MAX_LANES);
-    /* Received messages keep their id in the first 8 bytes of headroom. */
+    /* Received messages keep their kind and id in the headroom. */
     fdn_msg *probe;
     if (fdn_msg_alloc(fdn_worker_pool(cfg->worker), 0, &probe) == 0) {
         size_t headroom = fdn_msg_headroom(probe);
         fdn_msg_free(probe);
-        if (headroom < sizeof(uint64_t))
-            return FDN_ERR(-EINVAL, "the worker's pool needs at least 8 bytes of headroom");
+        if (headroom < sizeof(struct fdn__rx_stash))
+            return FDN_ERR(-EINVAL, "the worker's pool needs at least %zu bytes of headroom",
+                           sizeof(struct fdn__rx_stash));
     }
     return 0;
 }
@@ -166,6 +167,8 @@ int fdn_node_create(const fdn_node_config *cfg, fdn_node **out)
     n->zerocopy_min = cfg->zerocopy_min;
     n->handshake_timeout_ns = cfg->handshake_timeout_ns ? cfg->handshake_timeout_ns
                                                         : 5000000000ull;
+    n->session_timeout_ns = cfg->session_timeout_ns ? cfg->session_timeout_ns
+                                                    : 10000000000ull;
     rc = build_channels(n, cfg);
     if (rc < 0) {
         sodium_memzero(n->secret, sizeof n->secret);

@@ -10,9 +10,45 @@
  *   round robin, credit) -> batches of frames -> transport, with at most
  *   max_inflight_bytes handed over and not yet sent
  *
- * Request/response rides on DATA messages: the top two bits of a message id
- * mark a request (its id is the request id) or a response (its id is the id
- * of the request it answers); other messages count up from 0 per channel.
+ * Every DATA message carries its sequence number on its channel, in its
+ * direction (core/wire.h). Request/response rides on DATA messages: a
+ * request is flagged FDN__FRAME_REQUEST and its id is its sequence number; a
+ * response is flagged FDN__FRAME_RESPONSE and names that id in its CORR
+ * extension. The application's handle for a request it made (fdn_request's
+ * *id) is a separate per-node counter, so it is unique across channels.
+ *
+ * Session resumption. A peer is a session, not a connection: it survives the
+ * loss of its lanes. Reliable channels deliver every message exactly once,
+ * in order, across the loss, or the session ends and the sender is told.
+ *
+ *  - The receiver checks each message's sequence number at its first
+ *    fragment: on a reliable channel anything but the next one is a session
+ *    error (the connections are dropped and the session resumes, which
+ *    recovers a frame lost or duplicated below); on a best-effort channel a
+ *    gap counts as lost messages and is accepted.
+ *  - It acknowledges, on lane 0, the count of messages received complete
+ *    (cumulative ACK): with every credit grant (so the sender's unacked bytes
+ *    never exceed the credit window), every FDN__ACK_EVERY messages, and
+ *    FDN__ACK_DELAY_NS after a message otherwise.
+ *  - The sender's scheduler keeps every sent message of a reliable channel
+ *    until it is acknowledged (core/frame_sched.h, retention).
+ *  - When a lane of an UP peer is lost without a CLOSE (reset, EOF, a lane's
+ *    handshake timing out, a sequence error), the peer is RESUMING: every
+ *    lane is closed, the outbound side dials lane 0 again with exponential
+ *    back-off and a HELLO that names the session with the resume flag, the
+ *    inbound side waits. The server binds the new connection to the waiting
+ *    session of the same node id, incarnation and session id.
+ *  - Both sides then send RESUME (core/wire.h): per channel, the messages
+ *    received complete and the credit the sender may use now; the receiver
+ *    drops any message in progress first. Each sender, once it has the
+ *    peer's RESUME and every old lane's sends have been reported, releases
+ *    what the peer has, rewinds the rest to be sent again from the start,
+ *    and takes the new credit. Then the client dials the other lanes.
+ *  - A session that does not resume within session_timeout_ns ends with
+ *    -ETIMEDOUT; a peer node that comes back as another incarnation ends
+ *    the old session with -ECONNRESET before the new one is up; an orderly
+ *    close (a CLOSE frame, sent on every lane) ends it at once. Reliable
+ *    messages not acknowledged then are counted as undelivered.
  *
  * Everything runs on the node's worker; nothing here takes a lock. */
 #ifndef FDN_CORE_NODE_INTERNAL_H
@@ -27,9 +63,20 @@
 #include "core/transport.h"
 #include "core/wire.h"
 
-#define FDN__MSG_ID_REQUEST (UINT64_C(1) << 63)
-#define FDN__MSG_ID_RESPONSE (UINT64_C(1) << 62)
-#define FDN__MSG_ID_MASK (FDN__MSG_ID_RESPONSE - 1)
+/* The kind of a message: FDN__FRAME_REQUEST, FDN__FRAME_RESPONSE or 0. */
+#define FDN__MSG_KIND_MASK (FDN__FRAME_REQUEST | FDN__FRAME_RESPONSE)
+
+/* Acknowledgement cadence (see above) and the redial back-off. */
+#define FDN__ACK_EVERY 32u
+#define FDN__ACK_DELAY_NS (2ull * 1000 * 1000)
+#define FDN__REDIAL_MIN_NS (10ull * 1000 * 1000)
+#define FDN__REDIAL_MAX_NS (1000ull * 1000 * 1000)
+
+/* A received message waits for delivery with this in its headroom. */
+struct fdn__rx_stash {
+    uint64_t id;                   /* request: its sequence number; response: corr */
+    uint16_t kind;                 /* FDN__MSG_KIND_MASK bits */
+};
 
 #define FDN__MAX_LISTENERS 8
 
@@ -38,8 +85,11 @@
 #define FDN__BATCH_FRAMES 16
 #define FDN__BATCHES 4
 #define FDN__MAX_SEGMENTS 64
-/* Control frames (handshake, credit, pong, close) waiting to go out. */
-#define FDN__CTRL_BYTES (FDN__WIRE_HANDSHAKE_MAX + 4 * FDN__FRAME_MAX_HDR_SIZE)
+/* Control frames (handshake, resume, credit, ack, pong, close) waiting to go
+ * out: a HELLO, a full RESUME, and a credit and an ack for every channel. */
+#define FDN__CTRL_BYTES                                                                    \
+    (FDN__WIRE_HANDSHAKE_MAX + FDN__FRAME_HDR_SIZE + 64 * FDN__RESUME_ENTRY_SIZE +          \
+     (2 * 64 + 4) * FDN__FRAME_HDR_SIZE)
 
 struct fdn__channel {
     bool defined;
@@ -72,7 +122,11 @@ struct fdn__batch {
 struct fdn__rx_channel {
     fdn_msg *head, *tail;          /* complete messages waiting, linked by qnext */
     uint64_t queued;
-    uint64_t in_progress_id;       /* message id of the message being reassembled */
+    struct fdn__rx_stash in_progress;  /* of the message being reassembled */
+    uint64_t expected;             /* sequence number the next message must have */
+    uint64_t received;             /* messages received complete (next to acknowledge) */
+    uint64_t acked_sent;           /* the count last acknowledged to the sender */
+    uint64_t lost;                 /* best effort: sequence gaps */
     fdn_task deliver;              /* at the channel's priority */
     fdn_peer *peer;
     uint16_t channel;
@@ -89,18 +143,20 @@ enum fdn__peer_state {
     FDN__PEER_CONNECTING,          /* outbound, transport not up yet */
     FDN__PEER_HANDSHAKE,
     FDN__PEER_UP,
+    FDN__PEER_RESUMING,            /* lanes lost; redialling (outbound) or waiting */
     FDN__PEER_CLOSING,             /* close asked for; waiting for the transports */
 };
 
 struct fdn__pending_request {
-    uint64_t id;
+    uint64_t id;                   /* the application's handle */
+    uint64_t seq;                  /* the request's sequence number on its channel */
     uint16_t channel;
     uint64_t start_ns;
     fdn_response_fn fn;
     void *arg;
     fdn_timer timer;
     fdn_peer *peer;
-    struct fdn__pending_request *next;   /* hash chain */
+    struct fdn__pending_request *next;   /* hash chain, by channel and seq */
 };
 
 #define FDN__PENDING_BUCKETS 256
@@ -119,6 +175,9 @@ struct fdn__lane {
     bool up;                       /* handshake done (lane > 0: bound to its peer) */
     bool close_sent;               /* the transport was asked to close */
     bool closed;                   /* on_closed came: conn is gone */
+    bool dying;                    /* lost with its session's other lanes: off the
+                                      peer's lanes, on its dying list until reaped */
+    struct fdn__lane *next_dying;
     struct fdn__tp_conn *conn;
     struct fdn__handshake *hs;
     fdn_timer timer;               /* handshake deadline, then the close flush bound */
@@ -152,17 +211,32 @@ struct fdn_peer {
     char addr[80];                 /* the peer's address, for logs */
     char dial[96];                 /* outbound: the address lanes are opened to */
 
-    uint64_t session;              /* names the peer when lanes join it */
+    uint64_t session;              /* names the peer when lanes join or resume it */
+    uint64_t peer_incarnation;
     uint8_t num_lanes;             /* agreed; 1 until the handshake says */
     struct fdn__lane *lanes[FDN__MAX_LANES];
     fdn_task finish;               /* frees the peer once its transports let go */
+    bool down_told;                /* peer_down was reported ahead of the finish */
+
+    /* Session resumption (see above). */
+    struct fdn__lane *dying;       /* lanes of lost connections, until on_closed */
+    fdn_task reap;                 /* frees closed dying lanes, then resumes */
+    fdn_timer deadline;            /* RESUMING: the session's end */
+    fdn_timer redial;              /* RESUMING, outbound: the next lane-0 dial */
+    uint64_t redial_backoff_ns;
+    fdn_timer ack_timer;
+    bool resume_wait;              /* our RESUME sent; the peer's not applied yet */
+    bool resume_have;              /* the peer's RESUME is in resume_in */
+    struct fdn__resume_entry resume_in[FDN_MAX_CHANNELS];
     uint8_t peer_node_id[FDN__HS_NODE_ID_SIZE];
 
     struct fdn__sched *sched;      /* every lane's channels: one per channel */
     struct fdn__reasm *reasm;
     struct fdn__wire_limits limits;
     uint8_t channel_lane[FDN_MAX_CHANNELS];   /* the lane each channel is sent on */
-    uint64_t next_msg_id[FDN_MAX_CHANNELS];
+    uint64_t next_seq[FDN_MAX_CHANNELS];      /* sequence number of the next message */
+    uint64_t retransmitted[FDN_MAX_CHANNELS]; /* messages sent again after a resume */
+    uint64_t undelivered[FDN_MAX_CHANNELS];   /* reliable, unacknowledged at the end */
 
     struct fdn__rx_channel rx[FDN_MAX_CHANNELS];
     struct fdn__pending_request *pending[FDN__PENDING_BUCKETS];
@@ -182,6 +256,7 @@ struct fdn_node {
     uint8_t lanes;
     uint32_t zerocopy_min;         /* 0: never */
     uint64_t handshake_timeout_ns;
+    uint64_t session_timeout_ns;
     uint64_t max_message;          /* largest of all channels */
 
     struct fdn__channel channels[FDN_MAX_CHANNELS];
@@ -206,8 +281,10 @@ void fdn__peer_attach(fdn_peer *peer, struct fdn__tp_conn *conn);
 int fdn__peer_dial(fdn_peer *peer, const char *addr);
 void fdn__peer_fail(fdn_peer *peer, int reason, enum fdn__close_reason wire_reason);
 
-/* Queues msg with an explicit message id (plain, request or response). Takes
- * msg except on -EAGAIN. */
-int fdn__peer_send(fdn_peer *peer, int channel, fdn_msg *msg, uint64_t msg_id);
+/* Queues msg as the channel's next message, of kind 0, FDN__FRAME_REQUEST
+ * or FDN__FRAME_RESPONSE (answering request corr); *seq_out (may be NULL)
+ * gets its sequence number. Takes msg except on -EAGAIN. */
+int fdn__peer_send(fdn_peer *peer, int channel, fdn_msg *msg, uint16_t kind, uint64_t corr,
+                   uint64_t *seq_out);
 
 #endif

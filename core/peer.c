@@ -19,8 +19,11 @@
  *  5. deliveries are tasks at their channel's priority, so the worker runs
  *     urgent handlers before bulk ones.
  *
- * Control frames (credit, close) travel on lane 0, the urgent lane; a PONG
- * answers on the lane its PING came on. */
+ * Control frames (credit, ack, resume) travel on lane 0, the urgent lane; a
+ * CLOSE goes on every lane (so that a lane's end without one is known to be
+ * a loss, whatever order the connections' ends arrive in); a PONG answers on
+ * the lane its PING came on. Session resumption is described in
+ * core/node_internal.h. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -37,9 +40,23 @@
 static void pump(struct fdn__lane *l);
 static void peer_finish(fdn_peer *p);
 static int finish_task(fdn_worker *w, fdn_task *t);
+static void peer_suspend(fdn_peer *p);
+static void notify_writable(fdn_peer *p);
 static const struct fdn__tp_conn_events lane_conn_events;
 
 static bool closing(const fdn_peer *p) { return p->state == FDN__PEER_CLOSING; }
+
+static bool reliable(const fdn_peer *p, unsigned channel)
+{
+    return p->node->channels[channel].cfg.delivery == FDN_RELIABLE;
+}
+
+/* Cancels a timer and its task if it has fired and not run yet. */
+static void timer_stop(fdn_worker *w, fdn_timer *t)
+{
+    fdn_timer_cancel(w, t);
+    fdn__worker_cancel_task(w, &t->task);
+}
 
 /* The lane at index, or NULL when there is none (yet). */
 static struct fdn__lane *lane_at(const fdn_peer *p, unsigned index)
@@ -72,10 +89,10 @@ static int queue_ctrl(struct fdn__lane *l, const struct fdn__frame_hdr *h, const
     return 0;
 }
 
-static void queue_simple(struct fdn__lane *l, uint8_t type, uint16_t channel, uint64_t word)
+static int queue_simple(struct fdn__lane *l, uint8_t type, uint16_t channel, uint64_t word)
 {
     struct fdn__frame_hdr h = {.type = type, .channel = channel, .msg_id = word};
-    queue_ctrl(l, &h, NULL);
+    return queue_ctrl(l, &h, NULL);
 }
 
 /* Moves every message the handshake has for the peer into the control queue. */
@@ -150,12 +167,31 @@ static void close_transport(struct fdn__lane *l)
     }
 }
 
+/* Every transport has let go: the lanes' and the lost ones still closing. */
 static bool all_lanes_closed(const fdn_peer *p)
 {
+    if (p->dying)
+        return false;
     for (unsigned i = 0; i < FDN__MAX_LANES; i++)
         if (p->lanes[i] && !p->lanes[i]->closed)
             return false;
     return true;
+}
+
+/* Takes a lane off the peer (its connection is lost, or is being dropped)
+ * onto the dying list: it is closed if it is not already, and freed by the
+ * reap task once closed, never under a caller that may still be using it. */
+static void lane_detach(fdn_peer *p, struct fdn__lane *l)
+{
+    fdn_worker *w = p->node->worker;
+    p->lanes[l->index] = NULL;
+    timer_stop(w, &l->timer);
+    l->dying = true;
+    l->next_dying = p->dying;
+    p->dying = l;
+    close_transport(l);
+    if (l->closed && !p->reap.queued)
+        fdn_worker_schedule(w, &p->reap);
 }
 
 /* Dials the lane at index to the peer's address; the handshake follows once
@@ -181,8 +217,13 @@ static int dial_lane(fdn_peer *p, unsigned index)
 
 /* ---- Failure and teardown ------------------------------------------------ */
 
-static void count_failure(fdn_node *n, int reason)
+static void count_failure(fdn_peer *p, int reason)
 {
+    fdn_node *n = p->node;
+    if (reason == -ETIMEDOUT && p->announced_up) {
+        n->stats.sessions_expired++;
+        return;
+    }
     switch (reason) {
     case -EACCES: n->stats.auth_failures++; break;
     case -EPROTONOSUPPORT: case -EPERM: n->stats.handshake_failures++; break;
@@ -207,11 +248,15 @@ void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
         return;
     fdn_node *n = p->node;
     if (reason < 0)
-        count_failure(n, reason);
+        count_failure(p, reason);
     p->state = FDN__PEER_CLOSING;
     p->down_reason = reason;
+    timer_stop(n->worker, &p->deadline);
+    timer_stop(n->worker, &p->redial);
+    timer_stop(n->worker, &p->ack_timer);
     if (all_lanes_closed(p)) {
-        fdn_worker_schedule(n->worker, &p->finish);
+        if (!p->finish.queued)
+            fdn_worker_schedule(n->worker, &p->finish);
         return;
     }
     for (unsigned i = 0; i < FDN__MAX_LANES; i++) {
@@ -220,8 +265,9 @@ void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
             continue;
         fdn_timer_cancel(n->worker, &l->timer);
         /* A peer that failed authentication gets nothing but a closed
-         * connection (and a counter here): not even the reason. */
-        if (i == 0 && l->hs && reason != -EACCES) {
+         * connection (and a counter here): not even the reason. Every lane
+         * says it, so that no lane's end looks like a loss to resume from. */
+        if (l->hs && reason != -EACCES) {
             queue_simple(l, FDN__FRAME_CLOSE, 0, wire_reason);
             pump(l);
         }
@@ -271,17 +317,48 @@ static int finish_task(fdn_worker *w, fdn_task *t)
     return FDN_TASK_DONE;
 }
 
-static void peer_finish(fdn_peer *p)
+/* Reliable messages the peer never acknowledged are lost with the session:
+ * counted, so the sender is told (fdn_channel_stats.undelivered, and the
+ * node's undelivered_msgs). */
+static void count_undelivered(fdn_peer *p)
+{
+    for (int c = 0; c < p->node->num_channels; c++) {
+        struct fdn__sched_channel_stats st;
+        if (!reliable(p, (unsigned)c) || fdn__sched_channel_stats(p->sched, (uint16_t)c, &st) < 0)
+            continue;
+        uint64_t lost = st.queued_msgs + st.unacked_msgs;
+        p->undelivered[c] += lost;
+        p->node->stats.undelivered_msgs += lost;
+    }
+}
+
+/* Reports the end of the session now: pending requests fail first, then
+ * peer_down. The peer itself goes once its transports let go. */
+static void tell_down(fdn_peer *p)
 {
     fdn_node *n = p->node;
+    if (p->down_told)
+        return;
+    p->down_told = true;
     fail_pending_requests(p);
     free_rx_queues(p);
-    bool tell = p->announced_up || p->outbound;
-    if (tell) {
+    count_undelivered(p);
+    if (p->announced_up || p->outbound) {
         n->stats.peers_down++;
         if (n->events.peer_down)
             n->events.peer_down(p, p->down_reason, n->events.arg);
     }
+}
+
+static void peer_finish(fdn_peer *p)
+{
+    fdn_node *n = p->node;
+    fdn_worker *w = n->worker;
+    tell_down(p);
+    timer_stop(w, &p->deadline);
+    timer_stop(w, &p->redial);
+    timer_stop(w, &p->ack_timer);
+    fdn__worker_cancel_task(w, &p->reap);
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -293,6 +370,11 @@ static void peer_finish(fdn_peer *p)
     for (unsigned i = 0; i < FDN__MAX_LANES; i++)
         if (p->lanes[i])
             lane_free(p->lanes[i]);
+    while (p->dying) {   /* none: the finish waits for them */
+        struct fdn__lane *l = p->dying;
+        p->dying = l->next_dying;
+        lane_free(l);
+    }
     free(p);
 }
 
@@ -311,33 +393,90 @@ static void rx_enqueue(struct fdn__rx_channel *rx, fdn_msg *m)
     rx->queued++;
 }
 
-/* Grants the peer the credit that deliveries have freed, once enough has
- * accumulated to be worth a frame. Credit goes on lane 0, the urgent lane,
- * whatever lane the channel's data comes on. */
-static void grant_credit(fdn_peer *p, uint16_t channel)
+/* Lane 0 when it can carry control frames of the session: up, and (after a
+ * resumption) past our RESUME, which goes first. */
+static struct fdn__lane *control_lane(const fdn_peer *p)
 {
     struct fdn__lane *l = lane_at(p, 0);
+    return l && l->up && p->state == FDN__PEER_UP ? l : NULL;
+}
+
+/* Queues an ACK of everything received complete on a reliable channel, if
+ * there is anything new. A full control queue leaves it to the ack timer:
+ * ACKs are cumulative, the next one says it all. */
+static bool queue_ack(fdn_peer *p, uint16_t channel)
+{
+    struct fdn__rx_channel *rx = &p->rx[channel];
+    struct fdn__lane *l = control_lane(p);
+    if (!l || rx->received == rx->acked_sent || !reliable(p, channel))
+        return false;
+    if (queue_simple(l, FDN__FRAME_ACK, channel, rx->received) < 0)
+        return false;
+    rx->acked_sent = rx->received;
+    return true;
+}
+
+static int ack_timer_fired(fdn_worker *w, fdn_task *t)
+{
+    (void)w;
+    fdn_peer *p = t->arg;
+    bool any = false;
+    for (int c = 0; c < p->node->num_channels; c++)
+        any |= queue_ack(p, (uint16_t)c);
+    if (any)
+        pump(lane_at(p, 0));
+    for (int c = 0; c < p->node->num_channels; c++)
+        if (p->rx[c].usable && reliable(p, (unsigned)c) && p->rx[c].received != p->rx[c].acked_sent)
+            fdn_timer_arm(p->node->worker, &p->ack_timer, FDN__ACK_DELAY_NS);
+    return FDN_TASK_DONE;
+}
+
+/* A message of a reliable channel is complete: acknowledge it soon, at once
+ * when FDN__ACK_EVERY have gathered. */
+static void ack_soon(fdn_peer *p, uint16_t channel)
+{
+    struct fdn__rx_channel *rx = &p->rx[channel];
+    if (rx->received - rx->acked_sent >= FDN__ACK_EVERY) {
+        if (queue_ack(p, channel))
+            pump(lane_at(p, 0));
+    } else if (!fdn_timer_armed(&p->ack_timer) && !p->ack_timer.task.queued) {
+        fdn_timer_arm(p->node->worker, &p->ack_timer, FDN__ACK_DELAY_NS);
+    }
+}
+
+/* Grants the peer the credit that deliveries have freed, once enough has
+ * accumulated to be worth a frame. Credit goes on lane 0, the urgent lane,
+ * whatever lane the channel's data comes on, behind an ACK of the channel:
+ * the sender learns a message arrived no later than it gets its bytes back,
+ * so what it holds unacknowledged never exceeds the window. Without a lane
+ * 0 (resuming) nothing is granted: the RESUME will say what the sender may
+ * use. */
+static void grant_credit(fdn_peer *p, uint16_t channel)
+{
+    struct fdn__lane *l = control_lane(p);
     if (!l)
         return;
     uint64_t grant = fdn__reasm_credit_to_grant(p->reasm, channel, p->rx[channel].window / 2);
     if (grant) {
+        queue_ack(p, channel);
         queue_simple(l, FDN__FRAME_CREDIT, channel, grant);
         pump(l);
     }
 }
 
-static void complete_request(fdn_peer *p, uint64_t id, fdn_msg *resp);
+static void complete_request(fdn_peer *p, uint16_t channel, uint64_t seq, fdn_msg *resp);
 
 /* Hands one message to the application: a response to its request callback,
  * a request to the request handler, anything else to the message handler. */
-static void deliver_one(fdn_peer *p, uint16_t channel, fdn_msg *m, uint64_t msg_id)
+static void deliver_one(fdn_peer *p, uint16_t channel, fdn_msg *m,
+                        const struct fdn__rx_stash *what)
 {
     struct fdn__channel *ch = &p->node->channels[channel];
-    if (msg_id & FDN__MSG_ID_RESPONSE) {
-        complete_request(p, msg_id & FDN__MSG_ID_MASK, m);
-    } else if ((msg_id & FDN__MSG_ID_REQUEST) && ch->on_request) {
-        ch->on_request(p, channel, msg_id & FDN__MSG_ID_MASK, m, ch->on_request_arg);
-    } else if (!(msg_id & FDN__MSG_ID_REQUEST) && ch->on_message) {
+    if (what->kind == FDN__FRAME_RESPONSE) {
+        complete_request(p, channel, what->id, m);
+    } else if (what->kind == FDN__FRAME_REQUEST && ch->on_request) {
+        ch->on_request(p, channel, what->id, m, ch->on_request_arg);
+    } else if (what->kind == 0 && ch->on_message) {
         ch->on_message(p, channel, m, ch->on_message_arg);
     } else {
         p->rx[channel].drops++;
@@ -362,11 +501,11 @@ static int deliver_task(fdn_worker *w, fdn_task *t)
         rx->queued--;
         m->qnext = NULL;
         size_t len = fdn_msg_total_len(m);
-        uint64_t msg_id;
-        memcpy(&msg_id, m->start, sizeof msg_id);  /* stashed by rx_message */
+        struct fdn__rx_stash what;
+        memcpy(&what, m->start, sizeof what);  /* stashed by rx_message */
         rx->delivered++;
         fdn__reasm_consumed(p->reasm, rx->channel, len);
-        deliver_one(p, rx->channel, m, msg_id);
+        deliver_one(p, rx->channel, m, &what);
         if (closing(p))
             return FDN_TASK_DONE;
         grant_credit(p, rx->channel);
@@ -376,15 +515,19 @@ static int deliver_task(fdn_worker *w, fdn_task *t)
     return rx->head && !rx->paused ? FDN_TASK_YIELD : FDN_TASK_DONE;
 }
 
-/* A message is complete. Its id (which says request, response or plain
- * message) is kept in the first 8 bytes of its headroom, which the
- * application never sees as payload (node creation checks the pool has that
- * much headroom), and it waits in its channel's queue for the delivery task. */
+/* A message is complete. Its kind and id (request, response or plain
+ * message) are kept at the start of its headroom, which the application
+ * never sees as payload (node creation checks the pool has that much
+ * headroom), and it waits in its channel's queue for the delivery task. It
+ * counts as received (and is acknowledged) now, not when consumed: the
+ * sender's retransmit buffer need not wait for a slow consumer. */
 static void rx_message(fdn_peer *p, uint16_t channel, fdn_msg *m)
 {
     struct fdn__rx_channel *rx = &p->rx[channel];
-    uint64_t msg_id = rx->in_progress_id;
-    memcpy(m->start, &msg_id, sizeof msg_id);
+    memcpy(m->start, &rx->in_progress, sizeof rx->in_progress);
+    rx->received = rx->expected;
+    if (reliable(p, channel))
+        ack_soon(p, channel);
     bool best_effort = p->node->channels[channel].cfg.delivery == FDN_BEST_EFFORT;
     if (best_effort && rx->paused) {
         /* Nobody is listening: drop rather than hold the window. */
@@ -399,13 +542,35 @@ static void rx_message(fdn_peer *p, uint16_t channel, fdn_msg *m)
         fdn_worker_schedule(p->node->worker, &rx->deliver);
 }
 
+/* The sequence number of a message's first fragment. On a reliable channel
+ * it must be exactly the next: anything else means a frame was lost or
+ * repeated below us, and the session resumes to recover it (-EILSEQ). On a
+ * best-effort channel a gap is messages lost, counted; a repeat is never
+ * sent, so it is an error there too. */
+static int check_seq(fdn_peer *p, const struct fdn__frame_hdr *h)
+{
+    struct fdn__rx_channel *rx = &p->rx[h->channel];
+    if (h->seq == rx->expected)
+        return 0;
+    if (h->seq > rx->expected && !reliable(p, h->channel))
+        return 0;
+    p->node->stats.sequence_errors++;
+    return FDN_ERR(-EILSEQ, "%s channel %u: message %" PRIu64 ", expected %" PRIu64, p->addr,
+                   h->channel, h->seq, rx->expected);
+}
+
 static int on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *payload)
 {
     if (h->channel >= FDN_MAX_CHANNELS || !p->rx[h->channel].usable)
         return FDN_ERR(-EPROTO, "DATA frame from %s on channel %u, not agreed", p->addr,
                        h->channel);
-    if (h->flags & FDN__FRAME_FIRST)
-        p->rx[h->channel].in_progress_id = h->msg_id;
+    struct fdn__rx_channel *rx = &p->rx[h->channel];
+    bool first = h->flags & FDN__FRAME_FIRST;
+    if (first) {
+        int rc = check_seq(p, h);
+        if (rc < 0)
+            return rc;
+    }
     fdn_msg *done = NULL;
     int rc = fdn__reasm_fragment(p->reasm, h->channel, h->msg_id, h->offset, h->total_len,
                                  h->flags & FDN__FRAME_FIRST, h->flags & FDN__FRAME_LAST,
@@ -424,6 +589,14 @@ static int on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *p
     if (rc < 0)
         return rc == -ENOBUFS ? FDN_ERR(-ENOBUFS, "pool exhausted receiving from %s", p->addr)
                               : rc;
+    if (first) {   /* accepted: the message is this one now */
+        rx->lost += h->seq - rx->expected;
+        rx->expected = h->seq + 1;
+        rx->in_progress = (struct fdn__rx_stash){
+            .id = h->flags & FDN__FRAME_RESPONSE ? h->corr_id : h->seq,
+            .kind = h->flags & FDN__MSG_KIND_MASK,
+        };
+    }
     if (rc == 1)
         rx_message(p, h->channel, done);
     return 0;
@@ -443,6 +616,43 @@ static int on_handshake_frame(struct fdn__lane *l, const uint8_t *payload, uint3
     return rc < 0 ? rc : 0;
 }
 
+/* The peer acknowledges messages of a reliable channel: the scheduler lets
+ * go of them, which makes room in the channel's queue. */
+static int on_ack(fdn_peer *p, const struct fdn__frame_hdr *h)
+{
+    uint16_t c = h->channel;
+    if (c >= FDN_MAX_CHANNELS || !p->rx[c].usable || !reliable(p, c))
+        return FDN_ERR(-EPROTO, "ACK from %s for channel %u", p->addr, c);
+    if (h->acked > p->next_seq[c])
+        return FDN_ERR(-EPROTO, "%s acknowledges %" PRIu64 " messages of channel %u, %" PRIu64
+                       " sent", p->addr, h->acked, c, p->next_seq[c]);
+    int rc = fdn__sched_ack(p->sched, c, h->acked);
+    if (rc < 0)
+        return rc;
+    notify_writable(p);
+    return 0;
+}
+
+static int on_credit(fdn_peer *p, const struct fdn__frame_hdr *h)
+{
+    uint16_t c = h->channel;
+    if (c >= FDN_MAX_CHANNELS || !p->rx[c].usable)
+        return FDN_ERR(-EPROTO, "CREDIT frame from %s for channel %u", p->addr, c);
+    if (p->resume_wait) {
+        /* The peer grants only after its RESUME, which sets the base. */
+        if (!p->resume_have)
+            return FDN_ERR(-EPROTO, "CREDIT from %s before its RESUME", p->addr);
+        uint64_t w = p->resume_in[c].window + h->credit_bytes;
+        p->resume_in[c].window = w > UINT32_MAX ? UINT32_MAX : (uint32_t)w;
+        return 0;
+    }
+    fdn__sched_grant(p->sched, c, h->credit_bytes);
+    pump_lane(p, p->channel_lane[c]);
+    return 0;
+}
+
+static int on_resume(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload);
+
 /* One whole frame: header decoded, payload (frag_len bytes) at hand. */
 static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload)
 {
@@ -456,11 +666,17 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
     case FDN__FRAME_HANDSHAKE:
         return on_handshake_frame(l, payload, h->frag_len);
     case FDN__FRAME_CREDIT:
-        if (!up || h->channel >= FDN_MAX_CHANNELS || !p->rx[h->channel].usable)
-            return FDN_ERR(-EPROTO, "CREDIT frame from %s for channel %u", p->addr, h->channel);
-        fdn__sched_grant(p->sched, h->channel, h->credit_bytes);
-        pump_lane(p, p->channel_lane[h->channel]);
-        return 0;
+        if (!up)
+            return FDN_ERR(-EPROTO, "CREDIT frame from %s before the handshake", p->addr);
+        return on_credit(p, h);
+    case FDN__FRAME_ACK:
+        if (!up)
+            return FDN_ERR(-EPROTO, "ACK frame from %s before the handshake", p->addr);
+        return on_ack(p, h);
+    case FDN__FRAME_RESUME:
+        if (!up || l->index != 0)
+            return FDN_ERR(-EPROTO, "RESUME frame from %s on lane %u", p->addr, l->index);
+        return on_resume(l, h, payload);
     case FDN__FRAME_PING:
         queue_simple(l, FDN__FRAME_PONG, 0, h->ping_token);
         pump(l);
@@ -489,7 +705,9 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
  * up afresh for every frame: a joining lane changes peers mid-receive. */
 static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
 {
-    while (!closing(l->peer)) {
+    /* A lane being dropped reads nothing more: its session goes on, or
+     * ends, without what it still had in flight. */
+    while (!closing(l->peer) && !l->dying) {
         if (!l->rx_in_payload) {
             if (len == 0)
                 break;
@@ -559,14 +777,19 @@ static struct fdn__batch *free_batch(struct fdn__lane *l)
 static size_t add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame *f)
 {
     int k = b->num_frames;
+    uint16_t flags = (uint16_t)((f->first ? FDN__FRAME_FIRST : 0) | (f->last ? FDN__FRAME_LAST : 0));
+    /* The kind describes the message: on its first fragment only. */
+    if (f->first && f->kind)
+        flags |= f->kind | (f->kind == FDN__FRAME_RESPONSE ? FDN__FRAME_CORR : 0);
     struct fdn__frame_hdr h = {
         .type = FDN__FRAME_DATA,
-        .flags = (uint16_t)((f->first ? FDN__FRAME_FIRST : 0) | (f->last ? FDN__FRAME_LAST : 0)),
+        .flags = flags,
         .channel = f->channel,
         .frag_len = f->len,
-        .msg_id = f->msg_id,
+        .seq = f->msg_id,
         .offset = f->offset,
         .total_len = f->total_len,
+        .corr_id = f->tag,
     };
     size_t hdr_len = fdn__frame_encode(&h, b->hdr[k]);
     b->iov[*niov] = (struct iovec){b->hdr[k], hdr_len};
@@ -583,10 +806,12 @@ static size_t add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame
  * control bytes first, then data frames. */
 static void pump(struct fdn__lane *l)
 {
-    if (!l->conn || !l->hs)   /* not connected yet */
+    if (!l || !l->conn || !l->hs || l->dying)   /* not connected yet, or lost */
         return;
     fdn_peer *p = l->peer;
-    bool data = l->up && p->state == FDN__PEER_UP;
+    /* After a resumption, data waits until the peer's RESUME has said what
+     * it has (and the old lanes' sends are all accounted for). */
+    bool data = l->up && p->state == FDN__PEER_UP && !p->resume_wait;
     struct fdn__batch *b;
     while (l->inflight_bytes < l->max_inflight_bytes && (b = free_batch(l))) {
         int niov = 0;
@@ -633,7 +858,7 @@ static void notify_writable(fdn_peer *p)
             continue;
         struct fdn__sched_channel_stats st;
         fdn__sched_channel_stats(p->sched, (uint16_t)c, &st);
-        if (st.queued_msgs < p->node->channels[c].cfg.max_queued) {
+        if (st.queued_msgs + st.unacked_msgs < p->node->channels[c].cfg.max_queued) {
             fdn_task *t = rx->writable;
             rx->writable = NULL;
             if (!t->queued)
@@ -655,7 +880,10 @@ static void on_sent(void *ctx, struct fdn__tp_send *send, int err)
     for (int i = 0; i < b->num_frames; i++)
         fdn__sched_frame_done(p->sched, &b->frames[i]);
     b->num_frames = 0;
+    if (l->dying)
+        return;
     if (closing(p)) {
+        pump(l);   /* a CLOSE may still wait for a batch */
         if (l->inflight_bytes == 0)
             close_transport(l);
         return;
@@ -666,13 +894,16 @@ static void on_sent(void *ctx, struct fdn__tp_send *send, int err)
 
 /* ---- Handshake ----------------------------------------------------------- */
 
-/* The lane's timer: the handshake deadline; while closing, the flush bound. */
+/* The lane's timer: the handshake deadline; while closing, the flush bound.
+ * A lane of a session that was up (a lane joining, or lane 0 redialled)
+ * that does not finish its handshake is dropped like a lost connection:
+ * on_closed decides whether the session resumes or tries again. */
 static int lane_timer(fdn_worker *w, fdn_task *t)
 {
     (void)w;
     struct fdn__lane *l = t->arg;
     fdn_peer *p = l->peer;
-    if (closing(p))
+    if (closing(p) || p->announced_up)
         close_transport(l);
     else
         fdn__peer_fail(p, FDN_ERR(-ETIMEDOUT, "handshake with %s timed out", p->addr),
@@ -690,6 +921,7 @@ static int start_handshake(struct fdn__lane *l)
         .session = p->session,
         .lane = l->index,
         .lane_count = n->lanes,
+        .resume = p->outbound && l->index == 0 && p->state == FDN__PEER_RESUMING,
         .cluster_name = n->cluster,
         .channels = n->descs,
         .channel_count = (uint16_t)n->num_channels,
@@ -721,6 +953,16 @@ static void map_lanes(fdn_peer *p)
     }
 }
 
+static int dial_other_lanes(fdn_peer *p)
+{
+    for (unsigned i = 1; i < p->num_lanes; i++) {
+        int rc = dial_lane(p, i);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* Lane 0 proved the peer has the secret and agreed on channels and lanes.
  * Each agreed channel gets the agreed limits at both ends: the sender's
  * credit starts at the agreed window, and the receiver enforces that window
@@ -730,6 +972,7 @@ static int open_session(fdn_peer *p, const struct fdn__handshake_result *res)
 {
     fdn_node *n = p->node;
     memcpy(p->peer_node_id, res->peer_node_id, sizeof p->peer_node_id);
+    p->peer_incarnation = res->peer_incarnation;
     p->session = res->session;
     p->num_lanes = res->lane_count;
     for (int i = 0; i < res->channel_count; i++) {
@@ -758,12 +1001,7 @@ static int open_session(fdn_peer *p, const struct fdn__handshake_result *res)
         n->events.peer_up(p, n->events.arg);
     if (closing(p) || !p->outbound)
         return 0;
-    for (unsigned i = 1; i < p->num_lanes; i++) {
-        int rc = dial_lane(p, i);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
+    return dial_other_lanes(p);
 }
 
 /* The inbound peer whose session a lane > 0 joins: the same node, the same
@@ -783,9 +1021,23 @@ static fdn_peer *find_session(fdn_node *n, const fdn_peer *self,
     return NULL;
 }
 
+/* Moves an accepted connection's lane from the peer it was accepted on,
+ * which never came up and goes quietly, to the session q it belongs to. */
+static void move_lane(struct fdn__lane *l, fdn_peer *q, unsigned index)
+{
+    fdn_peer *tmp = l->peer;
+    tmp->lanes[0] = NULL;
+    tmp->state = FDN__PEER_CLOSING;
+    fdn_worker_schedule(tmp->node->worker, &tmp->finish);
+    l->peer = q;
+    l->index = (uint8_t)index;
+    l->up = true;
+    q->lanes[index] = l;
+    l->max_inflight_bytes = lane_budget(q, index);
+}
+
 /* An accepted connection's handshake named a lane > 0 of a session: the
- * lane moves to that session's peer, and the peer it was accepted on, which
- * never came up, goes quietly. */
+ * lane moves to that session's peer. */
 static int join_session(struct fdn__lane *l, const struct fdn__handshake_result *res)
 {
     fdn_peer *tmp = l->peer;
@@ -793,15 +1045,272 @@ static int join_session(struct fdn__lane *l, const struct fdn__handshake_result 
     if (!q)
         return FDN_ERR(-EPROTO, "%s joins lane %u of a session we do not have", tmp->addr,
                        res->lane);
-    tmp->lanes[0] = NULL;
-    tmp->state = FDN__PEER_CLOSING;
-    fdn_worker_schedule(tmp->node->worker, &tmp->finish);
-    l->peer = q;
-    l->index = res->lane;
-    l->up = true;
-    l->max_inflight_bytes = lane_budget(q, l->index);
-    q->lanes[l->index] = l;
+    move_lane(l, q, res->lane);
     return 0;
+}
+
+/* ---- Session resumption -------------------------------------------------- */
+
+/* A lost connection resumes the session, unless the peer said goodbye, the
+ * session never came up, or the node is going away. */
+static bool resumable(const fdn_peer *p)
+{
+    return p->announced_up && !p->close_received && !p->node->destroying &&
+           (p->state == FDN__PEER_UP || p->state == FDN__PEER_RESUMING);
+}
+
+static uint64_t jittered(uint64_t ns)
+{
+    /* Between 3/4 and 5/4 of ns, so that many peers lost together do not
+     * redial in lockstep. */
+    return ns - ns / 4 + randombytes_uniform((uint32_t)(ns / 2 > UINT32_MAX ? UINT32_MAX : ns / 2 + 1));
+}
+
+static void schedule_redial(fdn_peer *p)
+{
+    uint64_t delay = p->redial_backoff_ns ? p->redial_backoff_ns : FDN__REDIAL_MIN_NS;
+    p->redial_backoff_ns = delay * 2 > FDN__REDIAL_MAX_NS ? FDN__REDIAL_MAX_NS : delay * 2;
+    fdn_timer_arm(p->node->worker, &p->redial, jittered(delay));
+}
+
+static int redial_fired(fdn_worker *w, fdn_task *t)
+{
+    (void)w;
+    fdn_peer *p = t->arg;
+    if (p->state != FDN__PEER_RESUMING || p->lanes[0])
+        return FDN_TASK_DONE;
+    if (dial_lane(p, 0) < 0)
+        schedule_redial(p);
+    return FDN_TASK_DONE;
+}
+
+static int deadline_fired(fdn_worker *w, fdn_task *t)
+{
+    (void)w;
+    fdn_peer *p = t->arg;
+    if (p->state == FDN__PEER_RESUMING)
+        fdn__peer_fail(p, FDN_ERR(-ETIMEDOUT, "session with %s did not resume in time", p->addr),
+                       FDN__CLOSE_NORMAL);
+    return FDN_TASK_DONE;
+}
+
+/* Every lane of the session is lost: they are all dropped, and the session
+ * waits (inbound) or redials lane 0 (outbound) until it resumes or its
+ * deadline passes. Requests stay pending; messages sent meanwhile queue. */
+static void peer_suspend(fdn_peer *p)
+{
+    fdn_node *n = p->node;
+    fdn_worker *w = n->worker;
+    p->state = FDN__PEER_RESUMING;
+    p->resume_wait = false;
+    p->resume_have = false;
+    n->stats.sessions_interrupted++;
+    timer_stop(w, &p->ack_timer);
+    for (unsigned i = 0; i < FDN__MAX_LANES; i++)
+        if (p->lanes[i])
+            lane_detach(p, p->lanes[i]);
+    fdn_timer_arm(w, &p->deadline, n->session_timeout_ns);
+    if (p->outbound) {
+        p->redial_backoff_ns = 0;
+        schedule_redial(p);
+    }
+}
+
+/* Our half of the RESUME exchange, the first frame on the new lane 0: per
+ * channel, what we received complete and the credit the sender may use. Any
+ * message in progress is dropped here, before the peer can send again. */
+static int send_resume(fdn_peer *p)
+{
+    struct fdn__resume_entry e[FDN_MAX_CHANNELS];
+    uint8_t payload[FDN_MAX_CHANNELS * FDN__RESUME_ENTRY_SIZE];
+    size_t count = 0;
+    for (int c = 0; c < p->node->num_channels; c++) {
+        struct fdn__rx_channel *rx = &p->rx[c];
+        uint64_t window;
+        if (!rx->usable || fdn__reasm_resume_channel(p->reasm, (uint16_t)c, &window) < 0)
+            continue;
+        rx->expected = rx->received;
+        rx->acked_sent = rx->received;
+        e[count++] = (struct fdn__resume_entry){
+            .channel = (uint16_t)c,
+            .window = window > UINT32_MAX ? UINT32_MAX : (uint32_t)window,
+            .received = rx->received,
+        };
+    }
+    if (count == 0)
+        return FDN_ERR(-EPROTO, "no channel to resume with %s", p->addr);
+    fdn__resume_encode(e, count, payload);
+    struct fdn__frame_hdr h = {
+        .type = FDN__FRAME_RESUME,
+        .resume_entries = count,
+        .frag_len = (uint32_t)(count * FDN__RESUME_ENTRY_SIZE),
+        .total_len = count * FDN__RESUME_ENTRY_SIZE,
+    };
+    return queue_ctrl(p->lanes[0], &h, payload);
+}
+
+/* A new lane 0 is bound to the session: it is up again, and waits for the
+ * peer's RESUME before any data goes. */
+static int session_rebound(fdn_peer *p)
+{
+    fdn_worker *w = p->node->worker;
+    timer_stop(w, &p->deadline);
+    timer_stop(w, &p->redial);
+    p->redial_backoff_ns = 0;
+    p->state = FDN__PEER_UP;
+    p->resume_wait = true;
+    p->resume_have = false;
+    p->lanes[0]->up = true;
+    p->lanes[0]->max_inflight_bytes = lane_budget(p, 0);
+    p->node->stats.sessions_resumed++;
+    int rc = send_resume(p);
+    if (rc < 0)
+        return rc;
+    pump(p->lanes[0]);
+    return 0;
+}
+
+/* The peer's RESUME has come and no old lane has a send outstanding: each
+ * channel lets go of what the peer has, sends the rest again from its start,
+ * and takes the credit the peer offers. */
+static int apply_resume(fdn_peer *p)
+{
+    for (int c = 0; c < p->node->num_channels; c++) {
+        if (!p->rx[c].usable)
+            continue;
+        const struct fdn__resume_entry *e = &p->resume_in[c];
+        if (e->received > p->next_seq[c])
+            return FDN_ERR(-EPROTO, "%s has %" PRIu64 " messages of channel %d, %" PRIu64
+                           " were sent", p->addr, e->received, c, p->next_seq[c]);
+        int rc = fdn__sched_ack(p->sched, (uint16_t)c, e->received);
+        if (rc >= 0)
+            rc = fdn__sched_rewind(p->sched, (uint16_t)c);
+        if (rc < 0)
+            return rc;
+        p->retransmitted[c] += (uint64_t)rc;
+        fdn__sched_set_credit(p->sched, (uint16_t)c, e->window);
+    }
+    p->resume_wait = false;
+    p->resume_have = false;
+    for (unsigned i = 0; i < p->num_lanes; i++)
+        pump_lane(p, i);
+    notify_writable(p);
+    return 0;
+}
+
+static int on_resume(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload)
+{
+    fdn_peer *p = l->peer;
+    if (!p->resume_wait || p->resume_have)
+        return FDN_ERR(-EPROTO, "RESUME from %s outside a resumption", p->addr);
+    bool seen[FDN_MAX_CHANNELS] = {false};
+    int usable = 0;
+    for (int c = 0; c < p->node->num_channels; c++)
+        usable += p->rx[c].usable;
+    if (h->resume_entries != (uint64_t)usable)
+        return FDN_ERR(-EPROTO, "RESUME from %s has %" PRIu64 " channels, we agreed %d", p->addr,
+                       h->resume_entries, usable);
+    for (size_t i = 0; i < h->resume_entries; i++) {
+        struct fdn__resume_entry e;
+        int rc = fdn__resume_decode(payload, i, &p->limits, &e);
+        if (rc < 0)
+            return rc;
+        if (e.channel >= FDN_MAX_CHANNELS || !p->rx[e.channel].usable || seen[e.channel])
+            return FDN_ERR(-EPROTO, "RESUME from %s: channel %u unknown or twice", p->addr,
+                           e.channel);
+        seen[e.channel] = true;
+        p->resume_in[e.channel] = e;
+    }
+    p->resume_have = true;
+    return p->dying ? 0 : apply_resume(p);   /* else the reap task applies it */
+}
+
+/* Frees the dying lanes that are closed; once none is left, a closing peer
+ * can finish and a resuming one apply the peer's RESUME. */
+static int reap_task(fdn_worker *w, fdn_task *t)
+{
+    fdn_peer *p = t->arg;
+    for (struct fdn__lane **at = &p->dying; *at;) {
+        struct fdn__lane *l = *at;
+        if (!l->closed) {
+            at = &l->next_dying;
+            continue;
+        }
+        *at = l->next_dying;
+        timer_stop(w, &l->timer);
+        lane_free(l);
+    }
+    if (p->dying)
+        return FDN_TASK_DONE;
+    if (closing(p)) {
+        if (all_lanes_closed(p) && !p->finish.queued)
+            fdn_worker_schedule(w, &p->finish);
+    } else if (p->resume_have) {
+        int rc = apply_resume(p);
+        if (rc < 0)
+            fdn__peer_fail(p, rc, FDN__CLOSE_PROTOCOL_ERROR);
+    }
+    return FDN_TASK_DONE;
+}
+
+/* Outbound: the redialled lane 0 reached the peer. The same node in the same
+ * incarnation resumes; anything else means the session is gone. */
+static int resume_outbound(fdn_peer *p, const struct fdn__handshake_result *res)
+{
+    if (memcmp(res->peer_node_id, p->peer_node_id, sizeof p->peer_node_id) != 0 ||
+        res->peer_incarnation != p->peer_incarnation)
+        return FDN_ERR(-ECONNRESET, "%s restarted: the session is lost", p->addr);
+    if (res->lane_count != p->num_lanes)
+        return FDN_ERR(-EPROTO, "%s resumed with %u lanes, not %u", p->addr, res->lane_count,
+                       p->num_lanes);
+    int rc = session_rebound(p);
+    return rc < 0 ? rc : dial_other_lanes(p);
+}
+
+/* Inbound: a client resumes a session. It must be one we hold for that node
+ * and incarnation; if we still think it is up, its old connections are the
+ * ones that are lost. */
+static int resume_inbound(struct fdn__lane *l, const struct fdn__handshake_result *res)
+{
+    fdn_peer *tmp = l->peer;
+    fdn_peer *q = tmp->node->peers;
+    for (; q; q = q->next) {
+        if (q != tmp && !q->outbound && q->session == res->session &&
+            (q->state == FDN__PEER_UP || q->state == FDN__PEER_RESUMING) &&
+            q->peer_incarnation == res->peer_incarnation &&
+            memcmp(q->peer_node_id, res->peer_node_id, sizeof q->peer_node_id) == 0)
+            break;
+    }
+    if (!q) {
+        tmp->node->stats.resumes_refused++;
+        return FDN_ERR(-ESTALE, "%s resumes session %016" PRIx64 ", which we do not have",
+                       tmp->addr, res->session);
+    }
+    if (q->state == FDN__PEER_UP)
+        peer_suspend(q);
+    move_lane(l, q, 0);
+    return session_rebound(q);
+}
+
+/* Ends the session now, reporting it before the caller reports a new one
+ * (its transports close in the background). */
+static void end_session_now(fdn_peer *q, int reason)
+{
+    fdn__peer_fail(q, reason, FDN__CLOSE_GOING_AWAY);
+    tell_down(q);
+}
+
+/* Inbound: a node opens a new session. Sessions of the same node in an
+ * earlier incarnation are over: it restarted. */
+static void end_old_incarnations(fdn_peer *p, const struct fdn__handshake_result *res)
+{
+    for (fdn_peer *q = p->node->peers; q; q = q->next) {
+        if (q == p || q->outbound || !q->announced_up || closing(q) ||
+            q->peer_incarnation == res->peer_incarnation ||
+            memcmp(q->peer_node_id, res->peer_node_id, sizeof q->peer_node_id) != 0)
+            continue;
+        end_session_now(q, FDN_ERR(-ECONNRESET, "%s restarted", q->addr));
+    }
 }
 
 static int on_handshake_done(struct fdn__lane *l)
@@ -809,10 +1318,16 @@ static int on_handshake_done(struct fdn__lane *l)
     fdn_peer *p = l->peer;
     const struct fdn__handshake_result *res = fdn__handshake_result(l->hs);
     fdn_timer_cancel(p->node->worker, &l->timer);
-    if (!p->outbound)
-        return res->lane == 0 ? open_session(p, res) : join_session(l, res);
-    if (l->index == 0)
+    if (!p->outbound) {
+        if (res->lane != 0)
+            return join_session(l, res);
+        if (res->resume)
+            return resume_inbound(l, res);
+        end_old_incarnations(p, res);
         return open_session(p, res);
+    }
+    if (l->index == 0)
+        return p->state == FDN__PEER_RESUMING ? resume_outbound(p, res) : open_session(p, res);
     /* A lane we dialed must reach the node lane 0 reached. */
     if (memcmp(res->peer_node_id, p->peer_node_id, sizeof p->peer_node_id) != 0)
         return FDN_ERR(-EPROTO, "lane %u of %s reached another node", l->index, p->addr);
@@ -828,11 +1343,11 @@ static void on_connected(void *ctx, int err)
     struct fdn__lane *l = ctx;
     fdn_peer *p = l->peer;
     if (err < 0) {
-        if (p->down_reason == 0)
+        if (p->down_reason == 0 && !p->announced_up)
             p->down_reason = err;
         return; /* on_closed follows */
     }
-    if (l->index == 0)
+    if (l->index == 0 && p->state != FDN__PEER_RESUMING)
         fdn__tp_conn_peer_addr(l->conn, p->addr, sizeof p->addr);
     int rc = start_handshake(l);
     if (rc < 0)
@@ -844,40 +1359,63 @@ static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
     struct fdn__lane *l = ctx;
     l->bytes_received += len;
     int rc = on_recv(l, data, len);
-    if (rc < 0) {
+    if (rc == -EILSEQ && resumable(l->peer) && l->peer->state == FDN__PEER_UP) {
+        /* A frame lost or repeated below us: drop the connections and
+         * resume, which sends again exactly what is missing. */
+        peer_suspend(l->peer);
+    } else if (rc < 0) {
         enum fdn__close_reason why = rc == -EACCES || rc == -EPERM || rc == -EPROTONOSUPPORT
                                          ? FDN__CLOSE_HANDSHAKE_FAILED
                                      : rc == -EMSGSIZE || rc == -ENOSPC ? FDN__CLOSE_LIMIT_EXCEEDED
+                                     : rc == -ESTALE                    ? FDN__CLOSE_SESSION_UNKNOWN
                                                                         : FDN__CLOSE_PROTOCOL_ERROR;
         fdn__peer_fail(l->peer, rc, why);
     }
-    return 0; /* fdn__peer_fail has closed the transport already */
+    return 0; /* the transport is closed already, or the session goes on */
 }
 
-/* A lane's transport is gone. Unless the peer was closing anyway, a lane
- * lost means the peer is lost: the others are closed too. */
+/* A lane's transport is gone. A dying lane only waits to be reaped. Else,
+ * unless the peer was closing anyway: a session that was up resumes (a
+ * redial that failed tries again), and one that never came up is lost. */
 static void on_closed(void *ctx, int err)
 {
     struct fdn__lane *l = ctx;
     fdn_peer *p = l->peer;
+    fdn_worker *w = p->node->worker;
     l->conn = NULL;
     l->closed = true;
-    fdn_timer_cancel(p->node->worker, &l->timer);
-    fdn__worker_cancel_task(p->node->worker, &l->timer.task);
+    timer_stop(w, &l->timer);
+    if (l->dying) {
+        if (!p->reap.queued)
+            fdn_worker_schedule(w, &p->reap);
+        return;
+    }
+    if (!closing(p) && resumable(p)) {
+        if (p->state == FDN__PEER_UP) {
+            peer_suspend(p);          /* l goes with the others */
+        } else {
+            lane_detach(p, l);        /* a redial that failed */
+            schedule_redial(p);
+        }
+        return;
+    }
     if (!closing(p)) {
         /* Closed under us. During the handshake even an orderly close is a
          * refusal (a server closes on clients that fail to authenticate). */
         if (p->down_reason == 0 && err != -ECANCELED && !p->close_received)
             p->down_reason = err;
-        if (p->down_reason == 0 && p->state != FDN__PEER_UP)
+        if (p->down_reason == 0 && p->state != FDN__PEER_UP && !p->announced_up)
             p->down_reason = -ECONNABORTED;
         p->state = FDN__PEER_CLOSING;
+        timer_stop(w, &p->deadline);
+        timer_stop(w, &p->redial);
+        timer_stop(w, &p->ack_timer);
         for (unsigned i = 0; i < FDN__MAX_LANES; i++)
             if (p->lanes[i])
                 close_transport(p->lanes[i]);
     }
     if (all_lanes_closed(p) && !p->finish.queued)
-        fdn_worker_schedule(p->node->worker, &p->finish);
+        fdn_worker_schedule(w, &p->finish);
 }
 
 static const struct fdn__tp_conn_events lane_conn_events = {
@@ -927,6 +1465,8 @@ static int add_channels(fdn_peer *p)
             .weight = cfg->weight,
             .credit_window = cfg->credit_window,
             .max_queued_msgs = cfg->max_queued,
+            /* Reliable: kept until acknowledged, to resume from. */
+            .retain = cfg->delivery == FDN_RELIABLE,
         };
         int err = fdn__sched_add_channel(p->sched, &sc);
         if (err < 0)
@@ -957,6 +1497,10 @@ int fdn__peer_create(fdn_node *n, bool outbound, fdn_peer **out)
         .max_channel = FDN_MAX_CHANNELS - 1,
     };
     fdn_task_init(&p->finish, finish_task, p, FDN_PRIO_HIGHEST);
+    fdn_task_init(&p->reap, reap_task, p, FDN_PRIO_HIGHEST);
+    fdn_timer_init(&p->deadline, deadline_fired, p, FDN_PRIO_HIGHEST);
+    fdn_timer_init(&p->redial, redial_fired, p, FDN_PRIO_HIGHEST);
+    fdn_timer_init(&p->ack_timer, ack_timer_fired, p, FDN_PRIO_HIGHEST);
     struct fdn__sched_config sc = {.max_fragment = n->max_fragment};
     int rc = fdn__sched_create(&sc, &p->sched);
     if (!rc)
@@ -980,32 +1524,40 @@ int fdn__peer_create(fdn_node *n, bool outbound, fdn_peer **out)
 
 /* ---- Requests ------------------------------------------------------------ */
 
-static struct fdn__pending_request **pending_slot(fdn_peer *p, uint64_t id)
+/* Pending requests are found by what a response names (channel and the
+ * request's sequence number) and, for fdn_request_cancel, by the
+ * application's handle. */
+static struct fdn__pending_request **pending_bucket(fdn_peer *p, uint16_t channel, uint64_t seq)
 {
-    struct fdn__pending_request **slot = &p->pending[id % FDN__PENDING_BUCKETS];
-    while (*slot && (*slot)->id != id)
-        slot = &(*slot)->next;
-    return slot;
+    return &p->pending[(seq * FDN_MAX_CHANNELS + channel) % FDN__PENDING_BUCKETS];
 }
 
-static struct fdn__pending_request *take_pending(fdn_peer *p, uint64_t id)
+static void unlink_pending(fdn_peer *p, struct fdn__pending_request *r)
 {
-    struct fdn__pending_request **slot = pending_slot(p, id);
-    struct fdn__pending_request *r = *slot;
-    if (r) {
-        *slot = r->next;
-        p->pending_count--;
-        fdn_timer_cancel(p->node->worker, &r->timer);
-        fdn__worker_cancel_task(p->node->worker, &r->timer.task);
-    }
+    struct fdn__pending_request **slot = pending_bucket(p, r->channel, r->seq);
+    while (*slot != r)
+        slot = &(*slot)->next;
+    *slot = r->next;
+    p->pending_count--;
+    fdn_timer_cancel(p->node->worker, &r->timer);
+    fdn__worker_cancel_task(p->node->worker, &r->timer.task);
+}
+
+static struct fdn__pending_request *take_pending(fdn_peer *p, uint16_t channel, uint64_t seq)
+{
+    struct fdn__pending_request *r = *pending_bucket(p, channel, seq);
+    while (r && (r->channel != channel || r->seq != seq))
+        r = r->next;
+    if (r)
+        unlink_pending(p, r);
     return r;
 }
 
-static void complete_request(fdn_peer *p, uint64_t id, fdn_msg *resp)
+static void complete_request(fdn_peer *p, uint16_t channel, uint64_t seq, fdn_msg *resp)
 {
-    struct fdn__pending_request *r = take_pending(p, id);
+    struct fdn__pending_request *r = take_pending(p, channel, seq);
     if (!r) { /* cancelled or timed out: nobody waits for it */
-        p->rx[0].drops++;
+        p->rx[channel].drops++;
         fdn_msg_free(resp);
         return;
     }
@@ -1019,11 +1571,9 @@ static int request_timeout(fdn_worker *w, fdn_task *t)
     (void)w;
     struct fdn__pending_request *r = t->arg;
     fdn_peer *p = r->peer;
-    r = take_pending(p, r->id);
-    if (r) {
-        r->fn(p, -ETIMEDOUT, NULL, r->arg);
-        free(r);
-    }
+    unlink_pending(p, r);
+    r->fn(p, -ETIMEDOUT, NULL, r->arg);
+    free(r);
     return FDN_TASK_DONE;
 }
 
@@ -1035,46 +1585,53 @@ int fdn_request(fdn_peer *p, int channel, fdn_msg *req, uint64_t timeout_ns, fdn
     struct fdn__pending_request *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
-    uint64_t id = ++p->node->next_request_id & FDN__MSG_ID_MASK;
-    int rc = fdn__peer_send(p, channel, req, id | FDN__MSG_ID_REQUEST);
+    uint64_t seq;
+    int rc = fdn__peer_send(p, channel, req, FDN__FRAME_REQUEST, 0, &seq);
     if (rc < 0) {
         free(r);
         return rc;
     }
     *r = (struct fdn__pending_request){
-        .id = id, .channel = (uint16_t)channel, .start_ns = fdn_now_ns(),
-        .fn = fn, .arg = arg, .peer = p,
+        .id = ++p->node->next_request_id, .seq = seq, .channel = (uint16_t)channel,
+        .start_ns = fdn_now_ns(), .fn = fn, .arg = arg, .peer = p,
     };
     fdn_timer_init(&r->timer, request_timeout, r, FDN_PRIO_HIGHEST);
     if (timeout_ns)
         fdn_timer_arm(p->node->worker, &r->timer, timeout_ns);
-    struct fdn__pending_request **slot = &p->pending[id % FDN__PENDING_BUCKETS];
+    struct fdn__pending_request **slot = pending_bucket(p, r->channel, seq);
     r->next = *slot;
     *slot = r;
     p->pending_count++;
     if (id_out)
-        *id_out = id;
+        *id_out = r->id;
     return 0;
 }
 
+/* A scan: cancelling is rare, and the handle is not what responses name. */
 int fdn_request_cancel(fdn_peer *p, uint64_t id)
 {
-    struct fdn__pending_request *r = take_pending(p, id);
-    if (!r)
-        return -ENOENT;
-    r->fn(p, -ECANCELED, NULL, r->arg);
-    free(r);
-    return 0;
+    for (int b = 0; b < FDN__PENDING_BUCKETS; b++) {
+        for (struct fdn__pending_request *r = p->pending[b]; r; r = r->next) {
+            if (r->id != id)
+                continue;
+            unlink_pending(p, r);
+            r->fn(p, -ECANCELED, NULL, r->arg);
+            free(r);
+            return 0;
+        }
+    }
+    return -ENOENT;
 }
 
 int fdn_respond(fdn_peer *p, int channel, uint64_t request_id, fdn_msg *resp)
 {
-    return fdn__peer_send(p, channel, resp, (request_id & FDN__MSG_ID_MASK) | FDN__MSG_ID_RESPONSE);
+    return fdn__peer_send(p, channel, resp, FDN__FRAME_RESPONSE, request_id, NULL);
 }
 
 /* ---- Sending (public) ---------------------------------------------------- */
 
-int fdn__peer_send(fdn_peer *p, int channel, fdn_msg *msg, uint64_t msg_id)
+int fdn__peer_send(fdn_peer *p, int channel, fdn_msg *msg, uint16_t kind, uint64_t corr,
+                   uint64_t *seq_out)
 {
     fdn_node *n = p->node;
     if (channel < 0 || channel >= n->num_channels) {
@@ -1085,7 +1642,7 @@ int fdn__peer_send(fdn_peer *p, int channel, fdn_msg *msg, uint64_t msg_id)
         fdn_msg_free(msg);
         return -ENOTCONN;
     }
-    if (p->state == FDN__PEER_UP && !p->rx[channel].usable) {
+    if (p->announced_up && !p->rx[channel].usable) {
         fdn_msg_free(msg);
         return FDN_ERR(-EPROTO, "channel %d is not known to peer %s", channel, p->addr);
     }
@@ -1099,20 +1656,24 @@ int fdn__peer_send(fdn_peer *p, int channel, fdn_msg *msg, uint64_t msg_id)
                        FDN__MAX_SEGMENTS);
     }
     /* Once up, the limit is what both ends agreed (the smaller of the two). */
-    uint64_t max = p->state == FDN__PEER_UP ? p->rx[channel].max_message
-                                            : n->channels[channel].cfg.max_message;
+    uint64_t max = p->announced_up ? p->rx[channel].max_message
+                                   : n->channels[channel].cfg.max_message;
     if (len > max) {
         fdn_msg_free(msg);
         return FDN_ERR(-EMSGSIZE, "%zu bytes over channel %d's max_message %" PRIu64, len,
                        channel, max);
     }
-    int rc = fdn__sched_enqueue(p->sched, (uint16_t)channel, msg, msg_id);
+    uint64_t seq = p->next_seq[channel];
+    int rc = fdn__sched_enqueue_tagged(p->sched, (uint16_t)channel, msg, seq, kind, corr);
     if (rc == -EAGAIN)
         return -EAGAIN;
     if (rc < 0) {
         fdn_msg_free(msg);
         return rc;
     }
+    p->next_seq[channel] = seq + 1;   /* a number is used only by a queued message */
+    if (seq_out)
+        *seq_out = seq;
     pump_lane(p, p->channel_lane[channel]);
     return 0;
 }
@@ -1123,7 +1684,7 @@ int fdn_send(fdn_peer *p, int channel, fdn_msg *msg)
         fdn_msg_free(msg);
         return FDN_ERR(-EINVAL, "no channel %d", channel);
     }
-    return fdn__peer_send(p, channel, msg, p->next_msg_id[channel]++ & FDN__MSG_ID_MASK);
+    return fdn__peer_send(p, channel, msg, 0, 0, NULL);
 }
 
 int fdn_send_notify(fdn_peer *p, int channel, fdn_task *task)
@@ -1182,6 +1743,11 @@ int fdn_peer_channel_stats(const fdn_peer *p, int channel, fdn_channel_stats *ou
         .send_eagain = s.refused,
         .drops = rx->drops,
         .credit_available = s.credit,
+        .unacked_msgs = s.unacked_msgs,
+        .unacked_bytes = s.unacked_bytes,
+        .retransmitted_msgs = p->retransmitted[channel],
+        .undelivered_msgs = p->undelivered[channel],
+        .lost_msgs = rx->lost,
         .rtt_count = rx->rtt.count,
         .rtt_p50_ns = fdn_histogram_quantile(&rx->rtt, 0.5),
         .rtt_p99_ns = fdn_histogram_quantile(&rx->rtt, 0.99),

@@ -29,6 +29,7 @@ struct reasm_channel {
     uint64_t next_offset;            /* where the next fragment must start */
 
     uint64_t consumed_ungranted;     /* consumed and not yet returned as credit */
+    uint64_t credit_limit;           /* received_bytes may grow up to this */
     struct fdn__reasm_channel_stats stats;
 };
 
@@ -83,7 +84,15 @@ static int reject(struct fdn__reasm *r, enum fdn__reasm_error why, int rc)
 /* Bytes the peer may still send on the channel. */
 static uint64_t credit_left(const struct reasm_channel *c)
 {
-    return c->credit_window + c->stats.granted_bytes - c->stats.received_bytes;
+    return c->credit_limit - c->stats.received_bytes;
+}
+
+/* Bytes of complete messages received and not yet consumed. */
+static uint64_t held_complete(const struct reasm_channel *c)
+{
+    uint64_t in_progress = c->partial ? c->next_offset : 0;
+    return c->stats.received_bytes - c->stats.consumed_bytes - c->stats.discarded_bytes -
+           in_progress;
 }
 
 static int check_credit(struct fdn__reasm *r, const struct reasm_channel *c, uint32_t len)
@@ -269,7 +278,7 @@ int fdn__reasm_consumed(struct fdn__reasm *r, uint16_t channel, uint64_t bytes)
     struct reasm_channel *c = find_channel(r, channel);
     if (!c)
         return FDN_ERR(-ENOENT, "consumed bytes on unknown channel %u", channel);
-    uint64_t unconsumed = c->stats.received_bytes - c->stats.consumed_bytes;
+    uint64_t unconsumed = held_complete(c);
     if (bytes > unconsumed)
         return FDN_ERR(-ERANGE, "channel %u: %" PRIu64 " bytes consumed, only %" PRIu64
                        " received and not consumed", channel, bytes, unconsumed);
@@ -294,7 +303,31 @@ uint64_t fdn__reasm_credit_to_grant(struct fdn__reasm *r, uint16_t channel, uint
     uint64_t grant = c->consumed_ungranted;
     c->consumed_ungranted = 0;
     c->stats.granted_bytes += grant;
+    c->credit_limit += grant;
     return grant;
+}
+
+int fdn__reasm_resume_channel(struct fdn__reasm *r, uint16_t channel, uint64_t *window_out)
+{
+    struct reasm_channel *c = find_channel(r, channel);
+    if (!c)
+        return FDN_ERR(-ENOENT, "resume of unknown channel %u", channel);
+    if (c->partial) {
+        c->stats.discarded_bytes += c->next_offset;
+        c->stats.discarded_msgs++;
+        fdn_msg_free(c->partial);
+        c->partial = NULL;
+        c->stats.incomplete_bytes = 0;
+    }
+    uint64_t held = held_complete(c);
+    uint64_t avail = c->credit_window > held ? c->credit_window - held : 0;
+    if (c->credit_window) {
+        /* A fresh account: everything consumed so far is in avail. */
+        c->consumed_ungranted = 0;
+        c->credit_limit = c->stats.received_bytes + avail;
+    }
+    *window_out = avail;
+    return 0;
 }
 
 int fdn__reasm_channel_stats(const struct fdn__reasm *r, uint16_t channel,
@@ -350,6 +383,7 @@ int fdn__reasm_add_channel(struct fdn__reasm *r, const struct fdn__reasm_channel
         .max_message = cfg->max_message,
         .memory_budget = cfg->memory_budget ? cfg->memory_budget : cfg->max_message,
         .credit_window = cfg->credit_window,
+        .credit_limit = cfg->credit_window,
     };
     r->num_channels++;
     return 0;

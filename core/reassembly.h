@@ -43,6 +43,11 @@
  * received and not released) plus the unreceived rest of the one message in
  * progress (allocated whole at its first fragment).
  *
+ * A complete message's bytes count as held from arrival until consumed; the
+ * bytes of a message in progress that fdn__reasm_resume_channel() drops
+ * count as discarded, never as consumed, and are not granted back: the
+ * resumed account starts from what is held then.
+ *
  * Errors: fdn__reasm_fragment() returns -EPROTO for every protocol violation
  * (the caller disconnects, fdn__reasm_last_error() giving the reason), and
  * -ENOBUFS (reason FDN__REASM_POOL_EXHAUSTED) when the pool has no memory for
@@ -94,6 +99,8 @@ struct fdn__reasm_channel_stats {
     uint64_t received_bytes;   /* payload bytes of accepted fragments */
     uint64_t consumed_bytes;   /* reported with fdn__reasm_consumed() */
     uint64_t granted_bytes;    /* returned by fdn__reasm_credit_to_grant() */
+    uint64_t discarded_msgs;   /* incomplete messages dropped by fdn__reasm_resume_channel() */
+    uint64_t discarded_bytes;  /* their bytes received so far */
 };
 
 /* Creates an empty reassembler. Returns 0 or -ENOMEM. */
@@ -139,6 +146,14 @@ int fdn__reasm_consumed(struct fdn__reasm *r, uint16_t channel, uint64_t bytes);
  * Call it after fdn__reasm_consumed(). Always 0 for a channel without a
  * credit window or an unknown one. */
 uint64_t fdn__reasm_credit_to_grant(struct fdn__reasm *r, uint16_t channel, uint64_t threshold);
+
+/* A session resumes over a new connection (core/node_internal.h): the
+ * message in progress on the channel is dropped (the sender restarts it
+ * whole), and the credit account starts afresh. *window_out is the credit
+ * the sender may use from now on: the window minus the bytes of complete
+ * messages not yet consumed (the receiver still holds them), 0 for a channel
+ * without a window. Grants continue from there. Returns 0 or -ENOENT. */
+int fdn__reasm_resume_channel(struct fdn__reasm *r, uint16_t channel, uint64_t *window_out);
 
 /* Counters of one channel. Returns 0 or -ENOENT. */
 int fdn__reasm_channel_stats(const struct fdn__reasm *r, uint16_t channel,

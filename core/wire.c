@@ -24,7 +24,18 @@ enum {
     AT_TRACE_FLAGS = FDN__FRAME_HDR_SIZE + 24,
     AT_TRACE_RESERVED = FDN__FRAME_HDR_SIZE + 25,
     TRACE_RESERVED_BYTES = 7,
+
+    RESUME_AT_CHANNEL = 0,
+    RESUME_AT_RESERVED = 2,
+    RESUME_AT_WINDOW = 4,
+    RESUME_AT_RECEIVED = 8,
 };
+
+/* Where the correlation extension sits: after the trace extension if any. */
+static size_t corr_at(uint16_t flags)
+{
+    return FDN__FRAME_HDR_SIZE + ((flags & FDN__FRAME_TRACE) ? FDN__FRAME_TRACE_SIZE : 0);
+}
 
 /* Records why a header was rejected and evaluates to the matching errno. */
 #define REJECT(reason_out, e, fmt, ...)                                          \
@@ -50,6 +61,9 @@ static const char *const wire_error_names[FDN__WIRE_ERROR_COUNT] = {
     [FDN__WIRE_LAST_MISMATCH] = "last_mismatch",
     [FDN__WIRE_EMPTY_FRAGMENT] = "empty_fragment",
     [FDN__WIRE_TRACE_NOT_FIRST] = "trace_not_first",
+    [FDN__WIRE_KIND_NOT_FIRST] = "kind_not_first",
+    [FDN__WIRE_KIND_CONFLICT] = "kind_conflict",
+    [FDN__WIRE_RESUME_LENGTH] = "resume_length",
     [FDN__WIRE_TRACE_INVALID] = "trace_invalid",
     [FDN__WIRE_PAYLOAD_NOT_ALLOWED] = "payload_not_allowed",
     [FDN__WIRE_CREDIT_ZERO] = "credit_zero",
@@ -89,10 +103,13 @@ static uint16_t allowed_flags(uint8_t type, bool *known)
     *known = true;
     switch (type) {
     case FDN__FRAME_DATA:
-        return FDN__FRAME_FIRST | FDN__FRAME_LAST | FDN__FRAME_TRACE;
+        return FDN__FRAME_FIRST | FDN__FRAME_LAST | FDN__FRAME_TRACE | FDN__FRAME_REQUEST |
+               FDN__FRAME_RESPONSE | FDN__FRAME_CORR;
     case FDN__FRAME_HANDSHAKE:
         return FDN__FRAME_FIRST | FDN__FRAME_LAST;
     case FDN__FRAME_CREDIT:
+    case FDN__FRAME_ACK:
+    case FDN__FRAME_RESUME:
     case FDN__FRAME_PING:
     case FDN__FRAME_PONG:
     case FDN__FRAME_CLOSE:
@@ -139,6 +156,21 @@ static int check_fragment_position(const struct fdn__frame_hdr *h, enum fdn__wir
     return 0;
 }
 
+/* Request, response and correlation describe the message: first fragment
+ * only, a message is one kind, and a response names its request. */
+static int check_kind(const struct fdn__frame_hdr *h, enum fdn__wire_error *reason)
+{
+    const uint16_t kind = FDN__FRAME_REQUEST | FDN__FRAME_RESPONSE | FDN__FRAME_CORR;
+    if ((h->flags & kind) && h->offset != 0)
+        return REJECT(reason, FDN__WIRE_KIND_NOT_FIRST, "flags 0x%04x at offset %" PRIu64,
+                      h->flags, h->offset);
+    bool request = h->flags & FDN__FRAME_REQUEST, response = h->flags & FDN__FRAME_RESPONSE;
+    bool corr = h->flags & FDN__FRAME_CORR;
+    if ((request && response) || corr != response)
+        return REJECT(reason, FDN__WIRE_KIND_CONFLICT, "flags 0x%04x", h->flags);
+    return 0;
+}
+
 static int check_data(const struct fdn__frame_hdr *h, const struct fdn__wire_limits *lim,
                       enum fdn__wire_error *reason)
 {
@@ -156,7 +188,7 @@ static int check_data(const struct fdn__frame_hdr *h, const struct fdn__wire_lim
         return rc;
     if ((h->flags & FDN__FRAME_TRACE) && h->offset != 0)
         return REJECT(reason, FDN__WIRE_TRACE_NOT_FIRST, "at offset %" PRIu64, h->offset);
-    return 0;
+    return check_kind(h, reason);
 }
 
 static int check_handshake(const struct fdn__frame_hdr *h, enum fdn__wire_error *reason)
@@ -172,7 +204,25 @@ static int check_handshake(const struct fdn__frame_hdr *h, enum fdn__wire_error 
     return check_fragment_position(h, reason);
 }
 
-/* CREDIT, PING, PONG and CLOSE: a header and nothing else. */
+/* RESUME: one frame whose payload is exactly its entries. */
+static int check_resume(const struct fdn__frame_hdr *h, const struct fdn__wire_limits *lim,
+                        enum fdn__wire_error *reason)
+{
+    if (h->channel != 0)
+        return REJECT(reason, FDN__WIRE_FIELD_NOT_ZERO, "resume with channel %u", h->channel);
+    uint64_t n = h->resume_entries;
+    if (n == 0 || n > (uint64_t)lim->max_channel + 1 ||
+        (uint64_t)h->frag_len != n * FDN__RESUME_ENTRY_SIZE)
+        return REJECT(reason, FDN__WIRE_RESUME_LENGTH, "%" PRIu64 " entries in %" PRIu32
+                      " bytes (max_channel %u)", n, h->frag_len, lim->max_channel);
+    if (h->offset != 0 || h->total_len != h->frag_len)
+        return REJECT(reason, FDN__WIRE_FIELD_NOT_ZERO,
+                      "resume with offset %" PRIu64 ", total_len %" PRIu64, h->offset,
+                      h->total_len);
+    return 0;
+}
+
+/* CREDIT, ACK, PING, PONG and CLOSE: a header and nothing else. */
 static int check_control(const struct fdn__frame_hdr *h, const struct fdn__wire_limits *lim,
                          enum fdn__wire_error *reason)
 {
@@ -189,6 +239,12 @@ static int check_control(const struct fdn__frame_hdr *h, const struct fdn__wire_
                           h->channel, lim->max_channel);
         if (h->credit_bytes == 0)
             return REJECT(reason, FDN__WIRE_CREDIT_ZERO, "channel %u", h->channel);
+        return 0;
+    }
+    if (h->type == FDN__FRAME_ACK) {
+        if (h->channel > lim->max_channel)
+            return REJECT(reason, FDN__WIRE_CHANNEL_RANGE, "ack for channel %u > %u", h->channel,
+                          lim->max_channel);
         return 0;
     }
     if (h->channel != 0)
@@ -208,6 +264,8 @@ static int check_semantics(const struct fdn__frame_hdr *h, const struct fdn__wir
         return check_data(h, lim, reason);
     case FDN__FRAME_HANDSHAKE:
         return check_handshake(h, reason);
+    case FDN__FRAME_RESUME:
+        return check_resume(h, lim, reason);
     default:
         return check_control(h, lim, reason);
     }
@@ -262,6 +320,8 @@ size_t fdn__frame_encode(const struct fdn__frame_hdr *h, uint8_t *buf)
         buf[AT_TRACE_FLAGS] = h->trace.flags;
         memset(buf + AT_TRACE_RESERVED, 0, TRACE_RESERVED_BYTES);
     }
+    if (h->flags & FDN__FRAME_CORR)
+        fdn__store_le64(buf + corr_at(h->flags), h->corr_id);
     return size;
 }
 
@@ -329,17 +389,48 @@ int fdn__frame_decode(const uint8_t *buf, size_t len, const struct fdn__wire_lim
     rc = check_semantics(&h, lim, reason);
     if (rc < 0)
         return rc;
+    if (len < size)
+        return 0;
     if (h.flags & FDN__FRAME_TRACE) {
-        if (len < size)
-            return 0;
         rc = parse_trace(buf, &h.trace, reason);
         if (rc < 0)
             return rc;
     } else {
         memset(&h.trace, 0, sizeof h.trace);
     }
+    h.corr_id = (h.flags & FDN__FRAME_CORR) ? fdn__load_le64(buf + corr_at(h.flags)) : 0;
     *out = h;
     return (int)size;
+}
+
+/* ---- RESUME entries ----------------------------------------------------- */
+
+void fdn__resume_encode(const struct fdn__resume_entry *e, size_t count, uint8_t *buf)
+{
+    for (size_t i = 0; i < count; i++, buf += FDN__RESUME_ENTRY_SIZE) {
+        fdn__store_le16(buf + RESUME_AT_CHANNEL, e[i].channel);
+        fdn__store_le16(buf + RESUME_AT_RESERVED, 0);
+        fdn__store_le32(buf + RESUME_AT_WINDOW, e[i].window);
+        fdn__store_le64(buf + RESUME_AT_RECEIVED, e[i].received);
+    }
+}
+
+int fdn__resume_decode(const uint8_t *payload, size_t i, const struct fdn__wire_limits *lim,
+                       struct fdn__resume_entry *out)
+{
+    const uint8_t *p = payload + i * FDN__RESUME_ENTRY_SIZE;
+    uint16_t channel = fdn__load_le16(p + RESUME_AT_CHANNEL);
+    if (channel > lim->max_channel)
+        return FDN_ERR(-EPROTO, "resume entry %zu: channel %u > %u", i, channel,
+                       lim->max_channel);
+    if (fdn__load_le16(p + RESUME_AT_RESERVED) != 0)
+        return FDN_ERR(-EPROTO, "resume entry %zu: reserved bytes not zero", i);
+    *out = (struct fdn__resume_entry){
+        .channel = channel,
+        .window = fdn__load_le32(p + RESUME_AT_WINDOW),
+        .received = fdn__load_le64(p + RESUME_AT_RECEIVED),
+    };
+    return 0;
 }
 
 /* ---- W3C traceparent ---------------------------------------------------- */

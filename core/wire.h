@@ -11,41 +11,77 @@
  *        1    1 version     1
  *        2    1 type        enum fdn__frame_type
  *        3    1 hdr_words   header length in 8-byte words, extensions
- *                           included: 4, or 8 with the TRACE extension. It
- *                           must equal what the flags imply; it lets capture
- *                           tools find the payload without knowing the flags
+ *                           included: 4, plus 4 with the TRACE extension,
+ *                           plus 1 with the CORR extension (4, 5, 8 or 9).
+ *                           It must equal what the flags imply; it lets
+ *                           capture tools find the payload without knowing
+ *                           the flags
  *        4    2 flags       FDN__FRAME_* bits; each type allows a subset
- *        6    2 channel     channel id (DATA, CREDIT), else 0
- *        8    8 word        per type: DATA message id, CREDIT bytes granted,
- *                           PING/PONG opaque token, CLOSE reason, HANDSHAKE 0
+ *        6    2 channel     channel id (DATA, CREDIT, ACK), else 0
+ *        8    8 word        per type: DATA the message's sequence number,
+ *                           CREDIT bytes granted, ACK messages received,
+ *                           PING/PONG opaque token, CLOSE reason, RESUME
+ *                           entry count, HANDSHAKE 0
  *       16    4 frag_len    payload bytes after the header
  *       20    6 offset      (u48) position of this fragment in its message
  *       26    6 total_len   (u48) length of the whole message
  *
- * offset and total_len are 48-bit so that the header keeps message id,
- * fragment length and both positions in 32 bytes; a message may therefore be
- * up to 2^48 - 1 bytes (256 TiB), far beyond any configured max_message.
+ * offset and total_len are 48-bit so that the header keeps the sequence
+ * number, fragment length and both positions in 32 bytes; a message may
+ * therefore be up to 2^48 - 1 bytes (256 TiB), far beyond any configured
+ * max_message.
  *
- * With FDN__FRAME_TRACE the header continues with a 32-byte extension
- * carrying a W3C trace context (ids in the byte order they are printed in):
+ * Sequence numbers. A DATA message's word is its sequence number on its
+ * channel in its direction: 0 for the first message of a session, then +1 per
+ * message (requests and responses included); every fragment of a message
+ * carries it. A session survives its connections (core/node_internal.h,
+ * "Session resumption"), so the numbers do too: the receiver checks them, and
+ * cumulative ACKs and the RESUME exchange refer to them.
  *
- *       32   16 trace_id    must not be all zero
- *       48    8 span_id     parent span id; must not be all zero
- *       56    1 trace_flags W3C trace-flags (bit 0: sampled)
- *       57    7 reserved    zero
+ * Extensions follow the fixed header in the order of their flag bits, the
+ * lowest first: TRACE, then CORR. With FDN__FRAME_TRACE a 32-byte extension
+ * carries a W3C trace context (ids in the byte order they are printed in):
+ *
+ *       +0   16 trace_id    must not be all zero
+ *      +16    8 span_id     parent span id; must not be all zero
+ *      +24    1 trace_flags W3C trace-flags (bit 0: sampled)
+ *      +25    7 reserved    zero
+ *
+ * With FDN__FRAME_CORR an 8-byte extension (at 32, or at 64 after TRACE)
+ * carries the correlation id of a response: the sequence number, on the same
+ * channel in the other direction, of the request it answers:
+ *
+ *       +0    8 corr_id     any value
+ *
+ * RESUME payload: word entries of 16 bytes, one per channel, in any order:
+ *
+ *       +0    2 channel     <= max_channel, each at most once
+ *       +2    2 reserved    zero
+ *       +4    4 window      bytes of the channel's credit the sender may use
+ *                           now (the receiver's window minus what it holds)
+ *       +8    8 received    messages of the channel received complete: the
+ *                           sequence number the receiver expects next
  *
  * Rules per type (anything else is rejected, naming the broken rule):
- *   DATA       flags FIRST, LAST, TRACE; channel <= max_channel;
- *              frag_len <= max_fragment; total_len <= max_message;
- *              offset + frag_len <= total_len; FIRST iff offset == 0;
- *              LAST iff offset + frag_len == total_len; frag_len == 0 only
- *              for the empty message (total_len 0, FIRST|LAST); TRACE only
- *              on the FIRST fragment (the context belongs to the message).
+ *   DATA       flags FIRST, LAST, TRACE, REQUEST, RESPONSE, CORR;
+ *              channel <= max_channel; frag_len <= max_fragment;
+ *              total_len <= max_message; offset + frag_len <= total_len;
+ *              FIRST iff offset == 0; LAST iff offset + frag_len ==
+ *              total_len; frag_len == 0 only for the empty message
+ *              (total_len 0, FIRST|LAST); TRACE, REQUEST, RESPONSE and CORR
+ *              only on the FIRST fragment (they describe the message);
+ *              REQUEST and RESPONSE not both; CORR iff RESPONSE.
  *   CREDIT     channel <= max_channel, word = bytes granted (> 0);
  *              no flags, no payload, offset and total_len 0.
+ *   ACK        channel <= max_channel, word = messages received complete
+ *              (any value, 0 included); otherwise as CREDIT.
  *   PING, PONG word = opaque token (a PONG echoes its PING's); channel,
  *              flags, payload, offset and total_len all 0.
  *   CLOSE      word = enum fdn__close_reason; otherwise as PING.
+ *   RESUME     no flags, channel 0, word = entries (1..max_channel + 1),
+ *              frag_len == total_len == 16 * word, offset 0 (one frame,
+ *              never fragmented). The entries themselves are checked by
+ *              fdn__resume_decode().
  *   HANDSHAKE  exactly FIRST|LAST (a handshake message is never
  *              fragmented), frag_len <= FDN__WIRE_HANDSHAKE_MAX whatever the
  *              limits (they are not negotiated yet), channel and word 0,
@@ -66,12 +102,14 @@
 
 #define FDN__FRAME_HDR_SIZE 32u
 #define FDN__FRAME_TRACE_SIZE 32u
-#define FDN__FRAME_MAX_HDR_SIZE (FDN__FRAME_HDR_SIZE + FDN__FRAME_TRACE_SIZE)
+#define FDN__FRAME_CORR_SIZE 8u
+#define FDN__FRAME_MAX_HDR_SIZE (FDN__FRAME_HDR_SIZE + FDN__FRAME_TRACE_SIZE + FDN__FRAME_CORR_SIZE)
+#define FDN__RESUME_ENTRY_SIZE 16u
 
 /* Largest value the 48-bit offset and total_len fields hold. */
 #define FDN__WIRE_MAX_U48 ((UINT64_C(1) << 48) - 1)
 
-/* Largest handshake message (a HELLO with 256 channels needs 13 446 bytes). */
+/* Largest handshake message (a HELLO with 256 channels needs 13 454 bytes). */
 #define FDN__WIRE_HANDSHAKE_MAX 16384u
 
 enum fdn__frame_type {
@@ -81,12 +119,17 @@ enum fdn__frame_type {
     FDN__FRAME_PONG = 4,
     FDN__FRAME_CLOSE = 5,
     FDN__FRAME_HANDSHAKE = 6,
+    FDN__FRAME_ACK = 7,
+    FDN__FRAME_RESUME = 8,
 };
 
 /* Flag bits. Bits not listed are reserved and must be zero. */
 #define FDN__FRAME_FIRST 0x0001u   /* first fragment of the message */
 #define FDN__FRAME_LAST 0x0002u    /* last fragment of the message */
 #define FDN__FRAME_TRACE 0x0004u   /* the trace extension follows the header */
+#define FDN__FRAME_REQUEST 0x0008u /* the message is a request (its id: its sequence number) */
+#define FDN__FRAME_RESPONSE 0x0010u /* the message answers the request named by CORR */
+#define FDN__FRAME_CORR 0x0020u    /* the correlation extension follows (after TRACE) */
 
 /* Why a connection is closed, carried by CLOSE frames. */
 enum fdn__close_reason {
@@ -96,6 +139,7 @@ enum fdn__close_reason {
     FDN__CLOSE_LIMIT_EXCEEDED = 3,  /* credit, memory or size limit broken */
     FDN__CLOSE_IDLE_TIMEOUT = 4,    /* no traffic, pings unanswered */
     FDN__CLOSE_HANDSHAKE_FAILED = 5,/* version, cluster or channel mismatch */
+    FDN__CLOSE_SESSION_UNKNOWN = 6, /* a resumption named a session that is gone */
     FDN__CLOSE_REASON_COUNT
 };
 
@@ -110,7 +154,7 @@ struct fdn__trace_ctx {
 struct fdn__wire_limits {
     uint32_t max_fragment;  /* largest DATA frag_len */
     uint64_t max_message;   /* largest DATA total_len */
-    uint16_t max_channel;   /* largest channel id in DATA and CREDIT frames */
+    uint16_t max_channel;   /* largest channel id in DATA, CREDIT, ACK and RESUME */
 };
 
 /* A decoded header, or one to encode. The 64-bit word at offset 8 has one
@@ -121,14 +165,18 @@ struct fdn__frame_hdr {
     uint16_t channel;
     uint32_t frag_len;
     union {
-        uint64_t msg_id;        /* DATA */
+        uint64_t seq;           /* DATA: the message's sequence number */
+        uint64_t msg_id;        /* DATA, the same (older name) */
         uint64_t credit_bytes;  /* CREDIT */
+        uint64_t acked;         /* ACK: messages received complete */
+        uint64_t resume_entries; /* RESUME */
         uint64_t ping_token;    /* PING, PONG */
         uint64_t close_reason;  /* CLOSE: enum fdn__close_reason */
     };
     uint64_t offset;        /* < 2^48 */
     uint64_t total_len;     /* < 2^48 */
     struct fdn__trace_ctx trace;  /* meaningful only with FDN__FRAME_TRACE */
+    uint64_t corr_id;       /* meaningful only with FDN__FRAME_CORR */
 };
 
 /* Exactly what a header broke, for per-reason counters and logs. */
@@ -151,6 +199,12 @@ enum fdn__wire_error {
                                        the message, or the reverse */
     FDN__WIRE_EMPTY_FRAGMENT,       /* frag_len 0 in a non-empty message */
     FDN__WIRE_TRACE_NOT_FIRST,      /* TRACE on a fragment other than the first */
+    FDN__WIRE_KIND_NOT_FIRST,       /* REQUEST, RESPONSE or CORR not on the first
+                                       fragment */
+    FDN__WIRE_KIND_CONFLICT,        /* REQUEST with RESPONSE, or CORR without
+                                       RESPONSE or the reverse */
+    FDN__WIRE_RESUME_LENGTH,        /* RESUME entry count 0, over max_channel + 1,
+                                       or not matching frag_len */
     FDN__WIRE_TRACE_INVALID,        /* all-zero trace id or span id */
     FDN__WIRE_PAYLOAD_NOT_ALLOWED,  /* CREDIT, PING, PONG or CLOSE with payload */
     FDN__WIRE_CREDIT_ZERO,          /* CREDIT granting 0 bytes */
@@ -160,10 +214,12 @@ enum fdn__wire_error {
     FDN__WIRE_ERROR_COUNT
 };
 
-/* Bytes the encoded header takes: 32, or 64 with FDN__FRAME_TRACE. */
+/* Bytes the encoded header takes: 32, plus 32 with FDN__FRAME_TRACE, plus 8
+ * with FDN__FRAME_CORR. */
 static inline size_t fdn__frame_hdr_size(const struct fdn__frame_hdr *h)
 {
-    return (h->flags & FDN__FRAME_TRACE) ? FDN__FRAME_MAX_HDR_SIZE : FDN__FRAME_HDR_SIZE;
+    return FDN__FRAME_HDR_SIZE + ((h->flags & FDN__FRAME_TRACE) ? FDN__FRAME_TRACE_SIZE : 0) +
+           ((h->flags & FDN__FRAME_CORR) ? FDN__FRAME_CORR_SIZE : 0);
 }
 
 /* Writes h's header, fdn__frame_hdr_size(h) bytes, to buf, which the caller
@@ -173,7 +229,7 @@ static inline size_t fdn__frame_hdr_size(const struct fdn__frame_hdr *h)
 size_t fdn__frame_encode(const struct fdn__frame_hdr *h, uint8_t *buf);
 
 /* Decodes the header at buf[0..len) without reading past len. Returns the
- * header bytes consumed (32 or 64; the payload follows), 0 when len is too
+ * header bytes consumed (32, 40, 64 or 72; the payload follows), 0 when len is too
  * short to decide (read more and call again), or a negative errno when the
  * bytes can never become a valid header: -EPROTONOSUPPORT for another
  * version, -EMSGSIZE for a size over the limits, -EPROTO for anything else
@@ -189,6 +245,23 @@ int fdn__frame_decode(const uint8_t *buf, size_t len, const struct fdn__wire_lim
  * decoding it would give, with *reason set and fdn_errmsg() recorded. */
 int fdn__frame_validate(const struct fdn__frame_hdr *h, const struct fdn__wire_limits *lim,
                         enum fdn__wire_error *reason);
+
+/* One RESUME entry (see the payload layout above). */
+struct fdn__resume_entry {
+    uint16_t channel;
+    uint32_t window;
+    uint64_t received;
+};
+
+/* Writes count entries (16 bytes each) into buf. */
+void fdn__resume_encode(const struct fdn__resume_entry *e, size_t count, uint8_t *buf);
+
+/* Decodes entry i of a RESUME payload whose header passed the decoder.
+ * Returns 0, or -EPROTO (fdn_errmsg() says why) for a channel over
+ * max_channel or reserved bytes not zero. Duplicates are the caller's to
+ * find: it knows its channels. */
+int fdn__resume_decode(const uint8_t *payload, size_t i, const struct fdn__wire_limits *lim,
+                       struct fdn__resume_entry *out);
 
 /* Stable lower-case name ("fragment_too_large"), for counters and logs;
  * "unknown" for values outside the enum. */

@@ -19,7 +19,18 @@
  * keep it as long as it likes: the buffer is not reused before that).
  *
  * Peers. A peer handle is valid from fdn_node_connect() (or the peer_up
- * event of an accepted peer) until the peer_down event returns. */
+ * event of an accepted peer) until the peer_down event returns.
+ *
+ * Sessions. A peer is a session that outlives its connections. When a
+ * connection is lost without an orderly close (a reset, an end of stream, a
+ * timeout), the connecting side dials again with exponential back-off and
+ * the session resumes: on a reliable channel every message is delivered
+ * exactly once and in order across the loss, or, if the session cannot
+ * resume within session_timeout_ns, peer_down reports -ETIMEDOUT and the
+ * messages the peer never acknowledged are counted as undelivered. While a
+ * session resumes, fdn_peer_is_up() is false and sends queue as usual; no
+ * event is reported. A peer node that restarts (a new incarnation) starts a
+ * new session: the old one is reported down (-ECONNRESET) first. */
 #ifndef FDN_NODE_H
 #define FDN_NODE_H
 
@@ -40,8 +51,10 @@ typedef struct fdn_peer fdn_peer;
 /* ---- Channels ------------------------------------------------------------ */
 
 typedef enum fdn_delivery {
-    FDN_RELIABLE = 0,   /* never dropped while the connection lives */
-    FDN_BEST_EFFORT,    /* a full receive queue drops (and counts) new messages */
+    FDN_RELIABLE = 0,   /* exactly once, in order, across lost connections, for
+                           as long as the session lives */
+    FDN_BEST_EFFORT,    /* a paused consumer drops (and counts) new messages; a
+                           lost connection may lose messages (counted as lost) */
 } fdn_delivery;
 
 /* Zero means "default" for every numeric field. */
@@ -99,6 +112,9 @@ typedef struct fdn_node_config {
                                         channels; default 1 MiB, deep enough to keep
                                         a fast link busy */
     uint64_t handshake_timeout_ns;   /* default 5 s */
+    uint64_t session_timeout_ns;     /* how long a session whose connections are lost
+                                        may take to resume before it ends with
+                                        -ETIMEDOUT; default 10 s */
     uint32_t zerocopy_min;           /* send frames of at least this many payload bytes
                                         with zero-copy (SEND_ZC); 0 (default): never.
                                         A zero-copy send completes only when the peer
@@ -152,7 +168,7 @@ int fdn_channel_lookup(const fdn_node *node, const char *name);
 /* The peer's node id (16 bytes) and address; valid once the peer is up. */
 const uint8_t *fdn_peer_node_id(const fdn_peer *peer);
 int fdn_peer_addr(const fdn_peer *peer, char *buf, size_t len);
-bool fdn_peer_is_up(const fdn_peer *peer);
+bool fdn_peer_is_up(const fdn_peer *peer);   /* false while the session resumes */
 
 /* ---- Sending and receiving ----------------------------------------------- */
 
@@ -223,6 +239,14 @@ typedef struct fdn_channel_stats {
     uint64_t credit_available;               /* bytes the sender may still send */
     uint64_t rtt_count;                      /* request round trips measured */
     uint64_t rtt_p50_ns, rtt_p99_ns, rtt_max_ns;  /* from a log-linear histogram */
+    uint64_t unacked_msgs, unacked_bytes;    /* reliable: sent, kept until the peer
+                                                acknowledges them (at most the credit
+                                                window in bytes) */
+    uint64_t retransmitted_msgs;             /* sent again after a session resumed */
+    uint64_t undelivered_msgs;               /* reliable, never acknowledged when the
+                                                session ended (read it in peer_down) */
+    uint64_t lost_msgs;                      /* best effort: lost with a connection
+                                                (sequence gaps seen by the receiver) */
 } fdn_channel_stats;
 
 int fdn_peer_channel_stats(const fdn_peer *peer, int channel, fdn_channel_stats *out);
@@ -235,6 +259,12 @@ typedef struct fdn_node_stats {
     uint64_t protocol_errors;       /* malformed frames */
     uint64_t limit_violations;      /* credit, size, memory */
     uint64_t handshake_timeouts;
+    uint64_t sessions_interrupted;  /* sessions that lost their connections */
+    uint64_t sessions_resumed;      /* ... and got them back (each side counts) */
+    uint64_t sessions_expired;      /* ... and did not within session_timeout_ns */
+    uint64_t resumes_refused;       /* resumptions of a session this node does not have */
+    uint64_t sequence_errors;       /* a message out of sequence (a frame lost below) */
+    uint64_t undelivered_msgs;      /* reliable messages unacknowledged at a session's end */
 } fdn_node_stats;
 
 void fdn_node_stats_get(const fdn_node *node, fdn_node_stats *out);

@@ -626,6 +626,143 @@ static void test_chain_to_iov(void)
     destroy_all(s, pool, 0);
 }
 
+/* ---- Retention, acknowledgement and rewind ----------------------------------- */
+
+static void add_retaining(struct fdn__sched *s, uint16_t id, uint64_t credit, uint32_t max_msgs)
+{
+    struct fdn__sched_channel_config cfg = {
+        .id = id, .prio = 0, .weight = 1, .credit_window = credit,
+        .max_queued_msgs = max_msgs, .retain = true,
+    };
+    CHECK_OK(fdn__sched_add_channel(s, &cfg));
+}
+
+/* A retaining channel keeps sent messages (counted as unacked, and against
+ * its queue limit) until acknowledged, cumulatively. */
+static void test_retain_until_acked(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__sched *s = make_sched(1000);
+    add_retaining(s, 1, 0, 3);
+    for (uint64_t i = 0; i < 3; i++)
+        enqueue_ok(s, 1, alloc_msg(pool, 600), i);
+    for (int i = 0; i < 3; i++)
+        send_one(s);
+    struct fdn__sched_channel_stats st = channel_stats(s, 1);
+    CHECK_EQ(st.msgs_sent, 3);
+    CHECK_EQ(st.queued_msgs, 0);
+    CHECK_EQ(st.unacked_msgs, 3);
+    CHECK_EQ(st.unacked_bytes, 1800);
+    CHECK_EQ(buffers_in_use(pool), 3);
+    fdn_msg *more = alloc_msg(pool, 10);
+    CHECK_EQ(fdn__sched_enqueue(s, 1, more, 3), -EAGAIN);   /* held until acked */
+
+    CHECK_OK(fdn__sched_ack(s, 1, 2));
+    CHECK_EQ(buffers_in_use(pool), 2);   /* messages 0 and 1 freed; 2 and more left */
+    CHECK_EQ(channel_stats(s, 1).unacked_msgs, 1);
+    CHECK_OK(fdn__sched_ack(s, 1, 1));   /* an older bound changes nothing */
+    CHECK_EQ(channel_stats(s, 1).unacked_msgs, 1);
+    enqueue_ok(s, 1, more, 3);
+    /* Acknowledging a message not sent yet is a false claim: refused whole. */
+    CHECK_EQ(fdn__sched_ack(s, 1, 4), -EPROTO);
+    CHECK_EQ(channel_stats(s, 1).unacked_msgs, 1);
+    CHECK_EQ(fdn__sched_ack(s, 9, 1), -ENOENT);
+
+    /* An ack that comes before the last frame is done releases at done. */
+    struct fdn__frame f = next_frame(s);
+    CHECK_OK(fdn__sched_ack(s, 1, 4));
+    CHECK_EQ(buffers_in_use(pool), 1);
+    fdn__sched_frame_done(s, &f);
+    CHECK_EQ(buffers_in_use(pool), 0);
+    st = channel_stats(s, 1);
+    CHECK_EQ(st.unacked_msgs + st.queued_msgs, 0);
+    destroy_all(s, pool, 0);
+}
+
+/* After a lost connection: acknowledge what the receiver has, rewind, and
+ * the rest goes again from offset 0, in order, whole, the message cut in
+ * the middle included; credit is what the receiver says. */
+static void test_rewind_resends_in_order(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__sched *s = make_sched(1000);
+    add_retaining(s, 1, 100000, 16);
+    uint64_t rng = 11;
+    for (uint64_t i = 0; i < 6; i++) {
+        fdn_msg *m = make_random_chain(pool, 2500, i, &rng);
+        CHECK_OK(fdn__sched_enqueue_tagged(s, 1, m, i, (uint16_t)(i % 2), 100 + i));
+    }
+    /* Messages 0..2 sent (3 frames each), message 3 cut after one frame,
+     * whose send is still out when the connection dies. */
+    for (int i = 0; i < 9; i++)
+        send_one(s);
+    struct fdn__frame cut = next_frame(s);
+    CHECK_EQ(cut.msg_id, 3);
+    CHECK_EQ(cut.tag, 103);
+    CHECK_EQ(cut.kind, 1);
+    CHECK_EQ(fdn__sched_rewind(s, 1), -EBUSY);   /* a frame is still out */
+    fdn__sched_frame_done(s, &cut);
+
+    CHECK_OK(fdn__sched_ack(s, 1, 1));            /* the receiver has message 0 */
+    CHECK_EQ(fdn__sched_rewind(s, 1), 3);         /* 1, 2 and the cut 3 go again */
+    struct fdn__sched_channel_stats st = channel_stats(s, 1);
+    CHECK_EQ(st.unacked_msgs, 0);
+    CHECK_EQ(st.queued_msgs, 5);
+    CHECK_EQ(st.unscheduled_bytes, 5 * 2500);
+    CHECK_EQ(st.rewound_msgs, 3);
+    CHECK_OK(fdn__sched_set_credit(s, 1, 0));     /* the receiver is full */
+    struct fdn__frame none;
+    CHECK_EQ(fdn__sched_next(s, 0, &none), 0);
+    CHECK_OK(fdn__sched_grant(s, 1, 1 << 20));
+
+    uint8_t buf[2500];
+    for (uint64_t id = 1; id < 6; id++) {
+        size_t at = 0;
+        for (int k = 0; k < 3; k++) {
+            struct fdn__frame f = next_frame(s);
+            CHECK_EQ(f.msg_id, id);
+            CHECK_EQ(f.offset, at);
+            CHECK_EQ(f.first, k == 0);
+            CHECK_EQ(f.tag, 100 + id);
+            at += copy_frame(&f, buf + at);
+            fdn__sched_frame_done(s, &f);
+        }
+        CHECK_EQ(at, 2500);
+        uint8_t expect[2500];
+        fill_pattern(expect, id, 0, sizeof expect);   /* make_chain's seed is the id */
+        CHECK(memcmp(buf, expect, sizeof expect) == 0);
+    }
+    CHECK_EQ(fdn__sched_next(s, 0, &none), 0);
+    st = channel_stats(s, 1);
+    CHECK_EQ(st.msgs_sent, 6);           /* each counted once */
+    CHECK_EQ(st.unacked_msgs, 5);
+    CHECK_OK(fdn__sched_ack(s, 1, 6));
+    CHECK_EQ(buffers_in_use(pool), 0);
+    destroy_all(s, pool, 0);
+}
+
+/* A channel that does not retain rewinds only what it still holds: the
+ * message cut in the middle restarts whole. */
+static void test_rewind_without_retention(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__sched *s = make_sched(1000);
+    add_channel(s, 2, 0, 1, 0, 4);
+    enqueue_ok(s, 2, alloc_msg(pool, 1500), 7);
+    enqueue_ok(s, 2, alloc_msg(pool, 10), 8);
+    send_one(s);                                  /* half of message 7 */
+    CHECK_EQ(fdn__sched_rewind(s, 2), 1);
+    struct fdn__frame f = send_one(s);
+    CHECK(f.msg_id == 7 && f.offset == 0 && f.len == 1000);
+    f = send_one(s);
+    CHECK(f.msg_id == 7 && f.last);
+    CHECK_EQ(send_one(s).msg_id, 8);
+    CHECK_EQ(buffers_in_use(pool), 0);
+    CHECK_EQ(fdn__sched_rewind(s, 2), 0);
+    CHECK_EQ(fdn__sched_rewind(s, 3), -ENOENT);
+    destroy_all(s, pool, 0);
+}
+
 /* ---- Outstanding frames --------------------------------------------------- */
 
 struct release_log {
@@ -998,6 +1135,9 @@ int main(void)
     RUN(test_chain_to_iov);
     RUN(test_frames_done_out_of_order);
     RUN(test_release_callback_and_slot_reuse);
+    RUN(test_retain_until_acked);
+    RUN(test_rewind_resends_in_order);
+    RUN(test_rewind_without_retention);
     RUN(test_destroy_drops_queued);
     RUN(test_end_to_end);
     return 0;

@@ -235,6 +235,59 @@ static void test_both_sides_agree(void)
     fdn__handshake_destroy(server);
 }
 
+/* The resume flag: a client's lane 0 carries it to the server's result; a
+ * server never sends it (its client refuses one that does), and no lane but
+ * 0 may carry it. */
+static void test_resume_flag(void)
+{
+    struct side c, s;
+    side_init(&c, FDN__HS_CLIENT);
+    side_init(&s, FDN__HS_SERVER);
+    c.cfg.session = 0xabc, c.cfg.resume = true;
+    s.cfg.resume = true;   /* ignored: a server's HELLO says 0 */
+    struct fdn__handshake *client = create(&c), *server = create(&s);
+    struct log log = {0};
+    converse(client, server, &log);
+    CHECK_EQ(fdn__handshake_status(server), FDN__HS_DONE);
+    CHECK(fdn__handshake_result(server)->resume);
+    CHECK(fdn__handshake_result(client)->resume);
+    CHECK(fdn__handshake_result(server)->session == 0xabc);
+    CHECK_EQ(log.from_client[0].bytes[80], FDN__HS_FLAG_RESUME);
+    CHECK_EQ(log.from_server[0].bytes[80], 0);
+    fdn__handshake_destroy(client);
+    fdn__handshake_destroy(server);
+
+    /* Without it, no resumption. */
+    c.cfg.resume = false;
+    client = create(&c), server = create(&s);
+    log = (struct log){0};
+    converse(client, server, &log);
+    CHECK(!fdn__handshake_result(server)->resume);
+    fdn__handshake_destroy(client);
+    fdn__handshake_destroy(server);
+
+    /* A server HELLO claiming it: the client refuses it as malformed. */
+    c.cfg.resume = true;
+    client = create(&c), server = create(&s);
+    struct message hello, server_hello;
+    CHECK(take_output(client, &hello));
+    fdn__handshake_feed(server, hello.bytes, hello.len);
+    CHECK(take_output(server, &server_hello));
+    server_hello.bytes[80] = FDN__HS_FLAG_RESUME;
+    CHECK_EQ(fdn__handshake_feed(client, server_hello.bytes, server_hello.len), -EBADMSG);
+    check_failed(client, FDN__HS_FAIL_MALFORMED);
+    fdn__handshake_destroy(client);
+    fdn__handshake_destroy(server);
+
+    /* Only lane 0 resumes: the encoder refuses a lane 1 that says so. */
+    struct fdn__hello h;
+    CHECK_OK(fdn__hello_decode(hello.bytes, hello.len, &h));
+    h.lane = 1;
+    h.lane_count = 2;
+    uint8_t buf[FDN__WIRE_HANDSHAKE_MAX];
+    CHECK_EQ(fdn__hello_encode(&h, buf, sizeof buf), -EINVAL);
+}
+
 static void test_nonces_are_fresh(void)
 {
     struct side c;
@@ -534,8 +587,10 @@ enum {
     AT_LANE = 76,
     AT_LANE_COUNT = 77,
     AT_CHANNEL_COUNT = 78,
-    AT_CLUSTER_NAME = 80,
-    AT_FIRST_CHANNEL = 80 + 12,
+    AT_FLAGS = 80,
+    AT_RESERVED = 81,
+    AT_CLUSTER_NAME = 88,
+    AT_FIRST_CHANNEL = 88 + 12,
     AT_SECOND_CHANNEL = AT_FIRST_CHANNEL + 20 + 12,
 };
 
@@ -558,6 +613,9 @@ static void test_bad_fields(void)
         {AT_LANE_COUNT, 0},                         /* no lanes */
         {AT_LANE_COUNT, 9},                         /* more lanes than allowed */
         {AT_LANE, 1},                               /* lane 1 of 1 */
+        {AT_FLAGS, 0x02},                           /* unknown HELLO flag */
+        {AT_RESERVED, 1},                           /* reserved byte set */
+        {AT_RESERVED + 6, 0x80},                    /* the last reserved byte */
         {AT_CHANNEL_COUNT, 4},                      /* more entries than present */
         {AT_CHANNEL_COUNT, 2},                      /* fewer: trailing bytes */
         {AT_CHANNEL_COUNT + 1, 1},                  /* 259 channels */
@@ -702,7 +760,7 @@ static void test_largest_hello(void)
     struct fdn__handshake *client = create(&c), *server = create(&s);
     struct log log = {0};
     converse(client, server, &log);
-    CHECK_EQ(log.from_client[0].len, 80 + 64 + 256 * (20 + 32));
+    CHECK_EQ(log.from_client[0].len, 88 + 64 + 256 * (20 + 32));
     CHECK(log.from_client[0].len <= FDN__WIRE_HANDSHAKE_MAX);
     CHECK_EQ(fdn__handshake_status(client), FDN__HS_DONE);
     CHECK_EQ(fdn__handshake_status(server), FDN__HS_DONE);
@@ -863,6 +921,7 @@ int main(void)
 {
     RUN(test_both_sides_agree);
     RUN(test_nonces_are_fresh);
+    RUN(test_resume_flag);
     RUN(test_wrong_secret);
     RUN(test_reflected_auth);
     RUN(test_cluster_mismatch);

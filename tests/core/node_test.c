@@ -311,9 +311,9 @@ static void test_lane_count_negotiated_down(void)
     CHECK_EQ(fdn_node_create(&bad, &n), -EINVAL);
 }
 
-/* Losing any lane loses the peer, on both sides (until session resumption
- * exists, a peer is its lanes). */
-static void test_lane_loss_downs_peer(void)
+/* Losing any lane no longer loses the peer: the session resumes (see
+ * resume_test.c), without an event on either side. */
+static void test_lane_loss_resumes_session(void)
 {
     struct side a, b;
     make_node(&a, NULL, secret, sizeof secret, NULL);
@@ -321,7 +321,11 @@ static void test_lane_loss_downs_peer(void)
     fdn_peer *p = pair_up(&a, &b);
     RUN_UNTIL(lane_up(p, 2) && lane_up(a.up_peer, 2));
     fdn__tp_conn_close(p->lanes[1]->conn);
-    RUN_UNTIL(a.downs == 1 && b.downs == 1);
+    RUN_UNTIL(!fdn_peer_is_up(p));
+    RUN_UNTIL(fdn_peer_is_up(p) && lane_up(p, 2) && lane_up(a.up_peer, 2));
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(1 << 20, 1)));
+    RUN_UNTIL(a.arrivals == 1);
+    CHECK_EQ(a.downs + b.downs, 0);
     teardown(&a, &b);
 }
 
@@ -822,7 +826,7 @@ int main(void)
     RUN(test_urgent_overtakes_bulk);
     RUN(test_lanes_carry_their_channels);
     RUN(test_lane_count_negotiated_down);
-    RUN(test_lane_loss_downs_peer);
+    RUN(test_lane_loss_resumes_session);
     RUN(test_stalled_consumer_does_not_block_others);
     RUN(test_request_response);
     RUN(test_full_channel_is_eagain);

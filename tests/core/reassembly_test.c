@@ -429,6 +429,52 @@ static void test_single_fragment_and_empty(void)
 
 /* ---- Receive credit ------------------------------------------------------- */
 
+/* A session resumes: the message in progress is dropped (its sender starts
+ * it again whole), and the sender gets the window minus what is held
+ * complete and not consumed; grants go on from there. */
+static void test_resume_channel(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__reasm *r = make_reasm();
+    add_channel(r, 1, 4000, 0, 10000);
+    add_channel(r, 2, 1000, 0, 0);
+
+    expect_complete(r, pool, whole(1, 1, 3000));                      /* held */
+    expect_complete(r, pool, whole(1, 2, 1000));
+    CHECK_OK(fdn__reasm_consumed(r, 1, 1000));                        /* message 2 */
+    expect_more(r, pool, (struct frag){ 1, 3, 0, 4000, 2500, true, false });
+    uint64_t window;
+    CHECK_OK(fdn__reasm_resume_channel(r, 1, &window));
+    CHECK_EQ(window, 10000 - 3000);
+    CHECK_EQ(pool_stats(pool).buffers_in_use, 0);                    /* partial freed */
+    struct fdn__reasm_channel_stats st = channel_stats(r, 1);
+    CHECK_EQ(st.discarded_msgs, 1);
+    CHECK_EQ(st.discarded_bytes, 2500);
+    CHECK_EQ(st.incomplete_bytes, 0);
+
+    /* Message 3 again, whole, from offset 0; the new credit is enforced. */
+    expect_more(r, pool, (struct frag){ 1, 3, 0, 4000, 2500, true, false });
+    expect_complete(r, pool, (struct frag){ 1, 3, 2500, 4000, 1500, false, true });
+    expect_complete(r, pool, whole(1, 4, 3000));
+    expect_violation(r, pool, whole(1, 5, 1), FDN__REASM_OVER_CREDIT);
+    /* Discarded bytes are never consumed; held ones are, and come back. */
+    CHECK_EQ(fdn__reasm_consumed(r, 1, 10001), -ERANGE);
+    CHECK_OK(fdn__reasm_consumed(r, 1, 10000));
+    CHECK_EQ(fdn__reasm_credit_to_grant(r, 1, 0), 10000);
+    expect_complete(r, pool, whole(1, 5, 4000));
+
+    /* Nothing in progress and nothing held: the whole window. */
+    CHECK_OK(fdn__reasm_consumed(r, 1, 4000));
+    CHECK_OK(fdn__reasm_resume_channel(r, 1, &window));
+    CHECK_EQ(window, 10000);
+    CHECK_EQ(fdn__reasm_credit_to_grant(r, 1, 0), 0);   /* the resume gave it all */
+    CHECK_OK(fdn__reasm_resume_channel(r, 2, &window));
+    CHECK_EQ(window, 0);                                /* no flow control */
+    CHECK_EQ(fdn__reasm_resume_channel(r, 9, &window), -ENOENT);
+    fdn__reasm_destroy(r);
+    CHECK_OK(fdn_pool_destroy(pool));
+}
+
 static void test_credit_accounting(void)
 {
     fdn_pool *pool = make_pool(0);
@@ -500,6 +546,7 @@ int main(void)
     RUN(test_pool_exhaustion);
     RUN(test_teardown_frees_in_progress);
     RUN(test_credit_accounting);
+    RUN(test_resume_channel);
     RUN(test_random_interleaved);
     return 0;
 }

@@ -78,6 +78,17 @@ static struct fdn__frame_hdr random_data(uint64_t *rng, const struct fdn__wire_l
         h.flags |= FDN__FRAME_TRACE;
         random_trace(rng, &h.trace);
     }
+    if (h.offset == 0) {   /* a plain message, a request or a response */
+        switch (next_random(rng) % 3) {
+        case 1:
+            h.flags |= FDN__FRAME_REQUEST;
+            break;
+        case 2:
+            h.flags |= FDN__FRAME_RESPONSE | FDN__FRAME_CORR;
+            h.corr_id = next_random(rng);
+            break;
+        }
+    }
     return h;
 }
 
@@ -91,6 +102,16 @@ static struct fdn__frame_hdr random_frame(uint64_t *rng, uint8_t type,
     case FDN__FRAME_CREDIT:
         h.channel = (uint16_t)random_between(rng, 0, lim->max_channel);
         h.credit_bytes = random_between(rng, 1, UINT64_MAX);
+        break;
+    case FDN__FRAME_ACK:
+        h.channel = (uint16_t)random_between(rng, 0, lim->max_channel);
+        h.acked = next_random(rng) % 4 == 0 ? 0 : next_random(rng);
+        break;
+    case FDN__FRAME_RESUME:
+        h.resume_entries = random_between(rng, 1, (uint64_t)lim->max_channel + 1 > 256
+                                                      ? 256 : (uint64_t)lim->max_channel + 1);
+        h.frag_len = (uint32_t)(h.resume_entries * FDN__RESUME_ENTRY_SIZE);
+        h.total_len = h.frag_len;
         break;
     case FDN__FRAME_PING:
     case FDN__FRAME_PONG:
@@ -119,6 +140,8 @@ static void check_same_header(const struct fdn__frame_hdr *a, const struct fdn__
     CHECK(a->total_len == b->total_len);
     if (a->flags & FDN__FRAME_TRACE)
         CHECK(memcmp(&a->trace, &b->trace, sizeof a->trace) == 0);
+    if (a->flags & FDN__FRAME_CORR)
+        CHECK(a->corr_id == b->corr_id);
 }
 
 /* Encodes h and checks that it decodes to the same header. */
@@ -218,12 +241,48 @@ static void test_layout_matches_the_table(void)
     CHECK_EQ(fdn__frame_encode(&h, buf), 64);
     CHECK(memcmp(buf, expected, sizeof expected) == 0);
     check_round_trip(&h, &wide_limits);
+
+    /* A response: the correlation extension after the trace extension. */
+    h.flags |= FDN__FRAME_RESPONSE | FDN__FRAME_CORR;
+    h.corr_id = UINT64_C(0x2122232425262728);
+    uint8_t with_corr[72];
+    CHECK_EQ(fdn__frame_encode(&h, with_corr), 72);
+    CHECK_EQ(with_corr[3], 9);                                   /* hdr_words */
+    CHECK_EQ(with_corr[4], 0x37);                                /* flags, low byte */
+    CHECK(memcmp(with_corr + 8, expected + 8, 24) == 0);
+    CHECK(memcmp(with_corr + 32, expected + 32, 32) == 0);       /* trace, unmoved */
+    const uint8_t corr[8] = {0x28, 0x27, 0x26, 0x25, 0x24, 0x23, 0x22, 0x21};
+    CHECK(memcmp(with_corr + 64, corr, 8) == 0);
+    check_round_trip(&h, &wide_limits);
+
+    /* Without trace it follows the fixed header at once. */
+    h.flags &= (uint16_t)~FDN__FRAME_TRACE;
+    CHECK_EQ(fdn__frame_encode(&h, with_corr), 40);
+    CHECK_EQ(with_corr[3], 5);
+    CHECK(memcmp(with_corr + 32, corr, 8) == 0);
+    check_round_trip(&h, &wide_limits);
+
+    /* A RESUME payload entry. */
+    struct fdn__resume_entry e = {.channel = 0x0102, .window = 0x03040506,
+                                  .received = UINT64_C(0x0708090a0b0c0d0e)};
+    const uint8_t entry[16] = {0x02, 0x01, 0, 0, 0x06, 0x05, 0x04, 0x03,
+                               0x0e, 0x0d, 0x0c, 0x0b, 0x0a, 0x09, 0x08, 0x07};
+    uint8_t ebuf[16];
+    fdn__resume_encode(&e, 1, ebuf);
+    CHECK(memcmp(ebuf, entry, 16) == 0);
+    struct fdn__resume_entry back;
+    CHECK_OK(fdn__resume_decode(ebuf, 0, &wide_limits, &back));
+    CHECK(back.channel == e.channel && back.window == e.window && back.received == e.received);
+    CHECK_EQ(fdn__resume_decode(ebuf, 0, &limits, &back), -EPROTO);   /* channel 258 > 255 */
+    ebuf[0] = 1, ebuf[1] = 0, ebuf[2] = 1;                             /* reserved set */
+    CHECK_EQ(fdn__resume_decode(ebuf, 0, &limits, &back), -EPROTO);
 }
 
 static void test_round_trip_every_type(void)
 {
     static const uint8_t types[] = {FDN__FRAME_DATA, FDN__FRAME_CREDIT, FDN__FRAME_PING,
-                                    FDN__FRAME_PONG, FDN__FRAME_CLOSE, FDN__FRAME_HANDSHAKE};
+                                    FDN__FRAME_PONG, FDN__FRAME_CLOSE, FDN__FRAME_HANDSHAKE,
+                                    FDN__FRAME_ACK, FDN__FRAME_RESUME};
     uint64_t rng = 20240601;
     for (size_t t = 0; t < FDN_ARRAY_SIZE(types); t++) {
         for (int i = 0; i < 2000; i++) {
@@ -275,7 +334,8 @@ static void test_truncation_needs_more(void)
 {
     uint64_t rng = 7;
     static const uint8_t types[] = {FDN__FRAME_DATA, FDN__FRAME_CREDIT, FDN__FRAME_PING,
-                                    FDN__FRAME_PONG, FDN__FRAME_CLOSE, FDN__FRAME_HANDSHAKE};
+                                    FDN__FRAME_PONG, FDN__FRAME_CLOSE, FDN__FRAME_HANDSHAKE,
+                                    FDN__FRAME_ACK, FDN__FRAME_RESUME};
     for (size_t t = 0; t < FDN_ARRAY_SIZE(types); t++) {
         for (int i = 0; i < 50; i++) {
             struct fdn__frame_hdr h = random_frame(&rng, types[t], &limits);
@@ -285,6 +345,10 @@ static void test_truncation_needs_more(void)
     struct fdn__frame_hdr traced = whole_message(3, 100);
     traced.flags |= FDN__FRAME_TRACE;
     traced.trace = sample_trace;
+    check_every_truncation(&traced);
+    traced.flags |= FDN__FRAME_RESPONSE | FDN__FRAME_CORR;   /* 72 bytes */
+    check_every_truncation(&traced);
+    traced.flags &= (uint16_t)~FDN__FRAME_TRACE;              /* 40 bytes */
     check_every_truncation(&traced);
 }
 
@@ -333,7 +397,7 @@ static void test_preamble_rules(bool *covered)
 
     buf[2] = 0;
     check_rejected(buf, 32, &limits, FDN__WIRE_UNKNOWN_TYPE, covered);
-    buf[2] = FDN__FRAME_HANDSHAKE + 1;
+    buf[2] = FDN__FRAME_RESUME + 1;
     check_rejected(buf, 32, &limits, FDN__WIRE_UNKNOWN_TYPE, covered);
     buf[2] = FDN__FRAME_DATA;
 
@@ -342,12 +406,21 @@ static void test_preamble_rules(bool *covered)
     buf[3] = 4;
     buf[4] |= FDN__FRAME_TRACE;   /* TRACE claimed, hdr_words still 4 */
     check_rejected(buf, 32, &limits, FDN__WIRE_BAD_HEADER_LENGTH, covered);
+    buf[4] = FDN__FRAME_FIRST | FDN__FRAME_LAST | FDN__FRAME_RESPONSE | FDN__FRAME_CORR;
+    check_rejected(buf, 32, &limits, FDN__WIRE_BAD_HEADER_LENGTH, covered);  /* CORR: 5 */
+    buf[3] = 8;
+    check_rejected(buf, 32, &limits, FDN__WIRE_BAD_HEADER_LENGTH, covered);
 }
 
 static void test_flag_and_field_rules(bool *covered)
 {
     struct fdn__frame_hdr h = whole_message(1, 10);
-    h.flags |= 0x0008;
+    h.flags |= 0x0040;
+    check_header_rejected(&h, FDN__WIRE_UNKNOWN_FLAGS, covered);
+    h = (struct fdn__frame_hdr){.type = FDN__FRAME_ACK, .flags = FDN__FRAME_CORR};
+    check_header_rejected(&h, FDN__WIRE_UNKNOWN_FLAGS, covered);
+    h = (struct fdn__frame_hdr){.type = FDN__FRAME_CREDIT, .credit_bytes = 1,
+                                .flags = FDN__FRAME_REQUEST};
     check_header_rejected(&h, FDN__WIRE_UNKNOWN_FLAGS, covered);
     h = (struct fdn__frame_hdr){.type = FDN__FRAME_PING, .flags = FDN__FRAME_FIRST};
     check_header_rejected(&h, FDN__WIRE_UNKNOWN_FLAGS, covered);
@@ -361,6 +434,14 @@ static void test_flag_and_field_rules(bool *covered)
     check_header_rejected(&h, FDN__WIRE_FIELD_NOT_ZERO, covered);
     h = (struct fdn__frame_hdr){.type = FDN__FRAME_HANDSHAKE,
                                 .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST, .msg_id = 1};
+    check_header_rejected(&h, FDN__WIRE_FIELD_NOT_ZERO, covered);
+    h = (struct fdn__frame_hdr){.type = FDN__FRAME_ACK, .channel = 1, .acked = 5, .offset = 1};
+    check_header_rejected(&h, FDN__WIRE_FIELD_NOT_ZERO, covered);
+    h = (struct fdn__frame_hdr){.type = FDN__FRAME_RESUME, .channel = 1, .resume_entries = 1,
+                                .frag_len = 16, .total_len = 16};
+    check_header_rejected(&h, FDN__WIRE_FIELD_NOT_ZERO, covered);
+    h.channel = 0;
+    h.total_len = 32;
     check_header_rejected(&h, FDN__WIRE_FIELD_NOT_ZERO, covered);
 
     /* Only a struct can hold these; the decoder never sees more than 48 bits. */
@@ -379,6 +460,19 @@ static void test_limit_rules(bool *covered)
     h = (struct fdn__frame_hdr){
         .type = FDN__FRAME_CREDIT, .channel = limits.max_channel + 1, .credit_bytes = 1};
     check_header_rejected(&h, FDN__WIRE_CHANNEL_RANGE, covered);
+    h = (struct fdn__frame_hdr){.type = FDN__FRAME_ACK, .channel = limits.max_channel + 1};
+    check_header_rejected(&h, FDN__WIRE_CHANNEL_RANGE, covered);
+
+    /* RESUME: one entry per channel at most, exactly its payload. */
+    h = (struct fdn__frame_hdr){.type = FDN__FRAME_RESUME, .resume_entries = 0};
+    check_header_rejected(&h, FDN__WIRE_RESUME_LENGTH, covered);
+    h.resume_entries = (uint64_t)limits.max_channel + 2;
+    h.frag_len = (uint32_t)(h.resume_entries * 16);
+    h.total_len = h.frag_len;
+    check_header_rejected(&h, FDN__WIRE_RESUME_LENGTH, covered);
+    h.resume_entries = 2;
+    h.frag_len = h.total_len = 31;
+    check_header_rejected(&h, FDN__WIRE_RESUME_LENGTH, covered);
 
     h = whole_message(1, limits.max_fragment + 1);
     check_header_rejected(&h, FDN__WIRE_FRAGMENT_TOO_LARGE, covered);
@@ -437,6 +531,31 @@ static void test_fragment_rules(bool *covered)
     check_header_rejected(&h, FDN__WIRE_HANDSHAKE_FRAGMENTED, covered);
 }
 
+static void test_kind_rules(bool *covered)
+{
+    /* Request, response and correlation describe the message: first
+     * fragment only. */
+    static const uint16_t kinds[] = {FDN__FRAME_REQUEST, FDN__FRAME_RESPONSE | FDN__FRAME_CORR};
+    for (size_t i = 0; i < FDN_ARRAY_SIZE(kinds); i++) {
+        struct fdn__frame_hdr h = whole_message(1, 10);
+        h.offset = 10;
+        h.total_len = 20;
+        h.flags = FDN__FRAME_LAST | kinds[i];
+        check_header_rejected(&h, FDN__WIRE_KIND_NOT_FIRST, covered);
+    }
+    struct fdn__frame_hdr h = whole_message(1, 10);
+    h.flags |= FDN__FRAME_REQUEST | FDN__FRAME_RESPONSE | FDN__FRAME_CORR;
+    check_header_rejected(&h, FDN__WIRE_KIND_CONFLICT, covered);
+    h = whole_message(1, 10);
+    h.flags |= FDN__FRAME_RESPONSE;              /* a response that names nothing */
+    check_header_rejected(&h, FDN__WIRE_KIND_CONFLICT, covered);
+    h = whole_message(1, 10);
+    h.flags |= FDN__FRAME_CORR;                  /* a correlation on a plain message */
+    check_header_rejected(&h, FDN__WIRE_KIND_CONFLICT, covered);
+    h.flags |= FDN__FRAME_REQUEST;
+    check_header_rejected(&h, FDN__WIRE_KIND_CONFLICT, covered);
+}
+
 static void test_trace_rules(bool *covered)
 {
     struct fdn__frame_hdr h = whole_message(1, 10);
@@ -473,6 +592,7 @@ static void test_every_rule_has_its_reason(void)
     test_limit_rules(covered);
     test_fragment_rules(covered);
     test_trace_rules(covered);
+    test_kind_rules(covered);
     test_control_rules(covered);
     for (int e = 1; e < FDN__WIRE_ERROR_COUNT; e++) {
         if (!covered[e])

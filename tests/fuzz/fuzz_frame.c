@@ -7,7 +7,11 @@
  *   - the result and *reason agree (0 and OK, or the reason's errno);
  *   - a header that decodes re-encodes to exactly the bytes it came from,
  *     and passes fdn__frame_validate() under the same limits;
- *   - every proper prefix of a header that decodes needs more bytes.
+ *   - every proper prefix of a header that decodes needs more bytes;
+ *   - a decoded header's size is what its extension flags (TRACE, CORR) say,
+ *     and a response carries CORR while nothing else does;
+ *   - each entry of a whole RESUME payload either decodes to a value that
+ *     encodes back to the same 16 bytes or is refused.
  * The same bytes, read as text, also go through the traceparent parser: a
  * context it accepts formats back to text that parses to the same context,
  * and to the very same text when the input was version 00. */
@@ -21,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void check_outcome(int rc, enum fdn__wire_error reason)
 {
     if (rc > 0)
-        FUZZ_CHECK(reason == FDN__WIRE_OK && (rc == 32 || rc == 64));
+        FUZZ_CHECK(reason == FDN__WIRE_OK && (rc == 32 || rc == 40 || rc == 64 || rc == 72));
     else if (rc == 0)
         FUZZ_CHECK(reason == FDN__WIRE_OK);
     else
@@ -39,6 +43,33 @@ static void check_round_trip(const uint8_t *bytes, size_t size, const struct fdn
 
     enum fdn__wire_error reason;
     FUZZ_CHECK(fdn__frame_validate(h, lim, &reason) == 0 && reason == FDN__WIRE_OK);
+}
+
+static void check_extensions(const struct fdn__frame_hdr *h, size_t size)
+{
+    size_t expect = FDN__FRAME_HDR_SIZE + (h->flags & FDN__FRAME_TRACE ? 32 : 0) +
+                    (h->flags & FDN__FRAME_CORR ? 8 : 0);
+    FUZZ_CHECK(size == expect);
+    bool response = h->flags & FDN__FRAME_RESPONSE, corr = h->flags & FDN__FRAME_CORR;
+    FUZZ_CHECK(response == corr);
+    FUZZ_CHECK(!(response && (h->flags & FDN__FRAME_REQUEST)));
+    if (h->flags & (FDN__FRAME_REQUEST | FDN__FRAME_RESPONSE | FDN__FRAME_TRACE))
+        FUZZ_CHECK(h->type == FDN__FRAME_DATA && h->offset == 0);
+}
+
+static void check_resume_payload(const struct fdn__frame_hdr *h, const uint8_t *payload,
+                                 const struct fdn__wire_limits *lim)
+{
+    FUZZ_CHECK(h->frag_len == h->resume_entries * FDN__RESUME_ENTRY_SIZE);
+    for (size_t i = 0; i < h->resume_entries; i++) {
+        struct fdn__resume_entry e;
+        if (fdn__resume_decode(payload, i, lim, &e) != 0)
+            continue;
+        FUZZ_CHECK(e.channel <= lim->max_channel);
+        uint8_t again[FDN__RESUME_ENTRY_SIZE];
+        fdn__resume_encode(&e, 1, again);
+        FUZZ_CHECK(memcmp(again, payload + i * FDN__RESUME_ENTRY_SIZE, sizeof again) == 0);
+    }
 }
 
 static void check_prefixes_need_more(const uint8_t *bytes, size_t size,
@@ -86,9 +117,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         check_round_trip(data + pos, (size_t)rc, &h, &lim);
         check_prefixes_need_more(data + pos, (size_t)rc, &lim);
+        check_extensions(&h, (size_t)rc);
         pos += (size_t)rc;
         if (h.frag_len > size - pos)
             break;   /* the payload has not all arrived */
+        if (h.type == FDN__FRAME_RESUME)
+            check_resume_payload(&h, data + pos, &lim);
         pos += h.frag_len;
     }
     return 0;

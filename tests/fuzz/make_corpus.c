@@ -61,6 +61,12 @@ static void write_frame_seeds(const char *dir)
     memset(traced.trace.trace_id, 0x4b, sizeof traced.trace.trace_id);
     memset(traced.trace.span_id, 0x07, sizeof traced.trace.span_id);
     traced.trace.flags = 1;
+    struct fdn__frame_hdr response = data_frame(first | last | FDN__FRAME_RESPONSE |
+                                                FDN__FRAME_CORR, 0, 10, 10);
+    response.corr_id = 76;
+    struct fdn__frame_hdr traced_response = traced;
+    traced_response.flags |= FDN__FRAME_RESPONSE | FDN__FRAME_CORR;
+    traced_response.corr_id = 5;
 
     const struct {
         const char *name;
@@ -71,6 +77,10 @@ static void write_frame_seeds(const char *dir)
         {"data_middle", data_frame(0, 100, 100, 300)},
         {"data_last", data_frame(last, 200, 100, 300)},
         {"data_empty", data_frame(first | last, 0, 0, 0)},
+        {"data_request", data_frame(first | last | FDN__FRAME_REQUEST, 0, 10, 10)},
+        {"data_response", response},
+        {"data_response_traced", traced_response},
+        {"ack", {.type = FDN__FRAME_ACK, .channel = 3, .acked = 78}},
         {"credit", {.type = FDN__FRAME_CREDIT, .channel = 3, .credit_bytes = 65536}},
         {"ping", {.type = FDN__FRAME_PING, .ping_token = 0x1234}},
         {"pong", {.type = FDN__FRAME_PONG, .ping_token = 0x1234}},
@@ -87,6 +97,21 @@ static void write_frame_seeds(const char *dir)
         append_frame(&stream, &frames[i].h, true);
     }
     write_seed(dir, "frame", "stream", &stream);
+
+    /* A RESUME frame with a valid payload of two entries. */
+    const struct fdn__resume_entry entries[2] = {
+        {.channel = 0, .window = 65536, .received = 10},
+        {.channel = 3, .window = 0, .received = 78},
+    };
+    struct fdn__frame_hdr resume = {.type = FDN__FRAME_RESUME, .resume_entries = 2,
+                                    .frag_len = 2 * FDN__RESUME_ENTRY_SIZE,
+                                    .total_len = 2 * FDN__RESUME_ENTRY_SIZE};
+    uint8_t payload[2 * FDN__RESUME_ENTRY_SIZE];
+    fdn__resume_encode(entries, 2, payload);
+    struct seed rs = {.len = 1};
+    append_frame(&rs, &resume, false);
+    append(&rs, payload, sizeof payload);
+    write_seed(dir, "frame", "resume", &rs);
 
     struct seed truncated = {.len = 1};
     append_frame(&truncated, &frames[1].h, false);

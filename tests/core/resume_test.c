@@ -1,0 +1,740 @@
+/* Session resumption (core/node_internal.h): two nodes over loopback TCP on
+ * one application-driven worker, connections killed from inside (the
+ * transport closed under a lane) and from outside (shutdown() of the kernel
+ * socket) while messages stream; requests across a resumption; a session
+ * that expires; a peer node that restarts; a resumption of a session the
+ * node does not have; and a best-effort channel that counts what it loses.
+ * Raw peers speak the protocol by hand where a node would not misbehave.
+ * No timing thresholds: every wait is for an event, bounded by an
+ * iteration cap so that a bug fails instead of hanging. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include <fdn/fdn.h>
+#include <fdn/node.h>
+
+#include "core/handshake.h"
+#include "core/node_internal.h"
+#include "core/wire.h"
+#include "test.h"
+
+static fdn_runtime *rt;
+static fdn_worker *w;
+static const uint8_t secret[] = "resumption needs the same secret";
+
+#define RUN_UNTIL(cond)                                                        \
+    do {                                                                       \
+        long idle_ = 0;                                                        \
+        while (!(cond)) {                                                      \
+            if (fdn_worker_progress(w) == 0) {                                 \
+                CHECK(++idle_ < 30000); /* 30 s of idle waits */               \
+                fdn_worker_wait(w, 1000000);                                   \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+/* ---- Nodes and what they see --------------------------------------------- */
+
+#define CHANNELS (FDN_CHANNEL_FIRST_USER + 1)
+
+struct side {
+    fdn_node *node;
+    fdn_peer *up_peer;
+    int ups, downs, last_down_reason;
+    char events[64];               /* 'U' and 'D' in the order they came */
+    int num_events;
+    uint64_t undelivered_at_down;  /* reliable channels, read in peer_down */
+    /* Per channel: the tag the next message must carry, and what came. */
+    uint32_t expect[CHANNELS];
+    uint64_t arrivals[CHANNELS];
+    uint64_t bad;                  /* out of order, repeated or corrupted */
+};
+
+static void on_up(fdn_peer *p, void *arg)
+{
+    struct side *s = arg;
+    s->up_peer = p;
+    s->ups++;
+    if (s->num_events < (int)sizeof s->events)
+        s->events[s->num_events++] = 'U';
+}
+
+static void on_down(fdn_peer *p, int reason, void *arg)
+{
+    struct side *s = arg;
+    for (int c = 0; c < CHANNELS; c++) {
+        fdn_channel_stats st;
+        CHECK_OK(fdn_peer_channel_stats(p, c, &st));
+        s->undelivered_at_down += st.undelivered_msgs;
+    }
+    if (s->up_peer == p)
+        s->up_peer = NULL;
+    s->downs++;
+    s->last_down_reason = reason;
+    if (s->num_events < (int)sizeof s->events)
+        s->events[s->num_events++] = 'D';
+}
+
+/* Payload of message `tag`: the tag, then bytes derived from it, so that a
+ * message that arrives corrupted, or as another message, is caught. */
+static fdn_msg *make_msg(size_t len, uint32_t tag)
+{
+    fdn_msg *m;
+    CHECK_OK(fdn_msg_alloc(fdn_worker_pool(w), len < 4 ? 4 : len, &m));
+    uint8_t *d = fdn_msg_data(m);
+    memcpy(d, &tag, 4);
+    for (size_t i = 4; i < fdn_msg_len(m); i++)
+        d[i] = (uint8_t)(i * 131 + tag);
+    return m;
+}
+
+static bool payload_ok(const fdn_msg *m, uint32_t tag)
+{
+    const uint8_t *d = fdn_msg_data(m);
+    if (fdn_msg_len(m) < 4 || memcmp(d, &tag, 4) != 0)
+        return false;
+    for (size_t i = 4; i < fdn_msg_len(m); i++)
+        if (d[i] != (uint8_t)(i * 131 + tag))
+            return false;
+    return true;
+}
+
+/* Every channel's messages must come exactly once, in order: tags 0, 1, ...
+ * On the best-effort channel a gap is allowed (messages lost), a step back
+ * is not. */
+static void on_message(fdn_peer *p, int channel, fdn_msg *m, void *arg)
+{
+    (void)p;
+    struct side *s = arg;
+    uint32_t tag = 0;
+    if (fdn_msg_len(m) >= 4)
+        memcpy(&tag, fdn_msg_data(m), 4);
+    bool in_order = channel == FDN_CHANNEL_GOSSIP ? tag >= s->expect[channel]
+                                                  : tag == s->expect[channel];
+    if (!in_order || !payload_ok(m, tag)) {
+        if (s->bad++ < 5)
+            fprintf(stderr, "channel %d: message %u, expected %u%s\n", channel, tag,
+                    s->expect[channel], payload_ok(m, tag) ? "" : " (corrupted)");
+    }
+    s->expect[channel] = tag + 1;
+    s->arrivals[channel]++;
+    fdn_msg_free(m);
+}
+
+static const fdn_channel_config user_channels[] = {
+    {.name = "telemetry", .priority = 1, .max_message = 4096},
+};
+
+static void make_node(struct side *s, const fdn_node_config *extra)
+{
+    memset(s, 0, sizeof *s);
+    fdn_node_config cfg = extra ? *extra : (fdn_node_config){0};
+    cfg.worker = w;
+    cfg.secret = secret;
+    cfg.secret_len = sizeof secret;
+    cfg.channels = user_channels;
+    cfg.num_channels = 1;
+    CHECK_OK(fdn_node_create(&cfg, &s->node));
+    fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
+    fdn_node_set_events(s->node, &ev);
+    for (int c = 0; c < CHANNELS; c++)
+        CHECK_OK(fdn_channel_set_handler(s->node, c, on_message, s));
+}
+
+static void listen_any(struct side *s, char *addr, size_t len)
+{
+    int idx = fdn_node_listen(s->node, "tcp://127.0.0.1:0");
+    CHECK_OK(idx);
+    CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
+}
+
+static bool lane_up(const fdn_peer *p, int lane)
+{
+    fdn_lane_stats ls;
+    return p && fdn_peer_lane_stats(p, lane, &ls) == 0 && ls.up;
+}
+
+static bool all_lanes_up(const fdn_peer *p)
+{
+    if (!p || !fdn_peer_is_up(p))
+        return false;
+    for (int l = 1; l <= fdn_peer_lane_count(p); l++)
+        if (!lane_up(p, l))
+            return false;
+    return true;
+}
+
+/* server listens, client connects; returns the client's peer once both are
+ * up with every lane. */
+static fdn_peer *pair_up(struct side *server, struct side *client, char *addr, size_t len)
+{
+    listen_any(server, addr, len);
+    fdn_peer *p;
+    CHECK_OK(fdn_node_connect(client->node, addr, &p));
+    RUN_UNTIL(client->ups == 1 && server->ups == 1 && all_lanes_up(p) &&
+              all_lanes_up(server->up_peer));
+    return p;
+}
+
+static void teardown(struct side *a, struct side *b)
+{
+    fdn_node_destroy(a->node);
+    fdn_node_destroy(b->node);
+    fdn_pool_stats ps;
+    fdn_pool_stats_get(fdn_worker_pool(w), &ps);
+    CHECK_EQ(ps.buffers_in_use, 0);   /* every message freed, sent or not */
+}
+
+/* Sends, running the worker while the channel pushes back (as it does while
+ * the session resumes and its queue fills). */
+static void send_blocking(fdn_peer *p, int channel, fdn_msg *m)
+{
+    int rc;
+    long rounds = 0;
+    while ((rc = fdn_send(p, channel, m)) == -EAGAIN) {
+        CHECK(++rounds < 100000000);
+        if (fdn_worker_progress(w) == 0)
+            fdn_worker_wait(w, 1000000);
+    }
+    CHECK_OK(rc);
+}
+
+/* ---- Killing connections --------------------------------------------------- */
+
+/* From inside: the transport of one lane closed under it, as a reset would. */
+static bool kill_lane(fdn_peer *p, int index)
+{
+    if (!p || index >= FDN__MAX_LANES)
+        return false;
+    struct fdn__lane *l = p->lanes[index];
+    if (!l || !l->conn || !l->up || l->close_sent)
+        return false;
+    fdn__tp_conn_close(l->conn);
+    return true;
+}
+
+static int port_of(const char *addr) { return atoi(strrchr(addr, ':') + 1); }
+
+/* From outside: shutdown() of a kernel socket of ours connected to port (a
+ * client-side lane), the n-th one found. The transport sees an end of
+ * stream it did not ask for, and closes the descriptor itself. */
+static bool shutdown_socket(int port, int n)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    CHECK(dir != NULL);
+    int found = 0, victim = -1;
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        int fd = atoi(e->d_name);
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        int type = 0;
+        socklen_t tlen = sizeof type;
+        if (fd <= 2 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 ||
+            type != SOCK_STREAM || getpeername(fd, (struct sockaddr *)&peer, &len) < 0 ||
+            peer.sin_family != AF_INET || ntohs(peer.sin_port) != port)
+            continue;
+        if (found++ == n % 2 || victim < 0)
+            victim = fd;
+    }
+    closedir(dir);
+    if (victim < 0)
+        return false;
+    CHECK_OK(shutdown(victim, SHUT_RDWR));
+    return true;
+}
+
+static uint64_t retransmitted(const fdn_peer *p)
+{
+    uint64_t sum = 0;
+    for (int c = 0; c < CHANNELS; c++) {
+        fdn_channel_stats st;
+        CHECK_OK(fdn_peer_channel_stats(p, c, &st));
+        sum += st.retransmitted_msgs;
+    }
+    return sum;
+}
+
+/* ---- Tests ------------------------------------------------------------------ */
+
+/* Losing a lane no longer loses the peer: the session resumes, on both
+ * sides, with no event, and carries traffic again. */
+static void test_lane_loss_resumes(void)
+{
+    struct side a, b;
+    char addr[128];
+    make_node(&a, NULL);
+    make_node(&b, NULL);
+    fdn_peer *p = pair_up(&a, &b, addr, sizeof addr);
+    CHECK(kill_lane(p, 1));
+    RUN_UNTIL(!fdn_peer_is_up(p) || !fdn_peer_is_up(a.up_peer));
+    RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
+    fdn_node_stats ns;
+    fdn_node_stats_get(b.node, &ns);
+    CHECK_EQ(ns.sessions_resumed, 1);
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(3 << 20, 0)));
+    CHECK_OK(fdn_send(a.up_peer, FDN_CHANNEL_COORDINATION, make_msg(100, 0)));
+    RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 1 && b.arrivals[FDN_CHANNEL_COORDINATION] == 1);
+    CHECK_EQ(a.ups + b.ups, 2);
+    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.bad + b.bad, 0);
+    teardown(&a, &b);
+}
+
+/* Streams on two reliable channels (both lanes), both ways, while lanes are
+ * killed from inside on either side and from outside: every message arrives
+ * exactly once, in order, intact, and no peer goes down. */
+#define STREAM_DATA 1200
+#define STREAM_COORD 3000
+#define KILLS 10
+
+static void test_stream_across_kills(void)
+{
+    struct side a, b;
+    char addr[128];
+    make_node(&a, NULL);
+    make_node(&b, NULL);
+    fdn_peer *p = pair_up(&a, &b, addr, sizeof addr);
+    int kills = 0;
+    uint32_t data_sent = 0, coord_sent = 0, back_sent = 0;
+    while (data_sent < STREAM_DATA || coord_sent < STREAM_COORD) {
+        if (data_sent < STREAM_DATA) {
+            size_t len = 1 + (size_t)data_sent * 7919 % 250000;   /* up to 4 fragments */
+            send_blocking(p, FDN_CHANNEL_DATA, make_msg(len, data_sent++));
+        }
+        for (int i = 0; i < 2 && coord_sent < STREAM_COORD; i++) {
+            send_blocking(p, FDN_CHANNEL_COORDINATION,
+                          make_msg(16 + coord_sent % 2000, coord_sent));
+            coord_sent++;
+        }
+        if (a.up_peer && data_sent % 4 == 0)
+            send_blocking(a.up_peer, FDN_CHANNEL_EVENTS, make_msg(300, back_sent++));
+        fdn_worker_progress(w);
+        /* A kill every 100 data messages, once the session is whole again. */
+        if (data_sent >= 50u + 100u * (uint32_t)kills && kills < KILLS && all_lanes_up(p) &&
+            all_lanes_up(a.up_peer)) {
+            bool done;
+            switch (kills % 5) {
+            case 0: done = kill_lane(p, 1); break;           /* client, data lane */
+            case 1: done = kill_lane(a.up_peer, 0); break;   /* server, urgent lane */
+            case 2: done = kill_lane(p, 0); break;           /* client, urgent lane */
+            case 3: done = kill_lane(a.up_peer, 1); break;   /* server, data lane */
+            default: done = shutdown_socket(port_of(addr), kills); break;
+            }
+            kills += done;
+        }
+    }
+    RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] >= STREAM_DATA &&
+              a.arrivals[FDN_CHANNEL_COORDINATION] >= STREAM_COORD &&
+              b.arrivals[FDN_CHANNEL_EVENTS] >= back_sent);
+    CHECK_EQ(a.bad + b.bad, 0);
+    CHECK_EQ(a.arrivals[FDN_CHANNEL_DATA], STREAM_DATA);
+    CHECK_EQ(a.arrivals[FDN_CHANNEL_COORDINATION], STREAM_COORD);
+    CHECK_EQ(b.arrivals[FDN_CHANNEL_EVENTS], back_sent);
+    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(kills, KILLS);
+    fdn_node_stats na, nb;
+    fdn_node_stats_get(a.node, &na);
+    fdn_node_stats_get(b.node, &nb);
+    /* Every interruption ended in a resumption (two kills close together
+     * may make one interruption of a side). */
+    CHECK(na.sessions_interrupted >= KILLS / 2 && nb.sessions_interrupted >= KILLS / 2);
+    CHECK_EQ(na.sessions_resumed, na.sessions_interrupted);
+    CHECK_EQ(nb.sessions_resumed, nb.sessions_interrupted);
+    CHECK_EQ(na.sessions_expired + nb.sessions_expired, 0);
+    uint64_t again = retransmitted(p) + retransmitted(a.up_peer);
+    printf("   %d kills, %" PRIu64 " messages sent again, %" PRIu64 " resumptions\n", kills,
+           again, nb.sessions_resumed);
+    CHECK(again > 0);
+    /* Acknowledgements catch up: nothing stays held once all has arrived. */
+    fdn_channel_stats st;
+    RUN_UNTIL((fdn_peer_channel_stats(p, FDN_CHANNEL_DATA, &st), st.unacked_msgs == 0));
+    teardown(&a, &b);
+}
+
+/* Requests sent across a resumption all get their one answer. */
+struct replies {
+    int calls, bad;
+    uint32_t expect_mask[8];
+};
+
+static void echo_request(fdn_peer *p, int channel, uint64_t id, fdn_msg *req, void *arg)
+{
+    (void)arg;
+    CHECK_OK(fdn_respond(p, channel, id, req));
+}
+
+static void on_reply(fdn_peer *p, int status, fdn_msg *resp, void *arg)
+{
+    (void)p;
+    struct replies *r = arg;
+    r->calls++;
+    uint32_t tag;
+    if (status != 0 || !resp) {
+        r->bad++;
+        return;
+    }
+    memcpy(&tag, fdn_msg_data(resp), 4);
+    if (tag >= 256 || (r->expect_mask[tag / 32] & (1u << (tag % 32))) || !payload_ok(resp, tag))
+        r->bad++;
+    else
+        r->expect_mask[tag / 32] |= 1u << (tag % 32);
+    fdn_msg_free(resp);
+}
+
+static void test_requests_across_resume(void)
+{
+    struct side a, b;
+    char addr[128];
+    make_node(&a, NULL);
+    make_node(&b, NULL);
+    CHECK_OK(fdn_channel_set_request_handler(a.node, FDN_CHANNEL_COORDINATION, echo_request,
+                                             NULL));
+    CHECK_OK(fdn_channel_set_request_handler(a.node, FDN_CHANNEL_DATA, echo_request, NULL));
+    fdn_peer *p = pair_up(&a, &b, addr, sizeof addr);
+    struct replies r = {0};
+    uint64_t ids[256];
+    for (uint32_t i = 0; i < 256; i++) {
+        int channel = i % 2 ? FDN_CHANNEL_DATA : FDN_CHANNEL_COORDINATION;
+        size_t len = i % 2 ? 70000 : 100;
+        CHECK_OK(fdn_request(p, channel, make_msg(len, i), 0, on_reply, &r, &ids[i]));
+        for (uint32_t j = 0; j < i; j++)
+            CHECK(ids[j] != ids[i]);   /* handles unique across channels */
+        if (i == 100)
+            CHECK(kill_lane(p, 0));
+        if (i == 200) {
+            RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
+            CHECK(kill_lane(a.up_peer, 1));
+        }
+        fdn_worker_progress(w);
+    }
+    RUN_UNTIL(r.calls == 256);
+    CHECK_EQ(r.bad, 0);
+    CHECK_EQ(a.downs + b.downs, 0);
+    fdn_channel_stats st;
+    CHECK_OK(fdn_peer_channel_stats(p, FDN_CHANNEL_COORDINATION, &st));
+    CHECK_EQ(st.rtt_count, 128);
+    teardown(&a, &b);
+}
+
+/* ---- A raw client: a socket that speaks the protocol by hand ---------------- */
+
+struct raw {
+    int fd;
+    struct fdn__handshake *hs;
+    uint8_t in[65536];
+    size_t have;
+    bool got_close;
+    uint64_t close_reason;
+};
+
+static const struct fdn__wire_limits raw_limits = {
+    .max_fragment = 1 << 20, .max_message = 1 << 20, .max_channel = 63};
+
+static bool raw_send_all(struct raw *r, const void *buf, size_t len)
+{
+    const uint8_t *b = buf;
+    while (len > 0) {
+        ssize_t n = send(r->fd, b, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno != EAGAIN)
+            return false;
+        if (n > 0) {
+            b += n;
+            len -= (size_t)n;
+        } else if (fdn_worker_progress(w) == 0) {
+            fdn_worker_wait(w, 100000);
+        }
+    }
+    return true;
+}
+
+static bool raw_send_frame(struct raw *r, const struct fdn__frame_hdr *h, const void *payload)
+{
+    uint8_t buf[FDN__FRAME_MAX_HDR_SIZE];
+    size_t n = fdn__frame_encode(h, buf);
+    return raw_send_all(r, buf, n) && raw_send_all(r, payload, h->frag_len);
+}
+
+static void raw_connect(struct raw *r, const char *addr)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port_of(addr))};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    r->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    CHECK(r->fd >= 0);
+    int rc = connect(r->fd, (struct sockaddr *)&sa, sizeof sa);
+    CHECK(rc == 0 || errno == EINPROGRESS);
+    RUN_UNTIL((poll(&(struct pollfd){.fd = r->fd, .events = POLLOUT}, 1, 0)) == 1);
+}
+
+/* Reads what arrived and handles whole frames: handshake messages go to the
+ * state machine, a CLOSE is noted. Returns false once the node closed. */
+static bool raw_pump(struct raw *r)
+{
+    ssize_t n = recv(r->fd, r->in + r->have, sizeof r->in - r->have, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN))
+        return false;
+    if (n > 0)
+        r->have += (size_t)n;
+    struct fdn__frame_hdr h;
+    enum fdn__wire_error why;
+    int hl;
+    while ((hl = fdn__frame_decode(r->in, r->have, &raw_limits, &h, &why)) > 0 &&
+           r->have >= (size_t)hl + h.frag_len) {
+        if (h.type == FDN__FRAME_HANDSHAKE && r->hs)
+            fdn__handshake_feed(r->hs, r->in + hl, h.frag_len);
+        if (h.type == FDN__FRAME_CLOSE) {
+            r->got_close = true;
+            r->close_reason = h.close_reason;
+        }
+        memmove(r->in, r->in + hl + h.frag_len, r->have - (size_t)hl - h.frag_len);
+        r->have -= (size_t)hl + h.frag_len;
+    }
+    return true;
+}
+
+/* A client handshake on lane 0 of a 1-lane session, as node `node_id` in
+ * incarnation `incarnation`; resume asks to resume the session. Returns
+ * true once DONE. */
+static bool raw_handshake(struct raw *r, uint8_t node_id, uint64_t incarnation,
+                          uint64_t session, bool resume)
+{
+    struct fdn__channel_desc desc = {.id = FDN_CHANNEL_DATA, .priority = 4, .flags = 3,
+                                     .weight = 1, .lane = 0, .credit_window = 1 << 20,
+                                     .max_message = 1 << 20};
+    strcpy(desc.name, "data");
+    struct fdn__handshake_config cfg = {
+        .role = FDN__HS_CLIENT, .cluster_name = "foundation", .channels = &desc,
+        .channel_count = 1, .session = session, .lane_count = 1, .resume = resume,
+        .incarnation = incarnation, .limits = raw_limits,
+    };
+    memset(cfg.node_id, node_id, sizeof cfg.node_id);
+    crypto_hash_sha256(cfg.secret, secret, sizeof secret);
+    CHECK_OK(fdn__handshake_create(&cfg, &r->hs));
+    for (long rounds = 0; rounds < 200000; rounds++) {
+        const uint8_t *msg;
+        size_t len;
+        while ((len = fdn__handshake_next_output(r->hs, &msg)) > 0) {
+            struct fdn__frame_hdr h = {.type = FDN__FRAME_HANDSHAKE,
+                                       .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST,
+                                       .frag_len = (uint32_t)len, .total_len = len};
+            raw_send_frame(r, &h, msg);
+        }
+        enum fdn__handshake_status st = fdn__handshake_status(r->hs);
+        if (st != FDN__HS_IN_PROGRESS)
+            return st == FDN__HS_DONE;
+        if (fdn_worker_progress(w) == 0)
+            fdn_worker_wait(w, 100000);
+        if (!raw_pump(r))
+            return false;
+    }
+    return false;
+}
+
+static void raw_close(struct raw *r)
+{
+    close(r->fd);
+    fdn__handshake_destroy(r->hs);
+    r->hs = NULL;
+}
+
+/* A one-fragment DATA message on the data channel. */
+static bool raw_data(struct raw *r, uint64_t seq, uint32_t tag)
+{
+    uint8_t payload[64];
+    memcpy(payload, &tag, 4);
+    for (size_t i = 4; i < sizeof payload; i++)
+        payload[i] = (uint8_t)(i * 131 + tag);
+    struct fdn__frame_hdr h = {.type = FDN__FRAME_DATA, .channel = FDN_CHANNEL_DATA,
+                               .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST, .seq = seq,
+                               .frag_len = sizeof payload, .total_len = sizeof payload};
+    return raw_send_frame(r, &h, payload);
+}
+
+/* A session whose client vanishes waits for it (no event), then ends with
+ * -ETIMEDOUT at the deadline, counting the reliable messages it had sent and
+ * never had acknowledged. A message out of sequence on the way (a frame
+ * lost below) is a session error that suspends the session, not an end. */
+static void test_session_expires(void)
+{
+    struct side a;
+    char addr[128];
+    make_node(&a, &(fdn_node_config){.session_timeout_ns = 300 * 1000 * 1000ull, .lanes = 1});
+    listen_any(&a, addr, sizeof addr);
+    struct raw r = {0};
+    raw_connect(&r, addr);
+    CHECK(raw_handshake(&r, 0x11, 1, 0x5e55, false));
+    RUN_UNTIL(a.ups == 1);
+    fdn_peer *q = a.up_peer;
+    CHECK(raw_data(&r, 0, 0));
+    CHECK(raw_data(&r, 1, 1));
+    RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 2);
+    for (uint32_t i = 0; i < 3; i++)   /* never acknowledged by the raw client */
+        CHECK_OK(fdn_send(q, FDN_CHANNEL_DATA, make_msg(1000, i)));
+    CHECK(raw_data(&r, 3, 3));         /* message 2 "lost" */
+    fdn_node_stats ns;
+    RUN_UNTIL((fdn_node_stats_get(a.node, &ns), ns.sequence_errors == 1));
+    RUN_UNTIL(!raw_pump(&r));          /* the node dropped the connection */
+    raw_close(&r);
+    CHECK(!fdn_peer_is_up(q));
+    CHECK_EQ(a.downs, 0);
+    CHECK_EQ(a.arrivals[FDN_CHANNEL_DATA], 2);
+    uint64_t start = fdn_now_ns();
+    RUN_UNTIL(a.downs == 1);
+    CHECK(fdn_now_ns() - start >= 200 * 1000 * 1000ull);   /* not before its time */
+    CHECK_EQ(a.last_down_reason, -ETIMEDOUT);
+    CHECK_EQ(a.undelivered_at_down, 3);
+    fdn_node_stats_get(a.node, &ns);
+    CHECK_EQ(ns.sessions_expired, 1);
+    CHECK_EQ(ns.undelivered_msgs, 3);
+    CHECK_EQ(ns.handshake_timeouts, 0);
+    fdn_node_destroy(a.node);
+}
+
+/* A node that comes back as a new incarnation starts a new session: the old
+ * one (still up as far as the server knows) is reported down with
+ * -ECONNRESET first, then the new one up. A resumption of a session the
+ * node does not have is refused with a reason. */
+static void test_new_incarnation_and_unknown_session(void)
+{
+    struct side a;
+    char addr[128];
+    make_node(&a, &(fdn_node_config){.lanes = 1});
+    listen_any(&a, addr, sizeof addr);
+    struct raw first = {0}, second = {0}, stranger = {0};
+    raw_connect(&first, addr);
+    CHECK(raw_handshake(&first, 0x22, 1, 0x1001, false));
+    RUN_UNTIL(a.ups == 1);
+
+    raw_connect(&second, addr);
+    CHECK(raw_handshake(&second, 0x22, 2, 0x2002, false));
+    RUN_UNTIL(a.ups == 2);
+    CHECK_EQ(a.downs, 1);
+    CHECK_EQ(a.last_down_reason, -ECONNRESET);
+    CHECK_EQ(a.num_events, 3);
+    CHECK(memcmp(a.events, "UDU", 3) == 0);   /* the old session down before the new up */
+    RUN_UNTIL(!raw_pump(&first));   /* the old session's connection is closed */
+
+    /* Resuming the old session, or any unknown one, is refused. */
+    raw_connect(&stranger, addr);
+    CHECK(raw_handshake(&stranger, 0x22, 1, 0x1001, true));
+    RUN_UNTIL(!raw_pump(&stranger));
+    CHECK(stranger.got_close);
+    CHECK_EQ(stranger.close_reason, FDN__CLOSE_SESSION_UNKNOWN);
+    fdn_node_stats ns;
+    fdn_node_stats_get(a.node, &ns);
+    CHECK_EQ(ns.resumes_refused, 1);
+    CHECK_EQ(a.ups, 2);
+    raw_close(&first);
+    raw_close(&second);
+    raw_close(&stranger);
+    fdn_node_destroy(a.node);
+}
+
+/* The same with real nodes: a client node destroyed and created again
+ * connects as a new session; the server's old one ends first. The old one
+ * ended in order here (the client said goodbye), so it is down with 0. */
+static void test_client_restart(void)
+{
+    struct side a, b;
+    char addr[128];
+    make_node(&a, NULL);
+    make_node(&b, NULL);
+    pair_up(&a, &b, addr, sizeof addr);
+    fdn_node_destroy(b.node);
+    RUN_UNTIL(a.downs == 1);
+    CHECK_EQ(a.last_down_reason, 0);
+    make_node(&b, NULL);
+    fdn_peer *p;
+    CHECK_OK(fdn_node_connect(b.node, addr, &p));
+    RUN_UNTIL(a.ups == 2 && b.ups == 1 && all_lanes_up(p));
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(5000, 0)));
+    RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 1);
+    teardown(&a, &b);
+}
+
+/* A best-effort channel does not fail on loss: it counts the gap. The
+ * receiver's connections are dropped while the sender streams, so whatever
+ * was in flight is lost; the tags that arrive only ever go up, and what
+ * arrived plus what was counted lost is what was sent. */
+static void test_best_effort_counts_losses(void)
+{
+    struct side a, b;
+    char addr[128];
+    make_node(&a, NULL);
+    make_node(&b, NULL);
+    fdn_peer *p = pair_up(&a, &b, addr, sizeof addr);
+    uint32_t sent = 0;
+    fdn_channel_stats st = {0};
+    for (int kills = 0; kills < 60; kills++) {
+        for (int i = 0; i < 40; i++)
+            send_blocking(p, FDN_CHANNEL_GOSSIP, make_msg(60000, sent++));
+        RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
+        CHECK(kill_lane(a.up_peer, 0));   /* gossip is on the urgent lane */
+        CHECK_OK(fdn_peer_channel_stats(a.up_peer, FDN_CHANNEL_GOSSIP, &st));
+        if (st.lost_msgs > 0)
+            break;
+    }
+    /* Loss is likely but not certain on any one attempt: 60 tries. */
+    CHECK(st.lost_msgs > 0);
+    RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
+    for (int i = 0; i < 10; i++)   /* a tail on a steady connection shows the last gap */
+        send_blocking(p, FDN_CHANNEL_GOSSIP, make_msg(100, sent++));
+    RUN_UNTIL(a.expect[FDN_CHANNEL_GOSSIP] == sent);
+    CHECK_OK(fdn_peer_channel_stats(a.up_peer, FDN_CHANNEL_GOSSIP, &st));
+    printf("   %u sent, %" PRIu64 " delivered, %" PRIu64 " lost\n", sent, st.msgs_delivered,
+           st.lost_msgs);
+    CHECK_EQ(st.msgs_delivered + st.lost_msgs, sent);
+    CHECK_EQ(a.bad, 0);
+    CHECK_EQ(a.downs + b.downs, 0);
+    teardown(&a, &b);
+}
+
+/* An orderly close ends the session at once, on both sides, with 0: no
+ * resumption is attempted. */
+static void test_orderly_close_does_not_resume(void)
+{
+    struct side a, b;
+    char addr[128];
+    make_node(&a, NULL);
+    make_node(&b, NULL);
+    fdn_peer *p = pair_up(&a, &b, addr, sizeof addr);
+    fdn_peer_close(p);
+    RUN_UNTIL(a.downs == 1 && b.downs == 1);
+    CHECK_EQ(a.last_down_reason, 0);
+    CHECK_EQ(b.last_down_reason, 0);
+    fdn_node_stats ns;
+    fdn_node_stats_get(a.node, &ns);
+    CHECK_EQ(ns.sessions_interrupted, 0);
+    teardown(&a, &b);
+}
+
+int main(void)
+{
+    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true,
+                              .pool = {.max_bytes = (size_t)1 << 30}};
+    CHECK_OK(fdn_runtime_create(&cfg, &rt));
+    w = fdn_runtime_worker(rt, 0);
+    CHECK_OK(fdn_worker_attach(w));
+    RUN(test_lane_loss_resumes);
+    RUN(test_orderly_close_does_not_resume);
+    RUN(test_stream_across_kills);
+    RUN(test_requests_across_resume);
+    RUN(test_session_expires);
+    RUN(test_new_incarnation_and_unknown_session);
+    RUN(test_client_restart);
+    RUN(test_best_effort_counts_losses);
+    CHECK_OK(fdn_worker_detach(w));
+    CHECK_OK(fdn_runtime_stop(rt));
+    fdn_runtime_destroy(rt);
+    return 0;
+}
