@@ -155,7 +155,9 @@ struct fdn__transport {
     void (*recv_pause)(struct fdn__tp_conn *c, bool paused);
 
     /* For transports without FDN__TP_IO_URING: called by the worker on every
-     * pass; returns how much work it did. NULL otherwise. */
+     * pass; returns how much work it did. NULL otherwise, and NULL for
+     * transports that register a poller per connection instead
+     * (fdn__worker_add_poller in core/worker_internal.h), as shm does. */
     int (*poll)(fdn_worker *w);
 };
 

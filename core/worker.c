@@ -1,5 +1,5 @@
-/* The worker loop: inbound rings -> timers -> io_uring completions -> ready
- * tasks by priority, then the idle strategy.
+/* The worker loop: inbound rings -> timers -> io_uring completions -> pollers
+ * -> ready tasks by priority, then the idle strategy.
  *
  * Waking a sleeping worker follows a Dekker-style handshake. The owner
  * publishes `sleeping = 1`, issues a full fence and re-checks its rings
@@ -8,7 +8,11 @@
  * either the owner finds the entry or the producer sends a wake-up. Among
  * several producers only the one that flips `wake_pending` from 0 to 1 sends
  * it. While the owner is busy (`sleeping == 0`) producers make no system
- * call at all. */
+ * call at all.
+ *
+ * Pollers (shared-memory transports) run once per pass and take part in the
+ * same handshake: before blocking, each publishes its own "sleeping" flag to
+ * its producer and re-checks its source (prepare_sleep). */
 #include "core/worker_internal.h"
 
 #include <errno.h>
@@ -348,6 +352,56 @@ static void event_read_complete(fdn_worker *w, struct fdn__io_op *op,
         arm_event_read(w);
 }
 
+/* ---- Pollers ------------------------------------------------------------ */
+
+void fdn__worker_add_poller(fdn_worker *w, struct fdn__poller *p)
+{
+    p->prev = NULL;
+    p->next = w->pollers;
+    if (w->pollers)
+        w->pollers->prev = p;
+    w->pollers = p;
+}
+
+void fdn__worker_remove_poller(fdn_worker *w, struct fdn__poller *p)
+{
+    if (!p->prev && w->pollers != p)
+        return; /* not registered */
+    if (w->poller_next == p)
+        w->poller_next = p->next;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        w->pollers = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+}
+
+/* The cursor lives in the worker so that a poll() which removes the next
+ * poller (closing another connection) does not leave the loop on freed memory. */
+static unsigned run_pollers(fdn_worker *w)
+{
+    unsigned work = 0;
+    for (struct fdn__poller *p = w->pollers; p; p = w->poller_next) {
+        w->poller_next = p->next;
+        int n = p->poll(w, p);
+        if (n > 0)
+            work += (unsigned)n;
+    }
+    w->poller_next = NULL;
+    return work;
+}
+
+/* True when every poller agrees to block (see struct fdn__poller). */
+static bool pollers_may_sleep(fdn_worker *w)
+{
+    for (struct fdn__poller *p = w->pollers; p; p = p->next)
+        if (p->prepare_sleep && !p->prepare_sleep(w, p))
+            return false;
+    return true;
+}
+
 static unsigned reap_completions(fdn_worker *w)
 {
     struct io_uring_cqe *cqe;
@@ -420,12 +474,19 @@ int fdn_worker_progress(fdn_worker *w)
     work += fire_timers(w);
     if (w->ring_ready) {
         /* With deferred task running, completions are posted only on
-         * request: ask while I/O is in flight. A worker that only moves
-         * tasks between rings makes no system call here. */
-        if (w->deferred_taskrun && w->inflight)
+         * request: ask while I/O is in flight (only now and then while all
+         * of it is passive). A worker that only moves tasks between rings,
+         * or polls shared memory, makes no system call here. */
+        if (w->deferred_taskrun && w->inflight &&
+            (w->inflight > w->inflight_passive ||
+             ++w->passive_passes >= FDN__PASSIVE_REAP_PASSES)) {
+            w->passive_passes = 0;
             io_uring_get_events(&w->ring);
+        }
         work += reap_completions(w);
     }
+    if (w->pollers)
+        work += run_pollers(w);
     work += run_tasks(w);
     if (w->ring_ready && io_uring_sq_ready(&w->ring))
         io_uring_submit(&w->ring);
@@ -446,7 +507,8 @@ static int sleep_until_work(fdn_worker *w, int64_t timeout_ns)
     atomic_store_explicit(&w->wake_pending, 0, memory_order_relaxed);
     atomic_store_explicit(&w->sleeping, 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
-    if (!fdn__worker_quiescent(w) || atomic_load(&w->stop_requested)) {
+    if (!fdn__worker_quiescent(w) || atomic_load(&w->stop_requested) ||
+        !pollers_may_sleep(w)) {
         atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
         return 0;
     }

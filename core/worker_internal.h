@@ -29,6 +29,30 @@ struct fdn__io_op {
     void (*complete)(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe);
 };
 
+/* A source of events that are not io_uring completions (a shared-memory
+ * ring, a device queue), polled by the worker on every progress pass. The
+ * memory is the registrant's, typically embedded in a connection; it stays
+ * registered from fdn__worker_add_poller() to fdn__worker_remove_poller().
+ *
+ * poll() runs on the owner thread once per pass, after completions and
+ * before ready tasks, and returns how much work it did (0 when idle), so a
+ * busy-polling worker keeps spinning while the source is active and a
+ * spin-then-sleep worker sleeps only once every source is idle. It may make
+ * callbacks into core, and may remove any poller, itself included.
+ *
+ * prepare_sleep() (may be NULL) runs when the worker is about to block in
+ * the kernel, after it has published that it sleeps: it arms whatever makes
+ * the source wake the worker (e.g. a "consumer sleeps" flag in shared memory
+ * that tells the producer to signal an eventfd the worker reads), re-checks
+ * the source behind a full fence, and returns false when work is already
+ * there, in which case the worker does not block. It must not call back
+ * into core. */
+struct fdn__poller {
+    int (*poll)(fdn_worker *w, struct fdn__poller *p);
+    bool (*prepare_sleep)(fdn_worker *w, struct fdn__poller *p);
+    struct fdn__poller *next, *prev;   /* the worker's list; private to it */
+};
+
 /* user_data of MSG_RING wake-ups: they carry no work, only end a wait. */
 #define FDN__UD_WAKE 0ULL
 
@@ -89,8 +113,13 @@ struct fdn_worker {
     bool can_msg_ring;
     bool deferred_taskrun;    /* IORING_SETUP_DEFER_TASKRUN: post completions on request */
     uint32_t inflight;        /* ops awaiting a final CQE, the eventfd read excluded */
+    uint32_t inflight_passive; /* of those: passive ones (fdn__worker_io_begin_passive) */
+    uint32_t passive_passes;  /* passes since completions were last asked for */
     uint64_t event_buf;
     struct fdn__io_op event_read;
+
+    struct fdn__poller *pollers;     /* registered pollers, a list */
+    struct fdn__poller *poller_next; /* the poll loop's cursor (removal moves it) */
 
     pthread_t thread;         /* runtime-driven workers only */
     cpu_set_t saved_affinity; /* application thread's mask, restored at detach */
@@ -192,5 +221,29 @@ static inline struct io_uring *fdn__worker_ring(fdn_worker *w)
  * operations in flight refuses to detach (its ring would go with it). */
 static inline void fdn__worker_io_begin(fdn_worker *w) { w->inflight++; }
 static inline void fdn__worker_io_end(fdn_worker *w) { w->inflight--; }
+
+/* The same for a passive operation: one whose completion only reports a
+ * rare event (a peer's death, a wake-up that comes only while the worker
+ * sleeps), or a long-lived registration. With deferred task running, a
+ * worker asks the kernel for completions on every pass while an active
+ * operation is in flight, but while only passive ones are, on every
+ * FDN__PASSIVE_REAP_PASSES-th pass and whenever it waits: a busy-polling
+ * worker then makes no system call per pass, and still sees those events. */
+#define FDN__PASSIVE_REAP_PASSES 128u
+static inline void fdn__worker_io_begin_passive(fdn_worker *w)
+{
+    w->inflight++;
+    w->inflight_passive++;
+}
+static inline void fdn__worker_io_end_passive(fdn_worker *w)
+{
+    w->inflight--;
+    w->inflight_passive--;
+}
+
+/* Registers / unregisters a poller (struct fdn__poller). Owner thread only.
+ * Removing one that is not registered is a no-op. */
+void fdn__worker_add_poller(fdn_worker *w, struct fdn__poller *p);
+void fdn__worker_remove_poller(fdn_worker *w, struct fdn__poller *p);
 
 #endif

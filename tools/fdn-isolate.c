@@ -106,7 +106,8 @@ static void usage(FILE *to)
             "channel, with that channel's consumer stalled, and with everything on one\n"
             "FIFO channel. Exits 0 when the run completed, whatever the verdict.\n"
             "\n"
-            "  --transport NAME          tcp (the only transport built so far; default tcp)\n"
+            "  --transport NAME          tcp or shm (shared memory; not with\n"
+            "                            --netns-bottleneck); default tcp\n"
             "  --duration S              seconds measured per scenario (default 5)\n"
             "  --bulk-size BYTES         bulk message size (default 1048576)\n"
             "  --ping-rate HZ            pings per second (default 1000)\n"
@@ -150,7 +151,9 @@ static bool apply_option(struct options *o, int id, const char *arg)
 {
     struct iso_params *p = &o->params;
     switch (id) {
-    case OPT_TRANSPORT: o->transport = arg; return strcmp(arg, "tcp") == 0;
+    case OPT_TRANSPORT:
+        o->transport = arg;
+        return strcmp(arg, "tcp") == 0 || strcmp(arg, "shm") == 0;
     case OPT_DURATION: return parse_double(arg, 0.01, 86400, &p->duration_s);
     case OPT_BULK_SIZE: return cli_parse_u64(arg, 64, MAX_BULK_SIZE, &p->bulk_size);
     case OPT_PING_RATE: return parse_double(arg, 0.1, 1e6, &p->ping_rate_hz);
@@ -448,7 +451,10 @@ static int start_server(struct parent *par, const struct iso_params *p, struct c
 {
     struct spawn_args a = {
         .self = par->self, .params = p, .role = "server", .flag = "--listen-host",
-        .value = par->use_netns ? par->netns.server_ip : "127.0.0.1",
+        /* A whole address is used as it is: shm listens on any free name. */
+        .value = strcmp(par->run.transport, "shm") == 0 ? "shm://@"
+                 : par->use_netns                       ? par->netns.server_ip
+                                                        : "127.0.0.1",
         .netns = par->use_netns ? par->netns.server_ns : NULL, .cpu = par->run.cpu_server,
     };
     int rc = spawn_role(&a, 0, server);
@@ -565,6 +571,11 @@ static int preflight(const struct options *o, struct parent *par)
         fprintf(stderr, "fdn-isolate: --plot needs gnuplot, which is not installed "
                         "(apt-get install gnuplot-nox)\n");
         return EXIT_FAILURE;
+    }
+    if (o->bottleneck && strcmp(o->transport, "shm") == 0) {
+        fprintf(stderr, "fdn-isolate: --netns-bottleneck needs a network transport; shared "
+                        "memory does not cross network namespaces\n");
+        return EXIT_USAGE;
     }
     if (o->bottleneck && geteuid() != 0) {
         fprintf(stderr, "fdn-isolate: --netns-bottleneck creates network namespaces and needs "

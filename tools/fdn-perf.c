@@ -5,8 +5,10 @@
  *   fdn-perf server --listen tcp://127.0.0.1:7000 --cpu 1
  *   fdn-perf lat --connect tcp://127.0.0.1:7000 --cpu 0 --size 64 --duration 5
  *   fdn-perf bw  --connect tcp://127.0.0.1:7000 --cpu 0 --size 1M --json
+ *   fdn-perf bw  --connect tcp://127.0.0.1:7000 --size 4K --iters 100000 --verify
  *
- * Exit status: 0 success, 1 runtime error, 2 usage error. */
+ * Exit status: 0 success, 1 runtime error, 2 usage error, 3 bw --verify
+ * found messages lost, duplicated, reordered or corrupted. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -22,6 +24,8 @@
 #define DEFAULT_WARMUP 10000
 #define MAX_WINDOW (1u << 20)
 
+_Static_assert(PERF_VERIFY_HEADER_SIZE == 16, "the --verify usage error says 16 bytes");
+
 static void usage(FILE *to)
 {
     fprintf(to,
@@ -29,7 +33,9 @@ static void usage(FILE *to)
             "       fdn-perf lat --connect ADDR [options]   ping-pong latency\n"
             "       fdn-perf bw --connect ADDR [options]    one-way streaming bandwidth\n"
             "\n"
-            "ADDR is tcp://HOST:PORT (the scheme may be left out). Both ends need the same\n"
+            "ADDR is tcp://HOST:PORT, or shm://@NAME (a unix socket in the abstract namespace;\n"
+            "shm://@ listens on any free name) or shm://PATH for the shared-memory transport;\n"
+            "without a scheme, --transport decides (default tcp). Both ends need the same\n"
             "cluster secret: by default ~/.config/foundation/cluster.secret, created (0600,\n"
             "random) when absent, so two ends on one machine agree without configuration.\n"
             "\n"
@@ -51,15 +57,20 @@ static void usage(FILE *to)
             "                           connection before they are sent (the node's\n"
             "                           max_inflight_bytes; default: the library's 256K)\n"
             "  -a, --cpu N              pin this end to CPU N\n"
-            "  -T, --transport NAME     tcp (shm is not built yet)\n"
+            "  -T, --transport NAME     tcp or shm (default: the address's scheme, else tcp)\n"
             "  -k, --secret-file FILE   cluster secret file (created when absent)\n"
             "  -j, --json               lat, bw: print one JSON object\n"
+            "  -V, --verify             bw: number every message and checksum it (FNV-1a-64,\n"
+            "                           in a %d-byte header, so --size must be at least\n"
+            "                           that); the server reports what was delivered, lost,\n"
+            "                           duplicated, reordered and corrupted, and the exit\n"
+            "                           status is 3 unless all of those but delivered are 0\n"
             "  -h, --help               show this help\n"
             "\n"
             "lat reports one-way latency (round trip / 2) percentiles in microseconds; bw\n"
             "reports messages/s and GB/s of payload that the server confirmed receiving,\n"
             "and no latency percentiles (a one-way stream has no round trip).\n",
-            DEFAULT_WARMUP);
+            DEFAULT_WARMUP, PERF_VERIFY_HEADER_SIZE);
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -106,29 +117,25 @@ static bool parse_seconds(const char *text, uint64_t *ns)
     return true;
 }
 
-/* Only tcp exists today; naming another transport is an error, not a
- * silent fallback. */
+/* An unknown transport is an error, not a silent fallback. */
 static int set_transport(struct perf_options *o, const char *name)
 {
-    if (strcmp(name, "tcp") == 0) {
-        o->transport = "tcp";
+    if (strcmp(name, "tcp") == 0 || strcmp(name, "shm") == 0) {
+        o->transport = strcmp(name, "tcp") == 0 ? "tcp" : "shm";
         return -1;
     }
-    if (strcmp(name, "shm") == 0) {
-        fprintf(stderr, "fdn-perf: transport shm is not built yet\n");
-        return PERF_EXIT_USAGE;
-    }
-    return usage_error("unknown transport \"%s\" (tcp)", name);
+    return usage_error("unknown transport \"%s\" (tcp or shm)", name);
 }
 
-/* Accepts "tcp://host:port" or "host:port" (the transport's scheme is added).
- * Only the chosen transport's scheme is accepted. */
-static int set_address(struct perf_options *o, const char *text)
+/* Accepts "tcp://host:port", "shm://@name" or an address without a scheme
+ * (the transport's is added). A scheme picks the transport unless
+ * --transport named another, which is an error. */
+static int set_address(struct perf_options *o, const char *text, bool transport_given)
 {
     const char *sep = strstr(text, "://");
     size_t scheme_len = sep ? (size_t)(sep - text) : 0;
-    if (sep && scheme_len == 3 && strncmp(text, "shm", 3) == 0)
-        return set_transport(o, "shm");
+    if (sep && !transport_given && scheme_len == 3 && strncmp(text, "shm", 3) == 0)
+        set_transport(o, "shm");
     if (sep && (scheme_len != strlen(o->transport) ||
                 strncmp(text, o->transport, scheme_len) != 0))
         return usage_error("address %s does not match --transport",
@@ -158,6 +165,7 @@ static int apply_option(int c, const char *arg, struct perf_options *o, struct r
     case 'C': o->channel = arg; return -1;
     case 'k': o->secret_file = arg; return -1;
     case 'j': o->json = true; return -1;
+    case 'V': o->verify = true; return -1;
     case 's':
         return parse_size(arg, &o->size) ? -1 : usage_error("--size %s: 1 .. 64M bytes", arg);
     case 't':
@@ -221,7 +229,7 @@ static int finish_options(struct perf_options *o, const struct raw_options *raw)
     if (!addr)
         return usage_error("%s", server ? "server needs --listen ADDR"
                                         : "lat and bw need --connect ADDR");
-    if ((status = set_address(o, addr)) >= 0)
+    if ((status = set_address(o, addr, raw->transport != NULL)) >= 0)
         return status;
     if (raw->duration_given && o->iters)
         return usage_error("%s", "--duration and --iters exclude each other");
@@ -231,6 +239,11 @@ static int finish_options(struct perf_options *o, const struct raw_options *raw)
         o->duration_ns = 0;
     if (!o->channel)
         o->channel = o->mode == PERF_BW ? "data" : "coordination";
+    if (o->verify && o->mode != PERF_BW)
+        return usage_error("%s", "--verify is for bw");
+    if (o->verify && o->size < PERF_VERIFY_HEADER_SIZE)
+        return usage_error("%s", "--verify needs --size of at least 16 bytes: each message "
+                                 "starts with its sequence number and checksum");
     return -1;
 }
 
@@ -250,6 +263,7 @@ static int parse_options(int argc, char **argv, struct perf_options *o)
         {"transport", required_argument, NULL, 'T'},
         {"secret-file", required_argument, NULL, 'k'},
         {"json", no_argument, NULL, 'j'},
+        {"verify", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -264,7 +278,7 @@ static int parse_options(int argc, char **argv, struct perf_options *o)
     struct raw_options raw = {0};
     int c;
     optind = 2;
-    while ((c = getopt_long(argc, argv, "l:c:s:t:n:w:C:W:I:a:T:k:jh", long_options, NULL)) != -1)
+    while ((c = getopt_long(argc, argv, "l:c:s:t:n:w:C:W:I:a:T:k:jVh", long_options, NULL)) != -1)
         if ((status = apply_option(c, optarg, o, &raw)) >= 0)
             return status;
     if (optind < argc)

@@ -214,7 +214,11 @@ static int server_set_handlers(struct server *s)
 static int server_listen(struct server *s, const char *host, int report_fd)
 {
     char addr[128], bound[128];
-    snprintf(addr, sizeof addr, "tcp://%s:0", host);
+    /* A host is listened on over TCP, any port; a whole address as it is. */
+    if (strstr(host, "://"))
+        snprintf(addr, sizeof addr, "%s", host);
+    else
+        snprintf(addr, sizeof addr, "tcp://%s:0", host);
     int index = fdn_node_listen(s->env.node, addr);
     if (index < 0)
         return report_error("server", addr, index);

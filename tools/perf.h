@@ -15,10 +15,14 @@
 #include <fdn/node.h>
 #include <fdn/runtime.h>
 
+#include "perf_verify.h"
+
 /* Exit statuses. */
 #define PERF_EXIT_OK 0
 #define PERF_EXIT_RUNTIME 1
 #define PERF_EXIT_USAGE 2
+#define PERF_EXIT_VERIFY 3   /* bw --verify: something was lost, duplicated,
+                                reordered or corrupted */
 
 /* The largest --size: the server's channel ceilings below must hold it. */
 #define PERF_MAX_SIZE ((uint64_t)64 << 20)
@@ -44,6 +48,7 @@ struct perf_options {
     const char *channel;        /* channel name */
     int cpu;                    /* CPU to pin to, or -1 */
     bool json;
+    bool verify;                /* bw: number and checksum every message */
     const char *secret_file;    /* NULL: the library's default path */
     uint32_t window;            /* messages queued at the sender on data and perf
                                    (max_queued); 0: fill the credit window */
@@ -101,7 +106,18 @@ struct perf_bw_result {
     uint64_t confirmed_bytes;
     uint64_t elapsed_ns;        /* first send to the server's confirmation */
     uint64_t server_span_ns;    /* server's first to last arrival */
+    bool verified;              /* --verify: the server's account below */
+    struct perf_verify_counts verify;
 };
+
+/* True when a verified run lost, duplicated, reordered or corrupted
+ * nothing. */
+static inline bool perf_bw_intact(const struct perf_bw_result *r)
+{
+    const struct perf_verify_counts *v = &r->verify;
+    return !r->verified || (v->lost == 0 && v->duplicated == 0 && v->reordered == 0 &&
+                            v->corrupted == 0);
+}
 
 void perf_report_lat(const struct perf_options *o, const struct perf_lat_result *r);
 void perf_report_bw(const struct perf_options *o, const struct perf_bw_result *r);

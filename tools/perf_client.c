@@ -1,6 +1,7 @@
 /* fdn-perf clients: lat (ping-pong, one message in flight) and bw (one-way
- * streaming), each framed by BEGIN and, for bw, STATS requests to the
- * server (perf_proto.h). */
+ * streaming, optionally --verify: numbered and checksummed, perf_verify.h),
+ * each framed by BEGIN and, for bw, STATS requests to the server
+ * (perf_proto.h). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -349,6 +350,45 @@ static int stream(struct client *c, fdn_msg *payload, struct perf_bw_result *r, 
     return c->down ? -ECONNRESET : 0;
 }
 
+/* --verify: every message is a buffer of its own, numbered 0, 1, 2, ... and
+ * checksummed (perf_verify.h), so the one-buffer zero-copy stream above does
+ * not apply. A refused message keeps its number and is offered again, so
+ * the numbers the server sees are exactly 0 .. sent-1. */
+static int stream_verified(struct client *c, struct perf_bw_result *r, uint64_t start_ns)
+{
+    uint64_t end_ns = start_ns + c->o->duration_ns;
+    fdn_msg *m = NULL;
+    int rc;
+    while (!bw_finished(c, r->sent, end_ns)) {
+        if (!m) {
+            rc = fdn_msg_alloc(fdn_worker_pool(c->env.w), c->o->size, &m);
+            if (rc == -ENOBUFS) { /* queued messages hold the pool: let them go */
+                m = NULL;
+                if ((rc = fdn_worker_progress(c->env.w)) < 0)
+                    return rc;
+                continue;
+            }
+            if (rc < 0)
+                return rc;
+            perf_verify_fill(fdn_msg_data(m), c->o->size, r->sent);
+        }
+        rc = fdn_send(c->peer, c->channel, m);
+        if (rc == 0) {
+            m = NULL;
+            r->sent++;
+            continue;
+        }
+        if (rc != -EAGAIN)
+            return rc; /* the channel took (and dropped) the message */
+        if ((rc = fdn_worker_progress(c->env.w)) < 0) {
+            fdn_msg_free(m);
+            return rc;
+        }
+    }
+    fdn_msg_free(m);
+    return c->down ? -ECONNRESET : 0;
+}
+
 static int ask_server_count(struct client *c, struct perf_bw_result *r)
 {
     struct perf_ctl_request req = {.op = PERF_CTL_STATS, .arg = r->sent};
@@ -362,27 +402,45 @@ static int ask_server_count(struct client *c, struct perf_bw_result *r)
     r->confirmed_bytes = call.reply.bytes;
     r->server_span_ns = call.reply.span_ns;
     r->elapsed_ns = call.done_ns;
+    if (!c->o->verify)
+        return 0;
+    if (!call.reply.has_verify)
+        return perf_fail("the server's count has no --verify account", -EBADMSG);
+    r->verified = true;
+    r->verify = (struct perf_verify_counts){
+        .delivered = call.reply.delivered,
+        .lost = call.reply.lost,
+        .duplicated = call.reply.duplicated,
+        .reordered = call.reply.reordered,
+        .corrupted = call.reply.corrupted,
+    };
     return 0;
 }
 
 static int run_bw(struct client *c)
 {
     struct perf_bw_result r = {0};
-    if (begin_run(c, PERF_CTL_COUNT) < 0)
-        return PERF_EXIT_RUNTIME;
-    fdn_msg *payload;
-    if (make_payload(c, &payload) < 0)
+    if (begin_run(c, c->o->verify ? PERF_CTL_VERIFY : PERF_CTL_COUNT) < 0)
         return PERF_EXIT_RUNTIME;
     uint64_t start_ns = fdn_now_ns();
-    int rc = stream(c, payload, &r, start_ns);
-    fdn_msg_free(payload); /* ours; queued sends hold their own references */
+    int rc;
+    if (c->o->verify) {
+        rc = stream_verified(c, &r, start_ns);
+    } else {
+        fdn_msg *payload;
+        if (make_payload(c, &payload) < 0)
+            return PERF_EXIT_RUNTIME;
+        start_ns = fdn_now_ns();
+        rc = stream(c, payload, &r, start_ns);
+        fdn_msg_free(payload); /* ours; queued sends hold their own references */
+    }
     if (rc < 0)
         return send_failed(c, rc);
     if (ask_server_count(c, &r) < 0)
         return PERF_EXIT_RUNTIME;
     r.elapsed_ns -= start_ns;
     perf_report_bw(c->o, &r);
-    return PERF_EXIT_OK;
+    return perf_bw_intact(&r) ? PERF_EXIT_OK : PERF_EXIT_VERIFY;
 }
 
 /* ---- Entry -------------------------------------------------------------------- */

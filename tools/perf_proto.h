@@ -4,16 +4,25 @@
  * coordination channel.
  *
  *   BEGIN(mode, channel, size) -> status        the server resets its counters
- *                                               and echoes (lat) or counts (bw)
+ *                                               and echoes (lat), counts (bw) or
+ *                                               counts and checks (bw --verify)
  *   STATS(expected messages)   -> status, messages, bytes, span
  *                                               answered once the server has
  *                                               received `expected` messages,
- *                                               or when arrivals stop for a while
+ *                                               or when arrivals stop for a while;
+ *                                               in a VERIFY run also delivered,
+ *                                               lost, duplicated, reordered and
+ *                                               corrupted (perf_verify.h), where
+ *                                               `expected` is what the client sent
  *
  * Layout, little-endian:
  *   request:  0 magic u32 | 4 op u8 | 5 mode u8 | 6 channel u16 | 8 arg u64       (16 bytes)
  *   reply:    0 magic u32 | 4 op u8 | 5 pad[3]  | 8 status i32  | 12 pad u32
- *             | 16 messages u64 | 24 bytes u64 | 32 span_ns u64                 (40 bytes) */
+ *             | 16 messages u64 | 24 bytes u64 | 32 span_ns u64                 (40 bytes)
+ *   STATS reply of a VERIFY run: the above, then
+ *             40 delivered u64 | 48 lost u64 | 56 duplicated u64
+ *             | 64 reordered u64 | 72 corrupted u64                             (80 bytes)
+ * A server that predates VERIFY refuses that BEGIN with -EINVAL. */
 #ifndef FDN_TOOLS_PERF_PROTO_H
 #define FDN_TOOLS_PERF_PROTO_H
 
@@ -24,6 +33,7 @@
 #define PERF_CTL_MAGIC 0x46525046u /* "FPRF" */
 #define PERF_CTL_REQUEST_SIZE 16
 #define PERF_CTL_REPLY_SIZE 40
+#define PERF_CTL_VERIFY_REPLY_SIZE 80
 
 enum perf_ctl_op {
     PERF_CTL_BEGIN = 1,
@@ -33,6 +43,7 @@ enum perf_ctl_op {
 enum perf_ctl_mode {
     PERF_CTL_ECHO = 1,   /* lat: send every message back on its channel */
     PERF_CTL_COUNT = 2,  /* bw: count and free */
+    PERF_CTL_VERIFY = 3, /* bw --verify: count, check (perf_verify.h) and free */
 };
 
 struct perf_ctl_request {
@@ -48,6 +59,8 @@ struct perf_ctl_reply {
     uint64_t messages;
     uint64_t bytes;
     uint64_t span_ns;    /* first to last arrival, on the server's clock */
+    bool has_verify;     /* the verify counters below are present */
+    uint64_t delivered, lost, duplicated, reordered, corrupted;
 };
 
 static inline void perf_store_le16(uint8_t *p, uint16_t v)
@@ -110,6 +123,12 @@ static inline bool perf_ctl_request_decode(const uint8_t *buf, size_t len,
     return true;
 }
 
+/* Bytes perf_ctl_reply_encode() writes for r. */
+static inline size_t perf_ctl_reply_size(const struct perf_ctl_reply *r)
+{
+    return r->has_verify ? PERF_CTL_VERIFY_REPLY_SIZE : PERF_CTL_REPLY_SIZE;
+}
+
 static inline void perf_ctl_reply_encode(const struct perf_ctl_reply *r, uint8_t *buf)
 {
     perf_store_le32(buf, PERF_CTL_MAGIC);
@@ -120,18 +139,34 @@ static inline void perf_ctl_reply_encode(const struct perf_ctl_reply *r, uint8_t
     perf_store_le64(buf + 16, r->messages);
     perf_store_le64(buf + 24, r->bytes);
     perf_store_le64(buf + 32, r->span_ns);
+    if (!r->has_verify)
+        return;
+    perf_store_le64(buf + 40, r->delivered);
+    perf_store_le64(buf + 48, r->lost);
+    perf_store_le64(buf + 56, r->duplicated);
+    perf_store_le64(buf + 64, r->reordered);
+    perf_store_le64(buf + 72, r->corrupted);
 }
 
 static inline bool perf_ctl_reply_decode(const uint8_t *buf, size_t len,
                                          struct perf_ctl_reply *out)
 {
-    if (len != PERF_CTL_REPLY_SIZE || perf_load_le32(buf) != PERF_CTL_MAGIC)
+    if ((len != PERF_CTL_REPLY_SIZE && len != PERF_CTL_VERIFY_REPLY_SIZE) ||
+        perf_load_le32(buf) != PERF_CTL_MAGIC)
         return false;
     out->op = buf[4];
     out->status = (int32_t)perf_load_le32(buf + 8);
     out->messages = perf_load_le64(buf + 16);
     out->bytes = perf_load_le64(buf + 24);
     out->span_ns = perf_load_le64(buf + 32);
+    out->has_verify = len == PERF_CTL_VERIFY_REPLY_SIZE;
+    if (out->has_verify) {
+        out->delivered = perf_load_le64(buf + 40);
+        out->lost = perf_load_le64(buf + 48);
+        out->duplicated = perf_load_le64(buf + 56);
+        out->reordered = perf_load_le64(buf + 64);
+        out->corrupted = perf_load_le64(buf + 72);
+    }
     return true;
 }
 

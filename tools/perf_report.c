@@ -7,7 +7,11 @@
  *
  * Bandwidth counts only the messages the server confirmed receiving, over
  * the time from the first send to the server's confirmation. A one-way
- * stream has no per-message round trip, so bw reports no latency keys. */
+ * stream has no per-message round trip, so bw reports no latency keys.
+ *
+ * With --verify, bw adds the server's account of the numbered messages
+ * (perf_verify.h): a "verify" line in the table, a "verify" object in the
+ * JSON, and a line on stderr when the run was not intact. */
 #include <stdio.h>
 
 #include "perf.h"
@@ -84,18 +88,55 @@ void perf_report_lat(const struct perf_options *o, const struct perf_lat_result 
            s.p9999, s.max, s.mean);
 }
 
+static void print_verify_json(const struct perf_verify_counts *v)
+{
+    printf(", \"verify\": {\"delivered\": %llu, \"lost\": %llu, \"duplicated\": %llu, "
+           "\"reordered\": %llu, \"corrupted\": %llu}",
+           (unsigned long long)v->delivered, (unsigned long long)v->lost,
+           (unsigned long long)v->duplicated, (unsigned long long)v->reordered,
+           (unsigned long long)v->corrupted);
+}
+
+static void print_verify_table(const struct perf_verify_counts *v, bool intact)
+{
+    printf("verify (FNV-1a-64 per message): %s\n", intact ? "intact" : "NOT INTACT");
+    printf("%14s %10s %10s %10s %10s\n", "delivered", "lost", "duplicated", "reordered",
+           "corrupted");
+    printf("%14llu %10llu %10llu %10llu %10llu\n", (unsigned long long)v->delivered,
+           (unsigned long long)v->lost, (unsigned long long)v->duplicated,
+           (unsigned long long)v->reordered, (unsigned long long)v->corrupted);
+}
+
+/* Also said on stderr, so a JSON consumer's log shows why the exit status
+ * is PERF_EXIT_VERIFY. */
+static void warn_not_intact(const struct perf_bw_result *r)
+{
+    const struct perf_verify_counts *v = &r->verify;
+    fprintf(stderr, "fdn-perf: --verify: of %llu messages sent, %llu lost, %llu duplicated, "
+                    "%llu reordered, %llu corrupted\n",
+            (unsigned long long)r->sent, (unsigned long long)v->lost,
+            (unsigned long long)v->duplicated, (unsigned long long)v->reordered,
+            (unsigned long long)v->corrupted);
+}
+
 void perf_report_bw(const struct perf_options *o, const struct perf_bw_result *r)
 {
+    bool intact = perf_bw_intact(r);
+    if (!intact)
+        warn_not_intact(r);
     double seconds = (double)r->elapsed_ns / NS_PER_S;
     double rate = seconds > 0 ? (double)r->confirmed / seconds : 0;
     double gbytes = seconds > 0 ? (double)r->confirmed_bytes / seconds / 1e9 : 0;
     if (o->json) {
         print_json_run("bw", o);
         printf(", \"messages\": %llu, \"sent\": %llu, \"bytes\": %llu, \"elapsed_s\": %.6f, "
-               "\"server_span_s\": %.6f, \"messages_per_s\": %.1f, \"gbytes_per_s\": %.6f}\n",
+               "\"server_span_s\": %.6f, \"messages_per_s\": %.1f, \"gbytes_per_s\": %.6f",
                (unsigned long long)r->confirmed, (unsigned long long)r->sent,
                (unsigned long long)r->confirmed_bytes, seconds,
                (double)r->server_span_ns / NS_PER_S, rate, gbytes);
+        if (r->verified)
+            print_verify_json(&r->verify);
+        printf("}\n");
         return;
     }
     printf("fdn-perf bw: %s, channel %s, %llu B: %llu sent, %llu received by the server "
@@ -104,4 +145,6 @@ void perf_report_bw(const struct perf_options *o, const struct perf_bw_result *r
            (unsigned long long)r->confirmed, seconds);
     printf("%14s %10s %10s\n", "messages/s", "GB/s", "Gbit/s");
     printf("%14.1f %10.3f %10.3f\n", rate, gbytes, gbytes * 8);
+    if (r->verified)
+        print_verify_table(&r->verify, intact);
 }

@@ -3,9 +3,14 @@
  *
  * A client's BEGIN names the measured channel and what to do with its
  * messages: echo them (lat: the received message itself goes back, so the
- * echo costs no allocation and no copy) or count and free them (bw). A STATS
+ * echo costs no allocation and no copy), count and free them (bw), or also
+ * check each one's number and checksum (bw --verify, perf_verify.h). A STATS
  * request is answered with the count once the client's messages have all
- * arrived, so a bw client reports what the server really received. */
+ * arrived, so a bw client reports what the server really received; in a
+ * verify run the answer adds delivered, lost, duplicated, reordered and
+ * corrupted. Every session (client) has its own counters and tracker, reset
+ * by each BEGIN, so any number of runs, one after another or side by side,
+ * are accounted separately. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -16,6 +21,7 @@
 
 #include "perf.h"
 #include "perf_proto.h"
+#include "perf_verify.h"
 
 /* A STATS request waiting for messages is answered anyway once nothing has
  * arrived for this long (a best-effort channel may have dropped some). */
@@ -33,6 +39,10 @@ struct session {
     uint64_t size;
     uint64_t messages, bytes, stray;
     uint64_t first_ns, last_ns;
+    /* VERIFY: which numbers arrived; verify_failed when the tracker ran out
+     * of memory (the run's account would be wrong, so STATS fails). */
+    struct perf_seq_tracker seqs;
+    bool verify_failed;
     /* Echoes the channel refused for now (-EAGAIN), oldest first, linked by
      * qnext: sent again before any newer echo, so order is kept. */
     fdn_msg *backlog_head, *backlog_tail;
@@ -57,7 +67,12 @@ static struct session *find_session(struct server *srv, const fdn_peer *peer)
 
 static const char *mode_name(enum perf_ctl_mode mode)
 {
-    return mode == PERF_CTL_ECHO ? "lat" : mode == PERF_CTL_COUNT ? "bw" : "idle";
+    switch (mode) {
+    case PERF_CTL_ECHO: return "lat";
+    case PERF_CTL_COUNT: return "bw";
+    case PERF_CTL_VERIFY: return "bw --verify";
+    }
+    return "idle";
 }
 
 /* ---- Peers ------------------------------------------------------------------ */
@@ -101,6 +116,7 @@ static void on_peer_down(fdn_peer *peer, int reason, void *arg)
                s->addr, reason ? fdn_strerror(reason) : "closed", mode_name(s->mode),
                s->messages, s->bytes);
         free_backlog(s);
+        perf_seq_reset(&s->seqs);
         free(s);
         return;
     }
@@ -112,7 +128,7 @@ static void on_peer_down(fdn_peer *peer, int reason, void *arg)
 static int send_reply(fdn_peer *peer, int channel, uint64_t id, const struct perf_ctl_reply *r)
 {
     fdn_msg *m;
-    int rc = fdn_msg_alloc(fdn_worker_pool(fdn_worker_current()), PERF_CTL_REPLY_SIZE, &m);
+    int rc = fdn_msg_alloc(fdn_worker_pool(fdn_worker_current()), perf_ctl_reply_size(r), &m);
     if (rc < 0)
         return rc;
     perf_ctl_reply_encode(r, fdn_msg_data(m));
@@ -120,6 +136,24 @@ static int send_reply(fdn_peer *peer, int channel, uint64_t id, const struct per
     if (rc == -EAGAIN)
         fdn_msg_free(m);
     return rc;
+}
+
+/* Adds the verify account to a STATS reply, and logs it. */
+static void add_verify(struct session *s, struct perf_ctl_reply *r)
+{
+    struct perf_verify_counts c = perf_seq_finish(&s->seqs, s->stats_expected);
+    r->has_verify = true;
+    r->delivered = c.delivered;
+    r->lost = c.lost;
+    r->duplicated = c.duplicated;
+    r->reordered = c.reordered;
+    r->corrupted = c.corrupted;
+    if (s->verify_failed)
+        r->status = -ENOMEM;
+    printf("client %s: verify: %" PRIu64 " sent, %" PRIu64 " delivered, %" PRIu64 " lost, %"
+           PRIu64 " duplicated, %" PRIu64 " reordered, %" PRIu64 " corrupted%s\n", s->addr,
+           s->stats_expected, c.delivered, c.lost, c.duplicated, c.reordered, c.corrupted,
+           s->verify_failed ? " (tracker out of memory: not trustworthy)" : "");
 }
 
 static int answer_stats(struct session *s)
@@ -130,20 +164,37 @@ static int answer_stats(struct session *s)
         .bytes = s->bytes,
         .span_ns = s->messages ? s->last_ns - s->first_ns : 0,
     };
+    if (s->mode == PERF_CTL_VERIFY)
+        add_verify(s, &r);
     int rc = send_reply(s->peer, s->stats_channel, s->stats_id, &r);
     if (rc != -EAGAIN)
         s->stats_pending = false;
     return rc;
 }
 
+/* Whether every message the client sent has arrived. In a verify run only
+ * distinct, intact numbers count: duplicates and corrupted messages must not
+ * make STATS answer while real ones are still on the way. */
+static bool all_arrived(const struct session *s)
+{
+    if (s->mode == PERF_CTL_VERIFY)
+        return perf_seq_delivered_below(&s->seqs, s->stats_expected) >= s->stats_expected;
+    return s->messages >= s->stats_expected;
+}
+
 static void begin_run(struct session *s, const struct perf_ctl_request *req, int channel,
                       uint64_t id)
 {
     struct perf_ctl_reply r = {.op = PERF_CTL_BEGIN};
-    if (req->mode != PERF_CTL_ECHO && req->mode != PERF_CTL_COUNT) {
+    if (req->mode != PERF_CTL_ECHO && req->mode != PERF_CTL_COUNT &&
+        req->mode != PERF_CTL_VERIFY) {
         r.status = -EINVAL;
+    } else if (req->mode == PERF_CTL_VERIFY && req->arg < PERF_VERIFY_HEADER_SIZE) {
+        r.status = -EMSGSIZE; /* the client checks this first */
     } else {
         free_backlog(s);
+        perf_seq_reset(&s->seqs);
+        s->verify_failed = false;
         s->mode = (enum perf_ctl_mode)req->mode;
         s->channel = req->channel;
         s->size = req->arg;
@@ -166,7 +217,7 @@ static void ask_stats(struct session *s, const struct perf_ctl_request *req, int
     s->stats_id = id;
     s->stats_expected = req->arg;
     s->stats_asked_ns = fdn_now_ns();
-    if (s->messages >= s->stats_expected)
+    if (all_arrived(s))
         answer_stats(s);
 }
 
@@ -206,6 +257,21 @@ static void echo(struct session *s, int channel, fdn_msg *msg)
     s->backlog_tail = msg;
 }
 
+/* Checks one message of a verify run and records its number. */
+static void verify(struct session *s, const fdn_msg *msg)
+{
+    uint64_t seq;
+    if (!perf_verify_check(msg, s->size, &seq)) {
+        perf_seq_corrupted(&s->seqs);
+        return;
+    }
+    if (perf_seq_record(&s->seqs, seq) == PERF_SEQ_NO_MEMORY && !s->verify_failed) {
+        s->verify_failed = true;
+        fprintf(stderr, "fdn-perf server: client %s: no memory to track sequence numbers\n",
+                s->addr);
+    }
+}
+
 static void on_message(fdn_peer *peer, int channel, fdn_msg *msg, void *arg)
 {
     struct session *s = find_session(arg, peer);
@@ -224,8 +290,10 @@ static void on_message(fdn_peer *peer, int channel, fdn_msg *msg, void *arg)
         echo(s, channel, msg);
         return;
     }
+    if (s->mode == PERF_CTL_VERIFY)
+        verify(s, msg);
     fdn_msg_free(msg);
-    if (s->stats_pending && s->messages >= s->stats_expected)
+    if (s->stats_pending && all_arrived(s))
         answer_stats(s);
 }
 
@@ -253,7 +321,7 @@ static void service_sessions(struct server *srv)
         if (!s->stats_pending)
             continue;
         uint64_t since = s->last_ns > s->stats_asked_ns ? s->last_ns : s->stats_asked_ns;
-        if (s->messages >= s->stats_expected || fdn_now_ns() - since > STATS_QUIET_NS)
+        if (all_arrived(s) || fdn_now_ns() - since > STATS_QUIET_NS)
             answer_stats(s);
     }
 }

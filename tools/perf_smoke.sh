@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Smoke test of fdn-perf: a server on a free loopback port (port 0; the bound
-# address is read from its first line), one short lat run and one short bw
-# run with --json, their keys checked with python3, the server stopped with
-# SIGTERM and its exit status checked. Never a judgement on timings.
+# address is read from its first line), one short lat run, one short bw run
+# and one bw --verify run with --json, their keys checked with python3 (the
+# verify run must have lost, duplicated, reordered and corrupted nothing),
+# the server stopped with SIGTERM and its exit status checked. Never a
+# judgement on timings.
 #
 # usage: perf_smoke.sh PATH/TO/fdn-perf
 set -euo pipefail
@@ -42,14 +44,18 @@ echo "server on $addr"
 "$perf" lat --connect "$addr" --secret-file "$secret" --iters 2000 --json >"$work/lat.json"
 "$perf" bw --connect "$addr" --secret-file "$secret" --iters 2000 --size 4096 --json \
     >"$work/bw.json"
-cat "$work/lat.json" "$work/bw.json"
+# Exit status 3 would mean the stream was not delivered intact.
+"$perf" bw --connect "$addr" --secret-file "$secret" --iters 2000 --size 4096 --verify --json \
+    >"$work/verify.json"
+cat "$work/lat.json" "$work/bw.json" "$work/verify.json"
 
-python3 - "$work/lat.json" "$work/bw.json" <<'EOF'
+python3 - "$work/lat.json" "$work/bw.json" "$work/verify.json" <<'EOF'
 import json
 import sys
 
 lat = json.load(open(sys.argv[1]))
 bw = json.load(open(sys.argv[2]))
+verify = json.load(open(sys.argv[3]))
 
 lat_keys = ["p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "max_us", "mean_us",
             "messages", "size", "channel", "transport"]
@@ -67,16 +73,31 @@ assert order == sorted(order), f"percentiles out of order: {order}"
 assert bw["sent"] == 2000 and bw["messages"] == 2000, bw   # reliable: all confirmed
 assert bw["size"] == 4096 and bw["channel"] == "data"
 assert bw["messages_per_s"] > 0 and bw["gbytes_per_s"] > 0, bw
+assert "verify" not in bw, bw
+
+v = verify["verify"]
+assert sorted(v) == ["corrupted", "delivered", "duplicated", "lost", "reordered"], v
+assert v == {"delivered": 2000, "lost": 0, "duplicated": 0, "reordered": 0, "corrupted": 0}, v
+assert verify["sent"] == 2000 and verify["messages"] == 2000, verify
 print("json ok")
 EOF
 
-# Usage errors are exit status 2, and shm says it is not there.
+# Usage errors are exit status 2: a tcp:// address with --transport shm is one
+# (perf_smoke_shm.sh runs shm itself).
 set +e
 "$perf" lat --connect "$addr" --transport shm 2>"$work/shm.err"
 status=$?
 set -e
 [[ $status -eq 2 ]] || { echo "--transport shm: exit $status, expected 2" >&2; exit 1; }
-grep -q "transport shm is not built yet" "$work/shm.err"
+grep -q "does not match --transport" "$work/shm.err"
+
+# --verify needs room for its 16-byte header, and is for bw only.
+set +e
+"$perf" bw --connect "$addr" --size 8 --verify 2>"$work/verify.err"
+status=$?
+set -e
+[[ $status -eq 2 ]] || { echo "--verify --size 8: exit $status, expected 2" >&2; exit 1; }
+grep -q "verify needs --size of at least 16 bytes" "$work/verify.err"
 
 kill -TERM "$server_pid"
 status=0

@@ -3,10 +3,12 @@
 #include <string.h>
 
 #include "core/transport.h"
+#include "transport/shm_internal.h"
 #include "transport/tcp_internal.h"
 
 const struct fdn__transport *const fdn__transports[] = {
     &fdn__transport_tcp,
+    &fdn__transport_shm,
     NULL,
 };
 

@@ -55,7 +55,7 @@ static inline struct fdn__channel_desc fuzz_channel(unsigned i)
         .priority = (uint8_t)(FUZZ_CHANNEL_COUNT - i),
         .flags = i < 2 ? FDN__CHANNEL_ORDERED | FDN__CHANNEL_RELIABLE : 0,
         .weight = 1,
-        .lanes = (uint8_t)(1 + i % 2),
+        .lane = (uint8_t)(i % 2),
         .credit_window = 1u << 20,
         .max_message = 1u << 24,
     };

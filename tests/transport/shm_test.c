@@ -1,0 +1,1037 @@
+/* The shared-memory transport. One application-driven worker holds both
+ * ends of most connections; other processes play the peers that must be
+ * survived: a child that streams and is killed with SIGKILL, and a hostile
+ * peer written by hand here (set-up messages over the socket, then raw
+ * writes into the segment) whose corrupt set-ups and ring positions must
+ * close its connection, counted, and nothing else. Two nodes then talk over
+ * shm:// across every default channel.
+ *
+ * Streams are windows onto one random pattern, so every received byte is
+ * checked at its stream offset. No timing thresholds: every wait is for an
+ * event, bounded by a pass budget. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fdn/fdn.h>
+#include <fdn/node.h>
+
+#include "core/transport.h"
+#include "core/worker_internal.h"
+#include "test.h"
+#include "transport/shm_internal.h"
+#include "transport/shm_ring.h"
+
+#define ADDR_MAX 128
+
+static const struct fdn__transport *tp;
+static fdn_runtime *rt;
+static fdn_worker *w;
+static const char *self_exe;
+
+/* ---- Random numbers and the pattern ------------------------------------- */
+
+static uint64_t rng_state = 0x5eed5eed87654321u;
+
+static uint64_t rng_next(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rng_range(uint64_t lo, uint64_t hi) { return lo + rng_next() % (hi - lo + 1); }
+
+/* Log-uniform in [1, max]: as many tiny sends as large ones. */
+static size_t rng_size(size_t max)
+{
+    int bits = (int)rng_range(0, 63 - (uint64_t)__builtin_clzll(max));
+    size_t lo = (size_t)1 << bits, hi = lo * 2 - 1 < max ? lo * 2 - 1 : max;
+    return (size_t)rng_range(lo, hi);
+}
+
+#define PATTERN_LEN ((1u << 20) + 4099u)
+static uint8_t *pattern;
+
+static void pattern_init(void)
+{
+    pattern = malloc(PATTERN_LEN);
+    CHECK(pattern != NULL);
+    uint64_t s = 0x1234567u;
+    for (size_t i = 0; i < PATTERN_LEN; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        pattern[i] = (uint8_t)(s >> 56);
+    }
+}
+
+static void check_pattern(uint64_t offset, const uint8_t *data, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] != pattern[(offset + i) % PATTERN_LEN]) {
+            fprintf(stderr, "stream byte at offset %llu is wrong\n",
+                    (unsigned long long)(offset + i));
+            abort();
+        }
+    }
+}
+
+/* ---- Driving the worker ------------------------------------------------- */
+
+#define MAX_PASSES 50000000L
+#define MAX_IDLE_WAITS 20000L /* 1 ms each */
+
+#define RUN_UNTIL(cond)                                                                  \
+    do {                                                                                 \
+        long passes_ = 0, idle_ = 0;                                                     \
+        while (!(cond)) {                                                                \
+            int rc_ = fdn_worker_progress(w);                                            \
+            CHECK(rc_ >= 0);                                                             \
+            if (++passes_ > MAX_PASSES || (rc_ == 0 && ++idle_ > MAX_IDLE_WAITS)) {      \
+                fprintf(stderr, "%s:%d: RUN_UNTIL(%s) gave up (passes %ld idle %ld inflight %u passive %u)\n", __FILE__, __LINE__, \
+                        #cond, passes_, idle_, w->inflight, w->inflight_passive);       \
+                abort();                                                                 \
+            }                                                                            \
+            if (rc_ == 0)                                                                \
+                CHECK_OK(fdn_worker_wait(w, 1000000));                                   \
+        }                                                                                \
+    } while (0)
+
+static void run_passes(int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fdn_worker_progress(w) == 0)
+            CHECK_OK(fdn_worker_wait(w, 100000));
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    CHECK(d != NULL);
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static int fds_at_setup;
+
+static void setup(void)
+{
+    fds_at_setup = count_fds();
+    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true};
+    CHECK_OK(fdn_runtime_create(&cfg, &rt));
+    w = fdn_runtime_worker(rt, 0);
+    int rc = fdn_worker_attach(w);
+    if (rc == -ENOSYS || rc == -EPERM)
+        SKIP("io_uring unavailable: %s", fdn_errmsg());
+    CHECK_OK(rc);
+}
+
+static void teardown(void)
+{
+    RUN_UNTIL(w->inflight == 0);
+    CHECK(w->pollers == NULL);
+    CHECK_OK(fdn_worker_detach(w));
+    CHECK_OK(fdn_runtime_stop(rt));
+    fdn_runtime_destroy(rt);
+    struct fdn__shm_stats st;
+    fdn__shm_stats_get(&st);
+    CHECK_EQ(st.segments_mapped, 0);
+    CHECK_EQ(count_fds(), fds_at_setup);
+}
+
+/* ---- Endpoints ----------------------------------------------------------- */
+
+struct endpoint {
+    struct fdn__tp_conn *conn;
+    int connected_calls, connected_err;
+    int closed_calls, closed_err;
+    bool check_rx;
+    uint64_t rx_seed, rx_bytes;
+    int recv_calls;
+    bool paused;
+    int pause_every;
+    bool echo;
+    uint64_t tx_seed, tx_bytes;
+    uint64_t sends_queued, sends_reported, sends_ok, sends_failed;
+};
+
+struct test_send {
+    struct fdn__tp_send s;   /* first */
+    struct endpoint *ep;
+    uint64_t seq;
+    uint8_t *copy;
+    struct iovec iov[10];
+};
+
+static void add_pieces(struct test_send *t, uint8_t *base, size_t len, int pieces)
+{
+    while (len) {
+        size_t n = pieces <= 1 ? len : (size_t)rng_range(0, len / (size_t)pieces * 2);
+        if (n > len)
+            n = len;
+        CHECK(t->s.iovcnt < 10);
+        t->iov[t->s.iovcnt++] = (struct iovec){.iov_base = base, .iov_len = n};
+        base += n;
+        len -= n;
+        pieces--;
+    }
+}
+
+static int submit(struct endpoint *ep, struct test_send *t)
+{
+    t->seq = ep->sends_queued;
+    t->s.iov = t->iov;
+    for (int i = 0; i < t->s.iovcnt; i++)
+        t->s.len += t->iov[i].iov_len;
+    int rc = fdn__tp_send(ep->conn, &t->s);
+    if (rc == 0)
+        ep->sends_queued++;
+    return rc;
+}
+
+static void send_pattern(struct endpoint *ep, size_t len)
+{
+    struct test_send *t = calloc(1, sizeof *t);
+    CHECK(t != NULL);
+    t->ep = ep;
+    size_t at = (size_t)((ep->tx_seed + ep->tx_bytes) % PATTERN_LEN);
+    size_t first = PATTERN_LEN - at < len ? PATTERN_LEN - at : len;
+    add_pieces(t, pattern + at, first, (int)rng_range(1, 8));
+    add_pieces(t, pattern, len - first, 1);
+    CHECK_OK(submit(ep, t));
+    ep->tx_bytes += len;
+}
+
+static void send_copy(struct endpoint *ep, const uint8_t *data, size_t len)
+{
+    struct test_send *t = calloc(1, sizeof *t);
+    CHECK(t != NULL);
+    t->ep = ep;
+    t->copy = malloc(len);
+    CHECK(t->copy != NULL);
+    memcpy(t->copy, data, len);
+    add_pieces(t, t->copy, len, (int)rng_range(1, 8));
+    CHECK_OK(submit(ep, t));
+    ep->tx_bytes += len;
+}
+
+static void ep_on_connected(void *ctx, int err)
+{
+    struct endpoint *ep = ctx;
+    CHECK_EQ(ep->connected_calls, 0);
+    ep->connected_calls++;
+    ep->connected_err = err;
+}
+
+static int ep_on_recv(void *ctx, const uint8_t *data, size_t len)
+{
+    struct endpoint *ep = ctx;
+    CHECK_EQ(ep->closed_calls, 0);
+    CHECK(!ep->paused);
+    CHECK(len > 0);
+    if (ep->check_rx)
+        check_pattern(ep->rx_seed + ep->rx_bytes, data, len);
+    ep->rx_bytes += len;
+    ep->recv_calls++;
+    if (ep->echo)
+        send_copy(ep, data, len);
+    if (ep->pause_every && ep->recv_calls % ep->pause_every == 0) {
+        ep->paused = true;
+        fdn__tp_recv_pause(ep->conn, true);
+    }
+    return 0;
+}
+
+static void ep_on_sent(void *ctx, struct fdn__tp_send *s, int err)
+{
+    struct endpoint *ep = ctx;
+    struct test_send *t = (struct test_send *)s;
+    CHECK(t->ep == ep);
+    CHECK_EQ(ep->closed_calls, 0);
+    CHECK_EQ(t->seq, ep->sends_reported);
+    ep->sends_reported++;
+    if (err == 0)
+        ep->sends_ok++;
+    else
+        ep->sends_failed++;
+    free(t->copy);
+    free(t);
+}
+
+static void ep_on_closed(void *ctx, int err)
+{
+    struct endpoint *ep = ctx;
+    CHECK_EQ(ep->closed_calls, 0);
+    CHECK_EQ(ep->sends_reported, ep->sends_queued);
+    ep->closed_calls++;
+    ep->closed_err = err;
+}
+
+static const struct fdn__tp_conn_events ep_events = {
+    .on_connected = ep_on_connected,
+    .on_recv = ep_on_recv,
+    .on_sent = ep_on_sent,
+    .on_closed = ep_on_closed,
+};
+
+static void resume(struct endpoint *ep)
+{
+    if (ep && ep->paused && ep->closed_calls == 0) {
+        ep->paused = false;
+        fdn__tp_recv_pause(ep->conn, false);
+    }
+}
+
+/* ---- Listener ------------------------------------------------------------ */
+
+#define MAX_ACCEPTED 64
+
+struct acceptor {
+    struct fdn__tp_listener *l;
+    struct fdn__tp_conn *accepted[MAX_ACCEPTED];
+    int n_accepted, n_taken;
+    int closed_calls, closed_err;
+};
+
+static void acc_on_accept(void *ctx, struct fdn__tp_conn *conn)
+{
+    struct acceptor *a = ctx;
+    CHECK(a->n_accepted < MAX_ACCEPTED);
+    a->accepted[a->n_accepted++] = conn;
+}
+
+static void acc_on_closed(void *ctx, int err)
+{
+    struct acceptor *a = ctx;
+    a->closed_calls++;
+    a->closed_err = err;
+}
+
+static const struct fdn__tp_listener_events acc_events = {
+    .on_accept = acc_on_accept,
+    .on_closed = acc_on_closed,
+};
+
+static void start_listener(struct acceptor *a, const char *at, char *addr, size_t len)
+{
+    memset(a, 0, sizeof *a);
+    CHECK_OK(tp->listen(w, at, NULL, &acc_events, a, &a->l));
+    CHECK(fdn__tp_listener_addr(a->l, addr, len) > 0);
+}
+
+static void stop_listener(struct acceptor *a)
+{
+    fdn__tp_listener_close(a->l);
+    RUN_UNTIL(a->closed_calls == 1);
+    CHECK_EQ(a->closed_err, -ECANCELED);
+}
+
+static struct fdn__tp_conn *take_accepted(struct acceptor *a, struct endpoint *ep)
+{
+    RUN_UNTIL(a->n_accepted > a->n_taken);
+    struct fdn__tp_conn *c = a->accepted[a->n_taken++];
+    ep->conn = c;
+    fdn__tp_conn_start(c, &ep_events, ep);
+    return c;
+}
+
+static void connect_pair(struct acceptor *a, const char *addr, const struct fdn__tp_options *opt,
+                         struct endpoint *client, struct endpoint *server)
+{
+    CHECK_OK(tp->connect(w, addr, opt, &ep_events, client, &client->conn));
+    take_accepted(a, server);
+    RUN_UNTIL(client->connected_calls == 1);
+    CHECK_OK(client->connected_err);
+}
+
+static void close_and_wait(struct endpoint *ep)
+{
+    fdn__tp_conn_close(ep->conn);
+    RUN_UNTIL(ep->closed_calls == 1);
+}
+
+/* ---- Tests --------------------------------------------------------------- */
+
+static void test_registry_and_bad_addresses(void)
+{
+    setup();
+    const char *rest;
+    CHECK(fdn__transport_for("shm://@x", &rest) == tp);
+    CHECK(strcmp(rest, "@x") == 0);
+    CHECK_EQ(tp->caps, FDN__TP_RELIABLE);
+    struct fdn__tp_conn *c;
+    struct fdn__tp_listener *l;
+    struct endpoint ep = {0};
+    CHECK_EQ(tp->connect(w, "", NULL, &ep_events, &ep, &c), -EINVAL);
+    CHECK_EQ(tp->connect(w, "@", NULL, &ep_events, &ep, &c), -EINVAL);
+    char longname[200];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    CHECK_EQ(tp->listen(w, longname, NULL, &acc_events, NULL, &l), -EINVAL);
+    CHECK(strstr(fdn_errmsg(), "over") != NULL);
+
+    /* A name in use is refused; a name nobody listens on is refused at connect. */
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    start_listener(&a, "@fdn-shm-test-name", addr, sizeof addr);
+    CHECK(strcmp(addr, "@fdn-shm-test-name") == 0);
+    CHECK_EQ(tp->listen(w, "@fdn-shm-test-name", NULL, &acc_events, NULL, &l), -EADDRINUSE);
+    stop_listener(&a);
+    CHECK_OK(tp->connect(w, "@fdn-shm-test-nobody", NULL, &ep_events, &ep, &ep.conn));
+    CHECK_EQ(ep.connected_calls, 0); /* never from inside the call */
+    RUN_UNTIL(ep.closed_calls == 1);
+    CHECK_EQ(ep.connected_calls, 1);
+    CHECK_EQ(ep.connected_err, -ECONNREFUSED);
+    CHECK_EQ(ep.closed_err, -ECONNREFUSED);
+
+    /* A filesystem path works and is removed with its listener. */
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/fdn-shm-test-%d.sock", (int)getpid());
+    start_listener(&a, path, addr, sizeof addr);
+    CHECK(strcmp(addr, path) == 0);
+    CHECK(access(path, F_OK) == 0);
+    struct endpoint client = {.check_rx = true}, server = {.check_rx = true};
+    connect_pair(&a, path, NULL, &client, &server);
+    send_pattern(&client, 1000);
+    RUN_UNTIL(server.rx_bytes == 1000 && client.sends_reported == 1);
+    char peer[64];
+    CHECK(fdn__tp_conn_peer_addr(server.conn, peer, sizeof peer) > 0);
+    char expect[64];
+    snprintf(expect, sizeof expect, "pid:%d", (int)getpid());
+    CHECK(strcmp(peer, expect) == 0);
+    close_and_wait(&client);
+    RUN_UNTIL(server.closed_calls == 1);
+    CHECK_EQ(server.closed_err, 0);
+    stop_listener(&a);
+    CHECK(access(path, F_OK) < 0);
+    teardown();
+}
+
+/* Echo with random sizes through 4 KiB rings: nearly every send wraps, and
+ * many do not fit at once. Pauses from inside on_recv now and then. */
+static void test_echo_random_wrap(void)
+{
+    setup();
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    start_listener(&a, "@", addr, sizeof addr);
+    CHECK(addr[0] == '@' && strlen(addr) > 1);
+    struct fdn__tp_options small = {.notsent_lowat = 2048}; /* 4 KiB rings */
+    struct endpoint client = {.check_rx = true}, server = {.echo = true, .pause_every = 7};
+    connect_pair(&a, addr, &small, &client, &server);
+    uint64_t total = 0;
+    for (int round = 0; round < 300; round++) {
+        size_t len = rng_size(20000);
+        send_pattern(&client, len);
+        total += len;
+        if (round % 10 == 0) {
+            while (client.rx_bytes < total) {
+                resume(&server);
+                run_passes(1);
+            }
+        }
+    }
+    while (client.rx_bytes < total) {
+        resume(&server);
+        run_passes(1);
+    }
+    CHECK_EQ(client.rx_bytes, total);
+    RUN_UNTIL(client.sends_reported == client.sends_queued &&
+              server.sends_reported == server.sends_queued);
+    CHECK_EQ(client.sends_failed, 0);
+    close_and_wait(&server);
+    RUN_UNTIL(client.closed_calls == 1);
+    CHECK_EQ(client.closed_err, 0);
+    stop_listener(&a);
+    teardown();
+}
+
+/* 64 MB one way through the default rings, checked byte by byte. */
+static void test_stream_one_way(void)
+{
+    setup();
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    start_listener(&a, "@", addr, sizeof addr);
+    struct endpoint client = {0}, server = {.check_rx = true};
+    connect_pair(&a, addr, NULL, &client, &server);
+    const uint64_t total = 64u << 20;
+    while (client.tx_bytes < total) {
+        if (client.sends_queued - client.sends_reported < 8)
+            send_pattern(&client, (size_t)rng_range(1, 256 << 10));
+        else
+            run_passes(1);
+    }
+    RUN_UNTIL(server.rx_bytes >= client.tx_bytes);
+    CHECK_EQ(server.rx_bytes, client.tx_bytes);
+    close_and_wait(&client);
+    RUN_UNTIL(server.closed_calls == 1);
+    CHECK_EQ(server.closed_err, 0);
+    stop_listener(&a);
+    teardown();
+}
+
+#define MANY 40
+
+static void test_many_connections(void)
+{
+    setup();
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    start_listener(&a, "@", addr, sizeof addr);
+    static struct endpoint clients[MANY], servers[MANY];
+    for (int i = 0; i < MANY; i++) {
+        clients[i] = (struct endpoint){.check_rx = true, .rx_seed = 1000u * (unsigned)i,
+                                       .tx_seed = 77u * (unsigned)i};
+        servers[i] = (struct endpoint){.check_rx = true, .rx_seed = 77u * (unsigned)i,
+                                       .tx_seed = 1000u * (unsigned)i};
+        CHECK_OK(tp->connect(w, addr, NULL, &ep_events, &clients[i], &clients[i].conn));
+    }
+    for (int i = 0; i < MANY; i++)
+        take_accepted(&a, &servers[i]); /* accepted in connect order */
+    RUN_UNTIL(clients[MANY - 1].connected_calls == 1);
+    for (int r = 0; r < 5; r++)
+        for (int i = 0; i < MANY; i++) {
+            RUN_UNTIL(clients[i].connected_calls == 1);
+            send_pattern(&clients[i], rng_size(50000));
+            send_pattern(&servers[i], rng_size(50000));
+        }
+    for (int i = 0; i < MANY; i++) {
+        RUN_UNTIL(servers[i].rx_bytes == clients[i].tx_bytes &&
+                  clients[i].rx_bytes == servers[i].tx_bytes);
+    }
+    struct fdn__shm_stats st;
+    fdn__shm_stats_get(&st);
+    CHECK_EQ(st.segments_mapped, 2 * MANY); /* both ends map each segment */
+    /* Close half from each side. */
+    for (int i = 0; i < MANY; i++)
+        fdn__tp_conn_close(i % 2 ? clients[i].conn : servers[i].conn);
+    for (int i = 0; i < MANY; i++) {
+        RUN_UNTIL(clients[i].closed_calls == 1 && servers[i].closed_calls == 1);
+        CHECK_EQ(i % 2 ? servers[i].closed_err : clients[i].closed_err, 0);
+        CHECK_EQ(i % 2 ? clients[i].closed_err : servers[i].closed_err, -ECANCELED);
+    }
+    stop_listener(&a);
+    teardown();
+}
+
+/* Bytes written before an orderly close are all delivered, from either side;
+ * sends queued but not yet in the ring at close get -ECANCELED. */
+static void test_close_delivers_all(void)
+{
+    setup();
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    start_listener(&a, "@", addr, sizeof addr);
+    for (int side = 0; side < 2; side++) {
+        struct endpoint client = {.check_rx = true}, server = {.check_rx = true};
+        connect_pair(&a, addr, NULL, &client, &server);
+        struct endpoint *tx = side ? &server : &client, *rx = side ? &client : &server;
+        send_pattern(tx, 100000);
+        RUN_UNTIL(tx->sends_reported == 1);
+        rx->paused = true; /* hold the bytes in the ring while the sender closes */
+        fdn__tp_recv_pause(rx->conn, true);
+        send_pattern(tx, 100000);
+        RUN_UNTIL(tx->sends_reported == 2);
+        close_and_wait(tx);
+        CHECK_EQ(tx->closed_err, -ECANCELED);
+        run_passes(100);
+        CHECK_EQ(rx->closed_calls, 0); /* paused: the end waits behind the data */
+        resume(rx);
+        RUN_UNTIL(rx->closed_calls == 1);
+        CHECK_EQ(rx->closed_err, 0);
+        CHECK_EQ(rx->rx_bytes, 200000);
+    }
+    /* Close with more queued than the ring holds: the rest is cancelled. */
+    struct endpoint client = {0}, server = {.paused = true};
+    connect_pair(&a, addr, NULL, &client, &server);
+    fdn__tp_recv_pause(server.conn, true);
+    for (int i = 0; i < 10; i++)
+        send_pattern(&client, 200000);
+    run_passes(50);
+    fdn__tp_conn_close(client.conn);
+    CHECK_EQ(fdn__tp_send(client.conn, &(struct fdn__tp_send){0}), -EPIPE);
+    RUN_UNTIL(client.closed_calls == 1);
+    CHECK(client.sends_failed > 0);
+    CHECK_EQ(client.sends_ok + client.sends_failed, 10);
+    fdn__tp_conn_close(server.conn);
+    RUN_UNTIL(server.closed_calls == 1);
+    stop_listener(&a);
+    teardown();
+}
+
+/* ---- A peer process killed mid-stream ------------------------------------ */
+
+/* The child: connects to addr and streams the pattern until killed. */
+static int child_stream(const char *addr)
+{
+    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true};
+    CHECK_OK(fdn_runtime_create(&cfg, &rt));
+    w = fdn_runtime_worker(rt, 0);
+    CHECK_OK(fdn_worker_attach(w));
+    struct endpoint ep = {0};
+    CHECK_OK(tp->connect(w, addr, NULL, &ep_events, &ep, &ep.conn));
+    RUN_UNTIL(ep.connected_calls == 1);
+    CHECK_OK(ep.connected_err);
+    for (;;) {
+        if (ep.closed_calls)
+            return 1;
+        if (ep.sends_queued - ep.sends_reported < 4)
+            send_pattern(&ep, 65536);
+        if (fdn_worker_progress(w) == 0)
+            fdn_worker_wait(w, 1000000);
+    }
+}
+
+static pid_t spawn_child(const char *addr)
+{
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        execl(self_exe, self_exe, "--stream-child", addr, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void test_peer_killed(void)
+{
+    setup();
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    start_listener(&a, "@", addr, sizeof addr);
+    struct fdn__shm_stats before, after;
+    fdn__shm_stats_get(&before);
+    pid_t pid = spawn_child(addr);
+    struct endpoint server = {.check_rx = true};
+    take_accepted(&a, &server);
+    RUN_UNTIL(server.rx_bytes > (4u << 20)); /* mid-stream */
+    fdn__shm_stats_get(&after);
+    CHECK_EQ(after.segments_mapped, before.segments_mapped + 1);
+    CHECK_OK(kill(pid, SIGKILL));
+    RUN_UNTIL(server.closed_calls == 1);
+    CHECK_EQ(server.closed_err, -ECONNRESET);
+    int status;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    fdn__shm_stats_get(&after);
+    CHECK_EQ(after.segments_mapped, before.segments_mapped); /* reclaimed */
+    CHECK_EQ(after.peer_deaths, before.peer_deaths + 1);
+
+    /* The survivor keeps serving: another child, then one of its own. */
+    pid = spawn_child(addr);
+    struct endpoint again = {.check_rx = true};
+    take_accepted(&a, &again);
+    RUN_UNTIL(again.rx_bytes > (1u << 20));
+    struct endpoint client = {.check_rx = true}, server2 = {.check_rx = true};
+    connect_pair(&a, addr, NULL, &client, &server2);
+    send_pattern(&client, 5000);
+    send_pattern(&server2, 7000);
+    RUN_UNTIL(server2.rx_bytes == 5000 && client.rx_bytes == 7000);
+    CHECK_OK(kill(pid, SIGKILL));
+    RUN_UNTIL(again.closed_calls == 1);
+    CHECK_EQ(again.closed_err, -ECONNRESET);
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    close_and_wait(&client);
+    RUN_UNTIL(server2.closed_calls == 1);
+    stop_listener(&a);
+    teardown();
+}
+
+/* ---- A hostile peer, by hand --------------------------------------------- */
+
+struct raw_peer {
+    int sock, memfd, efd, peer_efd;
+    uint32_t ring;
+    uint8_t *seg;
+    size_t seg_bytes;
+};
+
+static int raw_send(int sock, const void *msg, size_t len, const int *fds, int nfds)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * 8)];
+    } cbuf;
+    memset(&cbuf, 0, sizeof cbuf);
+    struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds) {
+        mh.msg_control = cbuf.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+    }
+    return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
+enum raw_flaw { RAW_OK, RAW_UNSEALED, RAW_SHORT, RAW_THREE_FDS, RAW_PIPE, RAW_BAD_RING };
+
+/* Connects to addr and sends a hello with the given flaw. The segment is
+ * ours to scribble on afterwards. */
+static void raw_connect(struct raw_peer *r, const char *addr, enum raw_flaw flaw)
+{
+    memset(r, 0, sizeof *r);
+    r->peer_efd = -1;
+    r->ring = 4096;
+    r->seg_bytes = fdn__shm_seg_bytes(r->ring);
+    r->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    CHECK(r->sock >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(addr);
+    memcpy(sa.sun_path, addr, n);
+    sa.sun_path[0] = '\0';
+    CHECK(connect(r->sock, (struct sockaddr *)&sa,
+                  (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) == 0);
+    r->memfd = memfd_create("raw", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    CHECK(r->memfd >= 0);
+    CHECK(ftruncate(r->memfd, (off_t)(r->seg_bytes - (flaw == RAW_SHORT ? 4096 : 0))) == 0);
+    if (flaw != RAW_UNSEALED)
+        CHECK(fcntl(r->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0);
+    if (flaw == RAW_SHORT)
+        r->seg_bytes -= 4096; /* what is mapped, and unmapped */
+    r->seg = mmap(NULL, r->seg_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
+    CHECK(r->seg != MAP_FAILED);
+    r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int pipefd[2];
+    CHECK(pipe2(pipefd, O_CLOEXEC) == 0);
+    struct {
+        uint64_t magic;
+        uint32_t version, ring_bytes;
+    } hello = {FDN__SHM_MAGIC, FDN__SHM_VERSION, flaw == RAW_BAD_RING ? 5000 : r->ring};
+    int fds[3] = {r->memfd, flaw == RAW_PIPE ? pipefd[1] : r->efd, r->efd};
+    CHECK(raw_send(r->sock, &hello, sizeof hello, fds, flaw == RAW_THREE_FDS ? 3 : 2) == 0);
+    close(pipefd[0]);
+    close(pipefd[1]);
+}
+
+/* Reads the answer; returns its status and takes the eventfd that came. */
+static int raw_answer(struct raw_peer *r)
+{
+    struct {
+        uint64_t magic;
+        uint32_t version;
+        int32_t status;
+    } reply;
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
+    } cbuf;
+    struct iovec iov = {.iov_base = &reply, .iov_len = sizeof reply};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+                        .msg_controllen = sizeof cbuf.buf};
+    ssize_t n = recvmsg(r->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n <= 0)
+        return n == 0 ? -ECONNRESET : -errno;
+    CHECK_EQ(n, sizeof reply);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    if (cm && cm->cmsg_type == SCM_RIGHTS)
+        memcpy(&r->peer_efd, CMSG_DATA(cm), sizeof(int));
+    return reply.status;
+}
+
+static void raw_close(struct raw_peer *r)
+{
+    munmap(r->seg, r->seg_bytes);
+    close(r->sock);
+    close(r->memfd);
+    close(r->efd);
+    if (r->peer_efd >= 0)
+        close(r->peer_efd);
+}
+
+static bool readable(int fd)
+{
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT | MSG_PEEK);
+    return n >= 0 || errno != EAGAIN;
+}
+
+static void test_bad_setups_refused(void)
+{
+    setup();
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    start_listener(&a, "@", addr, sizeof addr);
+    enum raw_flaw flaws[] = {RAW_UNSEALED, RAW_SHORT, RAW_THREE_FDS, RAW_PIPE, RAW_BAD_RING};
+    for (size_t i = 0; i < FDN_ARRAY_SIZE(flaws); i++) {
+        struct fdn__shm_stats before, after;
+        fdn__shm_stats_get(&before);
+        struct raw_peer r;
+        raw_connect(&r, addr, flaws[i]);
+        struct endpoint server = {0};
+        take_accepted(&a, &server);
+        RUN_UNTIL(server.closed_calls == 1);
+        CHECK(server.closed_err == -EBADMSG);
+        CHECK(strstr(fdn_errmsg(), "shm") != NULL);
+        CHECK_EQ(raw_answer(&r), -EBADMSG); /* told why */
+        fdn__shm_stats_get(&after);
+        CHECK_EQ(after.bad_setups, before.bad_setups + 1);
+        CHECK_EQ(after.segments_mapped, 0);
+        raw_close(&r);
+    }
+    stop_listener(&a);
+    teardown();
+}
+
+/* Impossible positions written into the segment close the connection with
+ * -EBADMSG, counted; the same listener keeps serving. */
+static void test_corrupt_ring_closes(void)
+{
+    setup();
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    start_listener(&a, "@", addr, sizeof addr);
+    for (int kind = 0; kind < 4; kind++) {
+        struct fdn__shm_stats before, after;
+        fdn__shm_stats_get(&before);
+        struct raw_peer r;
+        raw_connect(&r, addr, RAW_OK);
+        struct endpoint server = {.check_rx = kind == 0};
+        take_accepted(&a, &server);
+        RUN_UNTIL(r.peer_efd >= 0 || raw_answer(&r) == 0);
+        struct fdn__shm_ctl *in = fdn__shm_ctl(r.seg, 0), *out = fdn__shm_ctl(r.seg, 1);
+        uint8_t *in_data = fdn__shm_data(r.seg, r.ring, 0);
+        if (kind == 0) {
+            /* First some honest bytes, which arrive. */
+            memcpy(in_data, pattern, 1000);
+            atomic_store(&in->tail, 1000);
+            RUN_UNTIL(server.rx_bytes == 1000);
+            CHECK_EQ(atomic_load(&in->head), 1000);
+            atomic_store(&in->tail, 1000 + r.ring + 1); /* more than the ring holds */
+        } else if (kind == 1) {
+            atomic_store(&in->tail, 3000);
+            RUN_UNTIL(server.rx_bytes == 3000);
+            atomic_store(&in->tail, 2000);              /* backwards */
+        } else if (kind == 2) {
+            atomic_store(&in->tail, UINT64_MAX - 5);    /* far behind head */
+        } else {
+            /* The server produces until its ring is full, then the peer
+             * claims to have consumed bytes never written. */
+            send_pattern(&server, 3 * r.ring);
+            RUN_UNTIL(atomic_load(&out->tail) == r.ring);
+            atomic_store(&out->head, r.ring + 100);
+        }
+        RUN_UNTIL(server.closed_calls == 1);
+        CHECK_EQ(server.closed_err, -EBADMSG);
+        CHECK(strstr(fdn_errmsg(), "impossible") != NULL);
+        fdn__shm_stats_get(&after);
+        CHECK_EQ(after.bad_rings, before.bad_rings + 1);
+        RUN_UNTIL(readable(r.sock)); /* the peer sees the end as a reset... */
+        CHECK_EQ(atomic_load(&out->closed), 0); /* ...not as an orderly close */
+        raw_close(&r);
+    }
+    /* Still serving. */
+    struct endpoint client = {.check_rx = true}, server = {.check_rx = true};
+    connect_pair(&a, addr, NULL, &client, &server);
+    send_pattern(&client, 12345);
+    RUN_UNTIL(server.rx_bytes == 12345);
+    close_and_wait(&client);
+    RUN_UNTIL(server.closed_calls == 1);
+    stop_listener(&a);
+    teardown();
+}
+
+/* ---- Two nodes ----------------------------------------------------------- */
+
+static const uint8_t secret[] = "correct horse battery staple 42";
+
+struct side {
+    fdn_node *node;
+    fdn_peer *up_peer;
+    int ups, downs, last_down_reason;
+    int arrivals[FDN_CHANNEL_FIRST_USER];
+    uint32_t last_tag[FDN_CHANNEL_FIRST_USER];
+    uint64_t bytes[FDN_CHANNEL_FIRST_USER];
+    bool bad_order;
+};
+
+static void on_up(fdn_peer *p, void *arg)
+{
+    struct side *s = arg;
+    s->up_peer = p;
+    s->ups++;
+}
+
+static void on_down(fdn_peer *p, int reason, void *arg)
+{
+    struct side *s = arg;
+    if (s->up_peer == p)
+        s->up_peer = NULL;
+    s->downs++;
+    s->last_down_reason = reason;
+}
+
+static fdn_msg *make_msg(size_t len, uint32_t tag)
+{
+    fdn_msg *m;
+    CHECK_OK(fdn_msg_alloc(fdn_worker_pool(w), len, &m));
+    uint8_t *d = fdn_msg_data(m);
+    for (size_t i = 0; i < len; i++)
+        d[i] = (uint8_t)(i * 131 + tag);
+    memcpy(d, &tag, 4);
+    return m;
+}
+
+static void on_message(fdn_peer *p, int channel, fdn_msg *m, void *arg)
+{
+    (void)p;
+    struct side *s = arg;
+    uint32_t tag;
+    CHECK(fdn_msg_len(m) >= 4);
+    memcpy(&tag, fdn_msg_data(m), 4);
+    if (s->arrivals[channel] && tag <= s->last_tag[channel])
+        s->bad_order = true;
+    s->last_tag[channel] = tag;
+    s->arrivals[channel]++;
+    size_t off = 0;
+    for (fdn_msg *b = m; b; b = b->next) {
+        const uint8_t *d = fdn_msg_data(b);
+        for (size_t i = 0; i < fdn_msg_len(b); i++, off++)
+            if (off >= 4)
+                CHECK_EQ(d[i], (uint8_t)(off * 131 + tag));
+        s->bytes[channel] += fdn_msg_len(b);
+    }
+    fdn_msg_free(m);
+}
+
+static void make_node(struct side *s)
+{
+    memset(s, 0, sizeof *s);
+    fdn_node_config cfg = {.worker = w, .secret = secret, .secret_len = sizeof secret};
+    CHECK_OK(fdn_node_create(&cfg, &s->node));
+    fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
+    fdn_node_set_events(s->node, &ev);
+    for (int c = 0; c < FDN_CHANNEL_FIRST_USER; c++)
+        CHECK_OK(fdn_channel_set_handler(s->node, c, on_message, s));
+}
+
+struct reply_state {
+    int calls, status;
+    uint32_t tag;
+};
+
+static void on_request(fdn_peer *p, int channel, uint64_t id, fdn_msg *req, void *arg)
+{
+    (void)arg;
+    CHECK_OK(fdn_respond(p, channel, id, req));
+}
+
+static void on_reply(fdn_peer *p, int status, fdn_msg *resp, void *arg)
+{
+    (void)p;
+    struct reply_state *r = arg;
+    r->calls++;
+    r->status = status;
+    if (resp) {
+        memcpy(&r->tag, fdn_msg_data(resp), 4);
+        fdn_msg_free(resp);
+    }
+}
+
+static void test_two_nodes(void)
+{
+    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true,
+                              .pool = {.max_bytes = (size_t)512 << 20}};
+    fds_at_setup = count_fds();
+    CHECK_OK(fdn_runtime_create(&cfg, &rt));
+    w = fdn_runtime_worker(rt, 0);
+    CHECK_OK(fdn_worker_attach(w));
+    struct side a, b;
+    make_node(&a);
+    make_node(&b);
+    CHECK_OK(fdn_channel_set_request_handler(a.node, FDN_CHANNEL_COORDINATION, on_request, NULL));
+    int idx = fdn_node_listen(a.node, "shm://@");
+    CHECK_OK(idx);
+    char addr[ADDR_MAX];
+    CHECK(fdn_node_listen_addr(a.node, idx, addr, sizeof addr) > 0);
+    CHECK(strncmp(addr, "shm://@", 7) == 0);
+    fdn_peer *p;
+    CHECK_OK(fdn_node_connect(b.node, addr, &p));
+    RUN_UNTIL(a.ups == 1 && b.ups == 1);
+
+    /* Every default channel, in order within each; some messages larger
+     * than a fragment (64 KiB), a 3 MiB one on data. */
+    uint64_t sent_bytes[FDN_CHANNEL_FIRST_USER] = {0};
+    int sent[FDN_CHANNEL_FIRST_USER] = {0};
+    for (uint32_t i = 1; i <= 200; i++) {
+        int channel = (int)(i % FDN_CHANNEL_FIRST_USER);
+        size_t max = channel == FDN_CHANNEL_GOSSIP ? 60000
+                     : channel == FDN_CHANNEL_DATA  ? 300000
+                                                    : 150000;
+        size_t len = i == 200 ? 3u << 20 : 4 + rng_size(max - 4);
+        if (i == 200)
+            channel = FDN_CHANNEL_DATA;
+        fdn_msg *m = make_msg(len, i);
+        int rc;
+        while ((rc = fdn_send(p, channel, m)) == -EAGAIN)
+            fdn_worker_progress(w);
+        CHECK_OK(rc);
+        sent[channel]++;
+        sent_bytes[channel] += len;
+    }
+    for (int c = 0; c < FDN_CHANNEL_FIRST_USER; c++) {
+        RUN_UNTIL(a.arrivals[c] == sent[c]);
+        CHECK_EQ(a.bytes[c], sent_bytes[c]);
+    }
+    CHECK(!a.bad_order);
+
+    /* Request / response on the coordination channel. */
+    struct reply_state r = {0};
+    CHECK_OK(fdn_request(p, FDN_CHANNEL_COORDINATION, make_msg(64, 4242), 0, on_reply, &r, NULL));
+    RUN_UNTIL(r.calls == 1);
+    CHECK_EQ(r.status, 0);
+    CHECK_EQ(r.tag, 4242);
+
+    /* And back the other way. */
+    CHECK_OK(fdn_send(a.up_peer, FDN_CHANNEL_EVENTS, make_msg(100000, 9)));
+    RUN_UNTIL(b.arrivals[FDN_CHANNEL_EVENTS] == 1);
+
+    fdn_node_destroy(b.node);
+    RUN_UNTIL(a.downs == 1);
+    CHECK_EQ(a.last_down_reason, 0);
+    fdn_node_destroy(a.node);
+    fdn_pool_stats ps;
+    fdn_pool_stats_get(fdn_worker_pool(w), &ps);
+    CHECK_EQ(ps.buffers_in_use, 0);
+    teardown();
+}
+
+int main(int argc, char **argv)
+{
+    tp = fdn__transport_for("shm://", NULL);
+    CHECK(tp != NULL);
+    self_exe = "/proc/self/exe";
+    pattern_init();
+    signal(SIGPIPE, SIG_IGN);
+    if (argc == 3 && strcmp(argv[1], "--stream-child") == 0)
+        return child_stream(argv[2]);
+    RUN(test_registry_and_bad_addresses);
+    RUN(test_echo_random_wrap);
+    RUN(test_stream_one_way);
+    RUN(test_many_connections);
+    RUN(test_close_delivers_all);
+    RUN(test_peer_killed);
+    RUN(test_bad_setups_refused);
+    RUN(test_corrupt_ring_closes);
+    RUN(test_two_nodes);
+    free(pattern);
+    return 0;
+}

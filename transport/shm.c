@@ -1,0 +1,1290 @@
+/* The shared-memory transport: processes on one host exchange bytes through
+ * rings in a shared memfd segment (transport/shm_ring.h); a unix socket
+ * only sets the connection up and tells when the peer goes.
+ *
+ * Set-up. The connecting side creates the one segment (both rings) and its
+ * own wake-up eventfd before it connects, so that a failure to get memory is
+ * reported by connect() itself; it seals the segment's size (F_SEAL_SHRINK,
+ * F_SEAL_GROW, F_SEAL_SEAL) and, once connected, sends a hello (magic,
+ * version, ring size) with the memfd and its eventfd (SCM_RIGHTS) over a
+ * SOCK_SEQPACKET socket. The accepting side checks the hello and the memfd
+ * (exact size, seals present: a peer that could shrink the file would make
+ * our loads fault with SIGBUS), maps it, and answers with its own eventfd.
+ * Why one segment made by the connecting side: one mapping and one message
+ * per connection, and the side that asks for the connection pays for its
+ * memory; the seals make the accepting side as safe as if it had made the
+ * segment itself, and neither side ever trusts a value in it (shm_ring.h).
+ * Each side then learns its peer's process (SO_PEERPIDFD, else SO_PEERCRED
+ * and pidfd_open) and, from there on, the socket carries no byte: core's
+ * handshake and authentication run over the rings exactly as over TCP.
+ *
+ * Data path. A send is COPIED into the outbound ring (this is a copying
+ * ring, not zero-copy: the contract hands the transport byte ranges of
+ * core's buffers, which are not in the segment) and reported sent once all
+ * its bytes are in the ring. Receives hand core pointers straight into the
+ * inbound ring, at most two contiguous pieces per pass (the wrap); core
+ * copies what it keeps, and the space is released when on_recv returns.
+ * FDN__TP_ZEROCOPY is therefore not claimed.
+ *
+ * Polling and wake-ups. Each connection registers a poller with its worker
+ * (fdn__worker_add_poller): every progress pass reads the inbound tail and
+ * the outbound head, so while both sides are busy no system call is made.
+ * Before its worker blocks, a connection publishes "sleeping" in the
+ * inbound ring (and "space wanted" in the outbound one if sends wait for
+ * room), issues a full fence and re-checks; a producer publishes its tail,
+ * issues a full fence and then reads the flag, and only if it is set (and
+ * it wins the exchange that clears it) writes the consumer's eventfd. This
+ * is the Dekker handshake of core/worker.c: one of the two always sees the
+ * other's write. The eventfd has a READ armed on the consumer's io_uring,
+ * whose completion ends the worker's wait.
+ *
+ * Ends. An orderly close (core's) sets `closed` in the outbound ring after
+ * the last tail and shuts the socket down, which wakes the peer: the peer
+ * delivers every byte up to that tail, then reports on_closed(0). A peer
+ * that goes without that flag (killed, crashed, or closing after a protocol
+ * error) is seen by a POLL on its pidfd or on the socket, and reported as
+ * -ECONNRESET at once. A position in a ring that cannot be right closes the
+ * connection with -EBADMSG and a detail in fdn_errmsg(), and is counted.
+ * The segment is unmapped and every descriptor closed when the connection
+ * finishes, so a dead peer's memory is reclaimed.
+ *
+ * Lifetimes are those of transport/tcp.c: every SQE is counted until its
+ * final CQE; close submits a cancel, so on_closed always comes from a
+ * completion; the connection object itself counts as a passive operation
+ * from creation to its end, so the worker cannot detach while it exists.
+ * The socket, pidfd and eventfd operations are passive
+ * (fdn__worker_io_begin_passive): their events are rare, and a busy worker
+ * need not ask the kernel for them on every pass. */
+#include "transport/shm_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fdn/error.h>
+
+#include "base/compiler.h"
+#include "base/error.h"
+#include "core/worker_internal.h"
+#include "transport/shm_ring.h"
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5; older headers lack it */
+#endif
+
+#define DEFAULT_NOTSENT_LOWAT (128u << 10)
+#define LISTEN_BACKLOG 1024
+#define SETUP_FDS_MAX 4 /* room for more than expected, to tell "too many" */
+#define ADDR_MAX 112
+
+/* ---- Counters ------------------------------------------------------------ */
+
+static struct {
+    _Atomic uint64_t bad_rings, bad_setups, peer_deaths, wakeups_sent, segments_mapped;
+} stats;
+
+void fdn__shm_stats_get(struct fdn__shm_stats *out)
+{
+    out->bad_rings = atomic_load_explicit(&stats.bad_rings, memory_order_relaxed);
+    out->bad_setups = atomic_load_explicit(&stats.bad_setups, memory_order_relaxed);
+    out->peer_deaths = atomic_load_explicit(&stats.peer_deaths, memory_order_relaxed);
+    out->wakeups_sent = atomic_load_explicit(&stats.wakeups_sent, memory_order_relaxed);
+    out->segments_mapped = atomic_load_explicit(&stats.segments_mapped, memory_order_relaxed);
+}
+
+static void stat_add(_Atomic uint64_t *c, int64_t n)
+{
+    atomic_fetch_add_explicit(c, (uint64_t)n, memory_order_relaxed);
+}
+
+/* ---- Set-up messages ----------------------------------------------------- */
+
+/* Connecting side -> accepting side, with [memfd, eventfd]. */
+struct shm_hello {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t ring_bytes;
+};
+
+/* Accepting side -> connecting side, with [eventfd] when status is 0. */
+struct shm_reply {
+    uint64_t magic;
+    uint32_t version;
+    int32_t status;           /* 0, or the negative errno that refused the hello */
+};
+
+union setup_msg {
+    struct shm_hello hello;
+    struct shm_reply reply;
+    uint8_t bytes[64];        /* a larger message is caught as too large, not truncated */
+};
+
+/* ---- Objects ------------------------------------------------------------- */
+
+struct shm_conn;
+
+struct conn_op {
+    struct fdn__io_op io;
+    struct shm_conn *c;
+    bool passive;             /* counted with fdn__worker_io_begin_passive */
+};
+
+struct shm_conn {
+    struct fdn__tp_conn base;             /* first: what core holds */
+    fdn_worker *w;
+    const struct fdn__tp_conn_events *ev; /* NULL until conn_start for accepted ones */
+    void *ctx;
+    bool outbound;
+    bool started;                         /* ev is set: callbacks may be made */
+    bool ready;                           /* set-up done: the rings are in use */
+    bool closing;
+    bool paused;
+    int close_err;
+    uint32_t ops;                         /* SQEs awaiting their final CQE */
+
+    int sock;                             /* the set-up socket; -1 once closed */
+    int memfd;                            /* until it is sent (outbound) or mapped */
+    int wake_fd;                          /* ours: the peer writes it to wake us */
+    int peer_wake_fd;                     /* the peer's: we write it to wake the peer */
+    int pidfd;                            /* the peer process, -1 when unknown */
+    pid_t peer_pid;
+
+    void *seg;                            /* the mapped segment, NULL when none */
+    size_t seg_bytes;
+    uint32_t ring_bytes;
+    struct fdn__shm_rx rx;
+    struct fdn__shm_tx tx;
+    bool rx_sleep_armed;                  /* we set rx.ctl->sleeping */
+    bool tx_sleep_armed;                  /* we set tx.ctl->space_wanted */
+
+    /* Sends: sq_head .. sq_tail not yet reported; cursor is the first with
+     * bytes not yet in the ring. */
+    struct fdn__tp_send *sq_head, *sq_tail, *cursor;
+
+    struct fdn__poller poller;
+    bool poller_added;
+
+    /* Operations. sock_op is a POLL on the socket: during set-up it waits
+     * for the peer's message, afterwards for its going. */
+    struct conn_op connect_op, sock_op, pidfd_op, wake_op, close_op;
+    bool sock_armed, pidfd_armed, wake_armed;
+    uint64_t wake_buf;                    /* the eventfd READ writes it until its CQE */
+    struct sockaddr_un peer_sa;           /* the CONNECT SQE reads it until its CQE */
+    socklen_t peer_sa_len;
+    char addr[ADDR_MAX];
+};
+
+struct listener_op {
+    struct fdn__io_op io;
+    struct shm_listener *l;
+};
+
+struct shm_listener {
+    struct fdn__tp_listener base;         /* first: what core holds */
+    fdn_worker *w;
+    int fd;
+    const struct fdn__tp_listener_events *ev;
+    void *ctx;
+    struct fdn__tp_options opt;
+    bool closing;
+    int close_err;
+    uint32_t ops;
+    struct listener_op accept_op, close_op;
+    char addr[ADDR_MAX];
+    char unlink_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* "" for abstract */
+};
+
+static inline struct shm_conn *to_conn(struct fdn__tp_conn *c)
+{
+    return fdn__container_of(c, struct shm_conn, base);
+}
+
+static inline struct shm_listener *to_listener(struct fdn__tp_listener *l)
+{
+    return fdn__container_of(l, struct shm_listener, base);
+}
+
+/* ---- Options and addresses ----------------------------------------------- */
+
+static uint32_t round_up_pow2(uint64_t n)
+{
+    uint64_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p > FDN__SHM_MAX_RING ? FDN__SHM_MAX_RING : (uint32_t)p;
+}
+
+/* Each ring holds twice the bytes a TCP socket may keep unsent: the same
+ * bound on how long an urgent frame can wait behind bytes already handed to
+ * the transport, with room for one batch being read while the next is
+ * written. */
+static uint32_t ring_bytes_for(const struct fdn__tp_options *opt)
+{
+    uint64_t lowat = opt && opt->notsent_lowat ? opt->notsent_lowat : DEFAULT_NOTSENT_LOWAT;
+    uint32_t n = round_up_pow2(2 * lowat);
+    return n < FDN__SHM_MIN_RING ? FDN__SHM_MIN_RING : n;
+}
+
+/* "@name" (abstract), "@" (any abstract name, listeners only) or a path. */
+static int parse_addr(const char *addr, bool listening, struct sockaddr_un *sa, socklen_t *len)
+{
+    size_t n = addr ? strlen(addr) : 0;
+    *sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+    if (n == 0)
+        return FDN_ERR(-EINVAL, "shm address is empty: use @name or a socket path");
+    if (n >= sizeof sa->sun_path)
+        return FDN_ERR(-EINVAL, "shm address %s is over %zu bytes", addr,
+                       sizeof sa->sun_path - 1);
+    if (addr[0] == '@' && n == 1 && !listening)
+        return FDN_ERR(-EINVAL, "shm address @ (any name) is for listeners only");
+    memcpy(sa->sun_path, addr, n);
+    if (addr[0] == '@')
+        sa->sun_path[0] = '\0'; /* the abstract namespace */
+    /* "@" alone: the family only, which makes bind pick a free name. */
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (n == 1 && addr[0] == '@' ? 0 : n));
+    return 0;
+}
+
+static int format_addr(const struct sockaddr_un *sa, socklen_t len, char *buf, size_t size)
+{
+    size_t off = offsetof(struct sockaddr_un, sun_path);
+    size_t n = len > off ? len - off : 0;
+    if (n && sa->sun_path[0] == '\0') {
+        if (n >= size) /* '@' + n - 1 bytes + NUL */
+            return -ENOSPC;
+        buf[0] = '@';
+        memcpy(buf + 1, sa->sun_path + 1, n - 1);
+        buf[n] = '\0';
+        return (int)n;
+    }
+    n = strnlen(sa->sun_path, n);
+    if (n >= size)
+        return -ENOSPC;
+    memcpy(buf, sa->sun_path, n);
+    buf[n] = '\0';
+    return (int)n;
+}
+
+static int check_worker(fdn_worker *w)
+{
+    if (fdn_worker_current() != w)
+        return FDN_ERR(-EPERM, "shm: worker %d used from a thread that does not own it",
+                       fdn_worker_index(w));
+    if (!fdn__worker_ring(w))
+        return FDN_ERR(-EINVAL, "shm: worker %d has no io_uring (not attached?)",
+                       fdn_worker_index(w));
+    return 0;
+}
+
+/* ---- Connection: operations and the close protocol ---------------------- */
+
+static void conn_op_begin(struct shm_conn *c, struct io_uring_sqe *sqe, struct conn_op *op,
+                          bool passive)
+{
+    io_uring_sqe_set_data(sqe, &op->io);
+    op->passive = passive;
+    c->ops++;
+    if (passive)
+        fdn__worker_io_begin_passive(c->w);
+    else
+        fdn__worker_io_begin(c->w);
+}
+
+static void conn_maybe_finish(struct shm_conn *c);
+
+/* An operation delivered its final CQE. May free c. */
+static void conn_op_end(struct shm_conn *c, const struct conn_op *op)
+{
+    c->ops--;
+    if (op->passive)
+        fdn__worker_io_end_passive(c->w);
+    else
+        fdn__worker_io_end(c->w);
+    conn_maybe_finish(c);
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static void unmap_segment(struct shm_conn *c)
+{
+    if (!c->seg)
+        return;
+    munmap(c->seg, c->seg_bytes);
+    c->seg = NULL;
+    stat_add(&stats.segments_mapped, -1);
+}
+
+/* Nothing in flight: reports what is left, reclaims everything, frees c. */
+static void conn_finish(struct shm_conn *c)
+{
+    if (c->poller_added)
+        fdn__worker_remove_poller(c->w, &c->poller);
+    unmap_segment(c);
+    close_fd(&c->sock);
+    close_fd(&c->memfd);
+    close_fd(&c->wake_fd);
+    close_fd(&c->peer_wake_fd);
+    close_fd(&c->pidfd);
+    int send_err = c->close_err < 0 ? c->close_err : -ECANCELED;
+    struct fdn__tp_send *s;
+    while ((s = c->sq_head)) {
+        c->sq_head = s->tp_next;
+        if (c->started)
+            c->ev->on_sent(c->ctx, s, send_err);
+    }
+    if (c->started)
+        c->ev->on_closed(c->ctx, c->close_err);
+    fdn__worker_io_end_passive(c->w); /* the object itself */
+    free(c);
+}
+
+static void conn_maybe_finish(struct shm_conn *c)
+{
+    if (c->closing && c->ops == 0)
+        conn_finish(c);
+}
+
+static void cancel_fd_ops(struct shm_conn *c, int fd)
+{
+    struct io_uring_sqe *sqe = fdn__worker_sqe(c->w);
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    conn_op_begin(c, sqe, &c->close_op, false);
+}
+
+/* Starts closing with err (on_closed's argument) unless already closing.
+ * An orderly close (err 0 or core's -ECANCELED) tells the peer through the
+ * ring's closed flag that no byte follows the tail; any close shuts the
+ * socket down, which wakes the peer. The cancel on the socket always
+ * submits, so a completion drives the rest. */
+static void conn_begin_close(struct shm_conn *c, int err)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->close_err = err;
+    if (c->ready && (err == 0 || err == -ECANCELED))
+        atomic_store_explicit(&c->tx.ctl->closed, 1, memory_order_release);
+    if (c->poller_added) {
+        fdn__worker_remove_poller(c->w, &c->poller);
+        c->poller_added = false;
+    }
+    shutdown(c->sock, SHUT_RDWR);
+    cancel_fd_ops(c, c->sock);
+    if (c->pidfd_armed)
+        cancel_fd_ops(c, c->pidfd);
+    if (c->wake_armed)
+        cancel_fd_ops(c, c->wake_fd);
+}
+
+static void close_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe)
+{
+    (void)w;
+    (void)cqe;
+    struct conn_op *cop = fdn__container_of(op, struct conn_op, io);
+    conn_op_end(cop->c, cop);
+}
+
+/* A ring position that cannot be right: the peer is broken or hostile.
+ * what names the position, [lo, hi] the range it had to be in. */
+static void ring_corrupt(struct shm_conn *c, const char *what, uint64_t lo, uint64_t hi)
+{
+    stat_add(&stats.bad_rings, 1);
+    conn_begin_close(c, FDN_ERR(-EBADMSG, "shm: peer pid %d wrote an impossible %s into the "
+                                "shared ring (it must lie in %llu..%llu, ring of %u bytes); "
+                                "connection closed", (int)c->peer_pid, what,
+                                (unsigned long long)lo, (unsigned long long)hi, c->ring_bytes));
+}
+
+static void rx_corrupt(struct shm_conn *c)
+{
+    ring_corrupt(c, "tail", c->rx.known_tail, c->rx.head + c->ring_bytes);
+}
+
+static void tx_corrupt(struct shm_conn *c)
+{
+    ring_corrupt(c, "head", c->tx.known_head, c->tx.tail);
+}
+
+/* The peer's end was seen (its process exited, or its socket closed). With
+ * the closed flag set it was orderly, and what it wrote is still delivered
+ * (the poller closes once the ring is drained); otherwise it is a reset. */
+static void on_peer_gone(struct shm_conn *c, const char *how)
+{
+    if (c->closing)
+        return;
+    if (c->ready && atomic_load_explicit(&c->rx.ctl->closed, memory_order_acquire))
+        return; /* the poller ends it, after the last byte */
+    stat_add(&stats.peer_deaths, 1);
+    conn_begin_close(c, FDN_ERR(-ECONNRESET, "shm: peer pid %d %s without closing the "
+                                "connection", (int)c->peer_pid, how));
+}
+
+/* ---- Connection: wake-ups ------------------------------------------------ */
+
+static void signal_peer(struct shm_conn *c)
+{
+    uint64_t one = 1;
+    /* EAGAIN: the counter is saturated, a wake-up is pending anyway. */
+    ssize_t rc = write(c->peer_wake_fd, &one, sizeof one);
+    (void)rc;
+    stat_add(&stats.wakeups_sent, 1);
+}
+
+/* The producer half of the handshake: called after publishing. Wakes the
+ * peer if it published that it sleeps on `flag`, and wins clearing it. */
+static void wake_peer_if_waiting(struct shm_conn *c, _Atomic uint32_t *flag)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(flag, memory_order_relaxed) &&
+        atomic_exchange_explicit(flag, 0, memory_order_acq_rel))
+        signal_peer(c);
+}
+
+static void arm_wake_read(struct shm_conn *c)
+{
+    struct io_uring_sqe *sqe = fdn__worker_sqe(c->w);
+    io_uring_prep_read(sqe, c->wake_fd, &c->wake_buf, sizeof c->wake_buf, 0);
+    conn_op_begin(c, sqe, &c->wake_op, true);
+    c->wake_armed = true;
+}
+
+/* The peer woke us: the CQE itself ended the worker's wait; the poller
+ * does the work. Read again for the next one. */
+static void wake_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe)
+{
+    (void)w;
+    struct conn_op *cop = fdn__container_of(op, struct conn_op, io);
+    struct shm_conn *c = cop->c;
+    c->wake_armed = false;
+    if (!c->closing && cqe->res < 0 && cqe->res != -EINTR && cqe->res != -EAGAIN)
+        conn_begin_close(c, FDN_ERR(cqe->res, "shm: reading the wake-up eventfd: %s",
+                                    fdn_strerror(cqe->res)));
+    else if (!c->closing)
+        arm_wake_read(c);
+    conn_op_end(c, cop);
+}
+
+/* ---- Connection: the poller ---------------------------------------------- */
+
+/* Delivers what the peer has written, at most one ring's worth. */
+static int poll_recv(struct shm_conn *c)
+{
+    int64_t avail = fdn__shm_rx_avail(&c->rx);
+    if (avail < 0) {
+        rx_corrupt(c);
+        return 1;
+    }
+    if (avail == 0) {
+        /* The peer's orderly end: closed is set after its last tail, so
+         * once it is seen, a tail unchanged since is the end. */
+        if (atomic_load_explicit(&c->rx.ctl->closed, memory_order_acquire)) {
+            avail = fdn__shm_rx_avail(&c->rx);
+            if (avail == 0)
+                conn_begin_close(c, 0);
+            else if (avail < 0)
+                rx_corrupt(c);
+            return 1;
+        }
+        return 0;
+    }
+    int work = 0;
+    uint64_t left = (uint64_t)avail;
+    while (left && !c->paused && !c->closing) {
+        size_t n;
+        const uint8_t *piece = fdn__shm_rx_piece(&c->rx, left, &n);
+        int rc = c->ev->on_recv(c->ctx, piece, n);
+        fdn__shm_rx_consume(&c->rx, n);
+        left -= n;
+        work++;
+        if (rc < 0)
+            conn_begin_close(c, rc);
+    }
+    if (!c->closing)
+        wake_peer_if_waiting(c, &c->rx.ctl->space_wanted);
+    return work;
+}
+
+/* Copies queued sends into the outbound ring while it has room. Makes no
+ * callback, so core's calls may use it. Returns whether it wrote. */
+static int flush_sends(struct shm_conn *c)
+{
+    if (!c->ready || c->closing || !c->cursor)
+        return 0;
+    uint64_t space = fdn__shm_tx_space_cached(&c->tx);
+    if (space < c->cursor->len - c->cursor->tp_done) {
+        int64_t s = fdn__shm_tx_space(&c->tx);
+        if (s < 0) {
+            tx_corrupt(c);
+            return 1;
+        }
+        space = (uint64_t)s;
+    }
+    uint64_t start = c->tx.tail;
+    while (c->cursor && space) {
+        struct fdn__tp_send *s = c->cursor;
+        size_t skip = s->tp_done;
+        for (int i = 0; i < s->iovcnt && space; i++) {
+            size_t piece = s->iov[i].iov_len;
+            if (skip >= piece) {
+                skip -= piece;
+                continue;
+            }
+            size_t n = piece - skip < space ? piece - skip : (size_t)space;
+            fdn__shm_tx_write(&c->tx, (const uint8_t *)s->iov[i].iov_base + skip, n);
+            s->tp_done += n;
+            space -= n;
+            skip = 0;
+        }
+        if (s->tp_done < s->len)
+            break;
+        c->cursor = s->tp_next;
+        while (c->cursor && c->cursor->len == 0)
+            c->cursor = c->cursor->tp_next;
+    }
+    if (c->tx.tail == start)
+        return 0;
+    fdn__shm_tx_publish(&c->tx);
+    wake_peer_if_waiting(c, &c->tx.ctl->sleeping);
+    return 1;
+}
+
+/* Reports sends whose bytes are all in the ring, oldest first. on_sent may
+ * send more or close: both are safe here. */
+static int report_sent(struct shm_conn *c)
+{
+    int n = 0;
+    while (c->sq_head && !c->closing && c->sq_head->tp_done == c->sq_head->len) {
+        struct fdn__tp_send *s = c->sq_head;
+        c->sq_head = s->tp_next;
+        if (!c->sq_head)
+            c->sq_tail = NULL;
+        c->ev->on_sent(c->ctx, s, 0);
+        n++;
+    }
+    return n;
+}
+
+static int conn_poll(fdn_worker *w, struct fdn__poller *p)
+{
+    (void)w;
+    struct shm_conn *c = fdn__container_of(p, struct shm_conn, poller);
+    if (c->rx_sleep_armed) {
+        atomic_store_explicit(&c->rx.ctl->sleeping, 0, memory_order_relaxed);
+        c->rx_sleep_armed = false;
+    }
+    if (c->tx_sleep_armed) {
+        atomic_store_explicit(&c->tx.ctl->space_wanted, 0, memory_order_relaxed);
+        c->tx_sleep_armed = false;
+    }
+    int work = 0;
+    if (!c->paused)
+        work += poll_recv(c);
+    work += flush_sends(c);
+    work += report_sent(c);
+    return work;
+}
+
+/* Publishes "wake me" for what this connection waits on, then re-checks. */
+static bool conn_prepare_sleep(fdn_worker *w, struct fdn__poller *p)
+{
+    (void)w;
+    struct shm_conn *c = fdn__container_of(p, struct shm_conn, poller);
+    if (c->closing)
+        return true;
+    if (c->sq_head && c->sq_head->tp_done == c->sq_head->len)
+        return false; /* reports pending */
+    bool want_space = c->cursor != NULL;
+    if (!c->paused) {
+        atomic_store_explicit(&c->rx.ctl->sleeping, 1, memory_order_relaxed);
+        c->rx_sleep_armed = true;
+    }
+    if (want_space) {
+        atomic_store_explicit(&c->tx.ctl->space_wanted, 1, memory_order_relaxed);
+        c->tx_sleep_armed = true;
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!c->paused &&
+        (atomic_load_explicit(&c->rx.ctl->tail, memory_order_relaxed) != c->rx.known_tail ||
+         atomic_load_explicit(&c->rx.ctl->closed, memory_order_relaxed)))
+        return false;
+    if (want_space &&
+        atomic_load_explicit(&c->tx.ctl->head, memory_order_relaxed) != c->tx.known_head)
+        return false;
+    return true;
+}
+
+/* ---- Connection: set-up -------------------------------------------------- */
+
+static void sock_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe);
+static void pidfd_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe);
+static void connect_complete(fdn_worker *w, struct fdn__io_op *op,
+                             const struct io_uring_cqe *cqe);
+
+static void arm_poll(struct shm_conn *c, struct conn_op *op, int fd, unsigned events,
+                     bool passive)
+{
+    struct io_uring_sqe *sqe = fdn__worker_sqe(c->w);
+    io_uring_prep_poll_add(sqe, fd, events);
+    conn_op_begin(c, sqe, op, passive);
+}
+
+static void arm_sock_poll(struct shm_conn *c)
+{
+    /* During set-up: the peer's message. Afterwards nothing may come but
+     * the end (EOF, hang-up, or a byte the protocol does not allow). */
+    arm_poll(c, &c->sock_op, c->sock, POLLIN | POLLRDHUP, c->ready);
+    c->sock_armed = true;
+}
+
+static struct shm_conn *conn_alloc(fdn_worker *w, bool outbound, int sock)
+{
+    struct shm_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->base.tp = &fdn__transport_shm;
+    c->w = w;
+    c->outbound = outbound;
+    c->sock = sock;
+    c->memfd = c->wake_fd = c->peer_wake_fd = c->pidfd = -1;
+    c->connect_op = (struct conn_op){.io.complete = connect_complete, .c = c};
+    c->sock_op = (struct conn_op){.io.complete = sock_complete, .c = c};
+    c->pidfd_op = (struct conn_op){.io.complete = pidfd_complete, .c = c};
+    c->wake_op = (struct conn_op){.io.complete = wake_complete, .c = c};
+    c->close_op = (struct conn_op){.io.complete = close_complete, .c = c};
+    c->poller = (struct fdn__poller){.poll = conn_poll, .prepare_sleep = conn_prepare_sleep};
+    fdn__worker_io_begin_passive(w); /* the object itself, until conn_finish */
+    return c;
+}
+
+/* Frees a connection that never submitted anything; the socket stays the
+ * caller's. */
+static void conn_destroy_unused(struct shm_conn *c)
+{
+    c->sock = -1;
+    unmap_segment(c);
+    close_fd(&c->memfd);
+    close_fd(&c->wake_fd);
+    fdn__worker_io_end_passive(c->w);
+    free(c);
+}
+
+/* Binds the rings to this side's directions: the connecting side produces
+ * into ring 0 and consumes ring 1. */
+static void bind_rings(struct shm_conn *c)
+{
+    int out = c->outbound ? 0 : 1;
+    fdn__shm_tx_init(&c->tx, fdn__shm_ctl(c->seg, out), fdn__shm_data(c->seg, c->ring_bytes, out),
+                     c->ring_bytes);
+    fdn__shm_rx_init(&c->rx, fdn__shm_ctl(c->seg, 1 - out),
+                     fdn__shm_data(c->seg, c->ring_bytes, 1 - out), c->ring_bytes);
+}
+
+static int map_segment(struct shm_conn *c, int memfd, size_t bytes)
+{
+    void *seg = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (seg == MAP_FAILED)
+        return FDN_ERR(-errno, "shm: mmap of a %zu-byte segment: %s", bytes, fdn_strerror(errno));
+    c->seg = seg;
+    c->seg_bytes = bytes;
+    stat_add(&stats.segments_mapped, 1);
+    return 0;
+}
+
+/* The connecting side's segment: a sealed memfd holding both rings. */
+static int create_segment(struct shm_conn *c, uint32_t ring_bytes)
+{
+    size_t bytes = fdn__shm_seg_bytes(ring_bytes);
+    int fd = memfd_create("fdn-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return FDN_ERR(-errno, "shm: memfd_create: %s", fdn_strerror(errno));
+    c->memfd = fd;
+    if (ftruncate(fd, (off_t)bytes) < 0)
+        return FDN_ERR(-errno, "shm: sizing a %zu-byte segment: %s", bytes, fdn_strerror(errno));
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+        return FDN_ERR(-errno, "shm: sealing the segment: %s", fdn_strerror(errno));
+    int rc = map_segment(c, fd, bytes);
+    if (rc < 0)
+        return rc;
+    c->ring_bytes = ring_bytes;
+    struct fdn__shm_seg_hdr *h = c->seg;
+    *h = (struct fdn__shm_seg_hdr){.magic = FDN__SHM_MAGIC, .version = FDN__SHM_VERSION,
+                                   .ring_bytes = ring_bytes};
+    bind_rings(c);
+    return 0;
+}
+
+static int create_wake_fd(struct shm_conn *c)
+{
+    c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->wake_fd < 0)
+        return FDN_ERR(-errno, "shm: eventfd: %s", fdn_strerror(errno));
+    return 0;
+}
+
+/* A descriptor the peer says is its eventfd: we only ever write 8 bytes to
+ * it, but a pipe or a socket there would let the peer make those writes
+ * block or fill something else, so anything but an eventfd is refused
+ * (when /proc is there to tell). */
+static int check_eventfd(int fd)
+{
+    char path[64], target[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n < 0)
+        return errno == ENOENT ? 0 : FDN_ERR(-errno, "shm: readlink %s: %s", path,
+                                             fdn_strerror(errno));
+    target[n] = '\0';
+    if (strcmp(target, "anon_inode:[eventfd]") != 0)
+        return FDN_ERR(-EBADMSG, "shm: the peer's wake-up descriptor is %s, not an eventfd",
+                       target);
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0))
+        return FDN_ERR(-errno, "shm: making the peer's eventfd non-blocking: %s",
+                       fdn_strerror(errno));
+    return 0;
+}
+
+/* The peer's process as a pidfd: SO_PEERPIDFD names it without a race
+ * (Linux 6.5); before that, SO_PEERCRED's pid and pidfd_open, which could
+ * name a recycled pid if the peer died in between, in which case the socket
+ * still reports the end. Without either (a pid namespace that hides the
+ * peer, a seccomp filter) the socket alone does. */
+static void open_peer_pidfd(struct shm_conn *c)
+{
+    int fd = -1;
+    socklen_t len = sizeof fd;
+    if (getsockopt(c->sock, SOL_SOCKET, SO_PEERPIDFD, &fd, &len) == 0 && fd >= 0) {
+        c->pidfd = fd;
+        return;
+    }
+    if (c->peer_pid > 0) {
+        long rc = syscall(SYS_pidfd_open, (pid_t)c->peer_pid, 0u);
+        if (rc >= 0) {
+            c->pidfd = (int)rc;
+            fcntl(c->pidfd, F_SETFD, FD_CLOEXEC);
+        }
+    }
+}
+
+static void read_peer_cred(struct shm_conn *c)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(c->sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+        c->peer_pid = cred.pid;
+}
+
+/* Both sides, once the segment and both eventfds are known. */
+static void setup_done(struct shm_conn *c)
+{
+    open_peer_pidfd(c);
+    c->ready = true;
+    arm_sock_poll(c);
+    if (c->pidfd >= 0) {
+        arm_poll(c, &c->pidfd_op, c->pidfd, POLLIN, true);
+        c->pidfd_armed = true;
+    }
+    arm_wake_read(c);
+    fdn__worker_add_poller(c->w, &c->poller);
+    c->poller_added = true;
+}
+
+/* Sends one set-up message, with fds. The socket is fresh and the message
+ * tiny, so it never blocks; failing to send is failing to set up. */
+static int send_setup(struct shm_conn *c, const void *msg, size_t len, const int *fds, int nfds)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * 2)];
+    } cbuf;
+    memset(&cbuf, 0, sizeof cbuf);
+    struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds) {
+        mh.msg_control = cbuf.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t n = sendmsg(c->sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0)
+        return FDN_ERR(-errno, "shm: sending the set-up message: %s", fdn_strerror(errno));
+    return n == (ssize_t)len ? 0 : FDN_ERR(-EIO, "shm: set-up message cut short");
+}
+
+/* Receives one set-up message and the descriptors that came with it (all
+ * of them, so none leaks whatever the peer sent). Returns its length, 0 at
+ * EOF, -EAGAIN when nothing is there yet, or another negative errno. */
+static int recv_setup(struct shm_conn *c, union setup_msg *msg, int *fds, int *nfds)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * SETUP_FDS_MAX)];
+    } cbuf;
+    memset(&cbuf, 0, sizeof cbuf);
+    struct iovec iov = {.iov_base = msg, .iov_len = sizeof *msg};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+                        .msg_controllen = sizeof cbuf.buf};
+    *nfds = 0;
+    ssize_t n = recvmsg(c->sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return -errno;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k && *nfds < SETUP_FDS_MAX; i++)
+            memcpy(&fds[(*nfds)++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+    }
+    if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+        return FDN_ERR(-EBADMSG, "shm: set-up message too large, or with too many descriptors");
+    return (int)n;
+}
+
+static void close_fds(int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* The accepting side: checks the hello and its segment, maps it, answers. */
+static int take_hello(struct shm_conn *c, const struct shm_hello *h, int len, int *fds, int nfds)
+{
+    if (len != (int)sizeof *h || h->magic != FDN__SHM_MAGIC)
+        return FDN_ERR(-EBADMSG, "shm: the peer's hello is not one (%d bytes)", len);
+    if (h->version != FDN__SHM_VERSION)
+        return FDN_ERR(-EPROTONOSUPPORT, "shm: the peer speaks set-up version %u, not %u",
+                       h->version, FDN__SHM_VERSION);
+    if (!fdn__is_pow2(h->ring_bytes) || h->ring_bytes < FDN__SHM_MIN_RING ||
+        h->ring_bytes > FDN__SHM_MAX_RING)
+        return FDN_ERR(-EBADMSG, "shm: the peer's ring size %u is not a power of two in "
+                       "%u..%u", h->ring_bytes, FDN__SHM_MIN_RING, FDN__SHM_MAX_RING);
+    if (nfds != 2)
+        return FDN_ERR(-EBADMSG, "shm: the peer's hello came with %d descriptors, not 2", nfds);
+    size_t bytes = fdn__shm_seg_bytes(h->ring_bytes);
+    struct stat st;
+    int seals = fcntl(fds[0], F_GET_SEALS);
+    if (fstat(fds[0], &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != bytes)
+        return FDN_ERR(-EBADMSG, "shm: the peer's segment is not a %zu-byte memfd", bytes);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK))
+        return FDN_ERR(-EBADMSG, "shm: the peer's segment is not sealed against shrinking "
+                       "(it could make our reads fault)");
+    int rc = check_eventfd(fds[1]);
+    if (rc < 0)
+        return rc;
+    rc = map_segment(c, fds[0], bytes);
+    if (rc < 0)
+        return rc;
+    c->ring_bytes = h->ring_bytes;
+    bind_rings(c);
+    rc = create_wake_fd(c);
+    if (rc < 0)
+        return rc;
+    struct shm_reply reply = {.magic = FDN__SHM_MAGIC, .version = FDN__SHM_VERSION};
+    rc = send_setup(c, &reply, sizeof reply, &c->wake_fd, 1);
+    if (rc < 0)
+        return rc;
+    close(fds[0]);
+    c->peer_wake_fd = fds[1];
+    return 0;
+}
+
+/* The connecting side: the accepting side's answer. */
+static int take_reply(struct shm_conn *c, const struct shm_reply *r, int len, int *fds, int nfds)
+{
+    if (len != (int)sizeof *r || r->magic != FDN__SHM_MAGIC)
+        return FDN_ERR(-EBADMSG, "shm: the peer's answer is not one (%d bytes)", len);
+    if (r->status < 0)
+        return FDN_ERR(r->status > -4096 ? r->status : -EPROTO,
+                       "shm: the peer refused the set-up: %s", fdn_strerror(r->status));
+    if (r->version != FDN__SHM_VERSION || nfds != 1)
+        return FDN_ERR(-EBADMSG, "shm: the peer's answer has version %u and %d descriptors",
+                       r->version, nfds);
+    int rc = check_eventfd(fds[0]);
+    if (rc < 0)
+        return rc;
+    c->peer_wake_fd = fds[0];
+    return 0;
+}
+
+/* The set-up message came (or the socket ended). */
+static void on_setup_readable(struct shm_conn *c)
+{
+    union setup_msg msg;
+    int fds[SETUP_FDS_MAX], nfds;
+    int len = recv_setup(c, &msg, fds, &nfds);
+    if (len == -EAGAIN || len == -EINTR) {
+        close_fds(fds, nfds);
+        arm_sock_poll(c);
+        return;
+    }
+    int rc;
+    if (len == 0)
+        rc = FDN_ERR(-ECONNRESET, "shm: the peer closed during set-up");
+    else if (len < 0)
+        rc = FDN_ERR(len, "shm: receiving the set-up message: %s", fdn_strerror(len));
+    else
+        rc = c->outbound ? take_reply(c, &msg.reply, len, fds, nfds)
+                         : take_hello(c, &msg.hello, len, fds, nfds);
+    if (rc < 0) {
+        close_fds(fds, nfds);
+        stat_add(&stats.bad_setups, len > 0);
+        if (!c->outbound && len > 0) {
+            struct shm_reply no = {.magic = FDN__SHM_MAGIC, .version = FDN__SHM_VERSION,
+                                   .status = rc};
+            send_setup(c, &no, sizeof no, NULL, 0); /* best effort: say why */
+        }
+        conn_begin_close(c, rc);
+        if (c->outbound)
+            c->ev->on_connected(c->ctx, rc);
+        return;
+    }
+    setup_done(c);
+    if (c->outbound)
+        c->ev->on_connected(c->ctx, 0);
+    if (!c->closing)
+        flush_sends(c);
+}
+
+static void sock_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe)
+{
+    (void)w;
+    struct conn_op *cop = fdn__container_of(op, struct conn_op, io);
+    struct shm_conn *c = cop->c;
+    c->sock_armed = false;
+    if (!c->closing) {
+        if (cqe->res < 0)
+            conn_begin_close(c, FDN_ERR(cqe->res, "shm: polling the socket: %s",
+                                        fdn_strerror(cqe->res)));
+        else if (!c->ready)
+            on_setup_readable(c);
+        else
+            on_peer_gone(c, "closed its socket");
+    }
+    conn_op_end(c, cop);
+}
+
+static void pidfd_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe)
+{
+    (void)w;
+    struct conn_op *cop = fdn__container_of(op, struct conn_op, io);
+    struct shm_conn *c = cop->c;
+    c->pidfd_armed = false;
+    if (!c->closing && cqe->res > 0)
+        on_peer_gone(c, "exited");
+    conn_op_end(c, cop);
+}
+
+/* ---- Connection: outbound ------------------------------------------------ */
+
+static void connect_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe)
+{
+    (void)w;
+    struct conn_op *cop = fdn__container_of(op, struct conn_op, io);
+    struct shm_conn *c = cop->c;
+    int res = cqe->res;
+    if (!c->closing && res < 0) {
+        conn_begin_close(c, FDN_ERR(res, "shm: connect to %s: %s", c->addr, fdn_strerror(res)));
+        c->ev->on_connected(c->ctx, res);
+    } else if (!c->closing) {
+        read_peer_cred(c);
+        struct shm_hello h = {.magic = FDN__SHM_MAGIC, .version = FDN__SHM_VERSION,
+                              .ring_bytes = c->ring_bytes};
+        int fds[2] = {c->memfd, c->wake_fd};
+        int rc = send_setup(c, &h, sizeof h, fds, 2);
+        if (rc < 0) {
+            conn_begin_close(c, rc);
+            c->ev->on_connected(c->ctx, rc);
+        } else {
+            close_fd(&c->memfd); /* the mapping keeps the segment */
+            arm_sock_poll(c);
+        }
+    }
+    conn_op_end(c, cop);
+}
+
+static int shm_connect(fdn_worker *w, const char *addr, const struct fdn__tp_options *opt,
+                       const struct fdn__tp_conn_events *ev, void *ctx, struct fdn__tp_conn **out)
+{
+    struct sockaddr_un sa;
+    socklen_t sa_len;
+    int rc = check_worker(w);
+    if (rc == 0)
+        rc = parse_addr(addr, false, &sa, &sa_len);
+    if (rc < 0)
+        return rc;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return FDN_ERR(-errno, "shm: socket(AF_UNIX): %s", fdn_strerror(errno));
+    struct shm_conn *c = conn_alloc(w, true, fd);
+    if (!c) {
+        close(fd);
+        return FDN_ERR(-ENOMEM, "shm: no memory for a connection");
+    }
+    rc = create_segment(c, ring_bytes_for(opt));
+    if (rc == 0)
+        rc = create_wake_fd(c);
+    if (rc < 0) {
+        conn_destroy_unused(c);
+        close(fd);
+        return rc;
+    }
+    snprintf(c->addr, sizeof c->addr, "%s", addr);
+    c->peer_sa = sa;
+    c->peer_sa_len = sa_len;
+    c->ev = ev;
+    c->ctx = ctx;
+    c->started = true;
+    struct io_uring_sqe *sqe = fdn__worker_sqe(w);
+    io_uring_prep_connect(sqe, fd, (struct sockaddr *)&c->peer_sa, c->peer_sa_len);
+    conn_op_begin(c, sqe, &c->connect_op, false);
+    *out = &c->base;
+    return 0;
+}
+
+/* ---- Connection: ops ----------------------------------------------------- */
+
+static void shm_conn_start(struct fdn__tp_conn *conn, const struct fdn__tp_conn_events *ev,
+                           void *ctx)
+{
+    struct shm_conn *c = to_conn(conn);
+    c->ev = ev;
+    c->ctx = ctx;
+    c->started = true;
+    if (!c->closing)
+        arm_sock_poll(c); /* the hello */
+}
+
+static void shm_conn_close(struct fdn__tp_conn *conn)
+{
+    conn_begin_close(to_conn(conn), -ECANCELED);
+}
+
+static int shm_conn_peer_addr(struct fdn__tp_conn *conn, char *buf, size_t len)
+{
+    struct shm_conn *c = to_conn(conn);
+    int n = c->outbound ? snprintf(buf, len, "%s", c->addr)
+                        : snprintf(buf, len, "pid:%d", (int)c->peer_pid);
+    return n < 0 || (size_t)n >= len ? -ENOSPC : n;
+}
+
+static size_t iov_bytes(const struct iovec *iov, int iovcnt)
+{
+    size_t n = 0;
+    for (int i = 0; i < iovcnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+static int shm_send(struct fdn__tp_conn *conn, struct fdn__tp_send *s)
+{
+    struct shm_conn *c = to_conn(conn);
+    if (c->closing)
+        return -EPIPE;
+    if (!c->started)
+        return FDN_ERR(-ENOTCONN, "shm send on an accepted connection before conn_start");
+    if (s->iovcnt < 0 || iov_bytes(s->iov, s->iovcnt) != s->len)
+        return FDN_ERR(-EINVAL, "shm send: len %zu differs from the iovecs' total", s->len);
+    s->tp_next = NULL;
+    s->tp_done = 0;
+    if (c->sq_tail)
+        c->sq_tail->tp_next = s;
+    else
+        c->sq_head = s;
+    c->sq_tail = s;
+    if (!c->cursor && s->len > 0)
+        c->cursor = s;
+    flush_sends(c); /* reported from the poller, never from inside this call */
+    return 0;
+}
+
+static void shm_recv_pause(struct fdn__tp_conn *conn, bool paused)
+{
+    /* The poller looks at the flag before each piece it delivers. */
+    to_conn(conn)->paused = paused;
+}
+
+/* ---- Listener ------------------------------------------------------------ */
+
+static void listener_op_begin(struct shm_listener *l, struct io_uring_sqe *sqe,
+                              struct fdn__io_op *op)
+{
+    io_uring_sqe_set_data(sqe, op);
+    l->ops++;
+    fdn__worker_io_begin(l->w);
+}
+
+/* May free l. */
+static void listener_op_end(struct shm_listener *l)
+{
+    l->ops--;
+    fdn__worker_io_end(l->w);
+    if (!l->closing || l->ops)
+        return;
+    close(l->fd);
+    if (l->unlink_path[0])
+        unlink(l->unlink_path);
+    l->ev->on_closed(l->ctx, l->close_err);
+    free(l);
+}
+
+static void listener_begin_close(struct shm_listener *l, int err)
+{
+    if (l->closing)
+        return;
+    l->closing = true;
+    l->close_err = err;
+    struct io_uring_sqe *sqe = fdn__worker_sqe(l->w);
+    io_uring_prep_cancel_fd(sqe, l->fd, IORING_ASYNC_CANCEL_ALL);
+    listener_op_begin(l, sqe, &l->close_op.io);
+}
+
+static void listener_close_complete(fdn_worker *w, struct fdn__io_op *op,
+                                    const struct io_uring_cqe *cqe)
+{
+    (void)w;
+    (void)cqe;
+    listener_op_end(fdn__container_of(op, struct listener_op, io)->l);
+}
+
+static void arm_accept(struct shm_listener *l)
+{
+    struct io_uring_sqe *sqe = fdn__worker_sqe(l->w);
+    io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    listener_op_begin(l, sqe, &l->accept_op.io);
+}
+
+/* A connection arrived: core sees it at once; its set-up runs after
+ * conn_start, like any reading. */
+static void take_accepted(struct shm_listener *l, int fd)
+{
+    struct shm_conn *c = l->closing ? NULL : conn_alloc(l->w, false, fd);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    read_peer_cred(c);
+    l->ev->on_accept(l->ctx, &c->base);
+}
+
+static void accept_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe)
+{
+    (void)w;
+    struct shm_listener *l = fdn__container_of(op, struct listener_op, io)->l;
+    int res = cqe->res;
+    if (res >= 0)
+        take_accepted(l, res);
+    else if (res != -ECANCELED && res != -ECONNABORTED && res != -EINTR && res != -EAGAIN &&
+             !l->closing)
+        listener_begin_close(l, FDN_ERR(res, "shm accept on %s: %s", l->addr,
+                                        fdn_strerror(res)));
+    if (cqe->flags & IORING_CQE_F_MORE)
+        return;
+    if (!l->closing)
+        arm_accept(l);
+    listener_op_end(l);
+}
+
+static int shm_listen(fdn_worker *w, const char *addr, const struct fdn__tp_options *opt,
+                      const struct fdn__tp_listener_events *ev, void *ctx,
+                      struct fdn__tp_listener **out)
+{
+    struct sockaddr_un sa;
+    socklen_t sa_len;
+    int rc = check_worker(w);
+    if (rc == 0)
+        rc = parse_addr(addr, true, &sa, &sa_len);
+    if (rc < 0)
+        return rc;
+    struct shm_listener *l = calloc(1, sizeof *l);
+    if (!l)
+        return FDN_ERR(-ENOMEM, "shm: no memory for a listener");
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        rc = FDN_ERR(-errno, "shm: socket(AF_UNIX): %s", fdn_strerror(errno));
+    else if (bind(fd, (struct sockaddr *)&sa, sa_len) < 0)
+        rc = FDN_ERR(-errno, "shm: bind %s: %s", addr, fdn_strerror(errno));
+    else if (listen(fd, LISTEN_BACKLOG) < 0)
+        rc = FDN_ERR(-errno, "shm: listen %s: %s", addr, fdn_strerror(errno));
+    if (rc == 0) {
+        struct sockaddr_un bound;
+        socklen_t bound_len = sizeof bound;
+        if (getsockname(fd, (struct sockaddr *)&bound, &bound_len) < 0)
+            rc = FDN_ERR(-errno, "shm: getsockname: %s", fdn_strerror(errno));
+        else if (format_addr(&bound, bound_len, l->addr, sizeof l->addr) < 0)
+            rc = FDN_ERR(-ENAMETOOLONG, "shm: the bound name does not fit");
+    }
+    if (rc < 0) {
+        if (fd >= 0)
+            close(fd);
+        free(l);
+        return rc;
+    }
+    if (addr[0] != '@')
+        snprintf(l->unlink_path, sizeof l->unlink_path, "%s", addr);
+    l->base.tp = &fdn__transport_shm;
+    l->w = w;
+    l->fd = fd;
+    l->ev = ev;
+    l->ctx = ctx;
+    l->opt = opt ? *opt : (struct fdn__tp_options){0};
+    l->accept_op = (struct listener_op){.io.complete = accept_complete, .l = l};
+    l->close_op = (struct listener_op){.io.complete = listener_close_complete, .l = l};
+    arm_accept(l);
+    *out = &l->base;
+    return 0;
+}
+
+static int shm_listener_addr(struct fdn__tp_listener *tl, char *buf, size_t len)
+{
+    struct shm_listener *l = to_listener(tl);
+    size_t n = strlen(l->addr);
+    if (n >= len)
+        return -ENOSPC;
+    memcpy(buf, l->addr, n + 1);
+    return (int)n;
+}
+
+static void shm_listener_close(struct fdn__tp_listener *l)
+{
+    listener_begin_close(to_listener(l), -ECANCELED);
+}
+
+/* No FDN__TP_IO_URING: most events come from the shared rings, which each
+ * connection polls through a worker poller it registers itself
+ * (fdn__worker_add_poller), so the descriptor has no poll hook. */
+const struct fdn__transport fdn__transport_shm = {
+    .name = "shm",
+    .scheme = "shm://",
+    .caps = FDN__TP_RELIABLE,
+    .listen = shm_listen,
+    .listener_addr = shm_listener_addr,
+    .listener_close = shm_listener_close,
+    .connect = shm_connect,
+    .conn_start = shm_conn_start,
+    .conn_close = shm_conn_close,
+    .conn_peer_addr = shm_conn_peer_addr,
+    .send = shm_send,
+    .recv_pause = shm_recv_pause,
+    .poll = NULL,
+};
