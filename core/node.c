@@ -1,11 +1,14 @@
 /* Nodes: configuration, the channel table, listeners, and the lifecycle of
  * peers. The protocol of one connection is in core/peer.c. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
+
+#include <fdn/error.h>
 
 #include "base/compiler.h"
 #include "base/error.h"
@@ -143,6 +146,64 @@ static int check_config(const fdn_node_config *cfg)
     return 0;
 }
 
+/* ---- Fault layer ---------------------------------------------------------- */
+
+static int lookup_channel(void *arg, const char *name)
+{
+    return fdn_channel_lookup(arg, name);
+}
+
+/* The fault layer's rules: cfg->faults, else FDN_FAULTS. Parsed and bound to
+ * the channel table once, here, so that a typo fails the node at creation
+ * rather than going unnoticed; kept only when there is a rule, so that the
+ * lanes' state pointers stay NULL (and the layer costs nothing) otherwise. */
+static int setup_faults(fdn_node *n, const fdn_node_config *cfg)
+{
+    struct fdn__fault_config *fc = malloc(sizeof *fc);
+    if (!fc)
+        return -ENOMEM;
+    int rc = cfg->faults ? fdn__fault_config_parse(cfg->faults, fc)
+                         : fdn__fault_config_from_env(fc);
+    if (rc == 0)
+        rc = fdn__fault_config_bind(fc, lookup_channel, n);
+    if (rc < 0 || !fdn__fault_config_active(fc)) {
+        free(fc);
+        return rc;
+    }
+    for (uint32_t i = 0; i < fc->num_rules; i++)
+        for (unsigned c = 0; c < fc->rules[i].num_channels; c++)
+            if (fc->rules[i].channels[c].id >= n->num_channels) {
+                int id = fc->rules[i].channels[c].id;
+                free(fc);
+                return FDN_ERR(-EINVAL, "fault rule %u: no channel %d (the node has %d)",
+                               i + 1, id, n->num_channels);
+            }
+    n->faults = fc;
+    return 0;
+}
+
+int fdn_node_fault_report(const fdn_node *n, char *buf, size_t len)
+{
+    if (len)
+        buf[0] = '\0';
+    if (!n->faults)
+        return 0;
+    struct fdn__fault_stats st;
+    fdn__node_fault_stats(n, &st);
+    char text[4096], counts[512];
+    fdn__fault_config_format(n->faults, text, sizeof text);
+    size_t used = 0;
+    counts[0] = '\0';
+    for (int k = 0; k < FDN__FAULT_KIND_COUNT && used < sizeof counts; k++)
+        used += (size_t)snprintf(counts + used, sizeof counts - used, " %s=%llu",
+                                 fdn__fault_kind_name((enum fdn__fault_kind)k),
+                                 (unsigned long long)st.actions[k]);
+    return snprintf(buf, len, "fault layer: seed=%llu%s %s='%s' connections=%llu frames=%llu%s",
+                    (unsigned long long)n->faults->seed, n->faults->seed_given ? "" : " (random)",
+                    FDN__FAULT_ENV, text, (unsigned long long)n->fault_conns,
+                    (unsigned long long)st.frames, counts);
+}
+
 int fdn_node_create(const fdn_node_config *cfg, fdn_node **out)
 {
     int rc = check_config(cfg);
@@ -165,11 +226,14 @@ int fdn_node_create(const fdn_node_config *cfg, fdn_node **out)
     n->bulk_inflight_bytes = cfg->bulk_inflight_bytes ? cfg->bulk_inflight_bytes : 1 << 20;
     n->lanes = cfg->lanes ? cfg->lanes : 2;
     n->zerocopy_min = cfg->zerocopy_min;
+    n->no_same_host_shm = cfg->no_same_host_shm;
     n->handshake_timeout_ns = cfg->handshake_timeout_ns ? cfg->handshake_timeout_ns
                                                         : 5000000000ull;
     n->session_timeout_ns = cfg->session_timeout_ns ? cfg->session_timeout_ns
                                                     : 10000000000ull;
     rc = build_channels(n, cfg);
+    if (rc == 0)
+        rc = setup_faults(n, cfg);
     if (rc < 0) {
         sodium_memzero(n->secret, sizeof n->secret);
         free(n);
@@ -235,6 +299,33 @@ static const struct fdn__tp_listener_events listener_events = {
     .on_closed = on_listener_closed,
 };
 
+/* Opens the same-host companion of listener index (core/transport.h). Not
+ * having one costs only speed (same-host peers use TCP), so a failure is
+ * said once per process on stderr, not returned. */
+static void listen_shortcut(fdn_node *n, int index)
+{
+    static atomic_bool said;
+    char bound[FDN__ADDR_MAX], addr[FDN__ADDR_MAX];
+    struct fdn__listener *s = &n->shortcuts[index];
+    *s = (struct fdn__listener){.node = n, .closed = true};
+    if (n->no_same_host_shm || fdn_node_listen_addr(n, index, bound, sizeof bound) < 0 ||
+        fdn__same_host_listen_addr(bound, addr, sizeof addr) <= 0)
+        return;
+    const char *rest;
+    const struct fdn__transport *tp = fdn__transport_for(addr, &rest);
+    if (!tp)
+        return;
+    s->closed = false;
+    int rc = tp->listen(n->worker, rest, NULL, &listener_events, s, &s->tp);
+    if (rc < 0) {
+        s->closed = true;
+        s->tp = NULL;
+        if (!atomic_exchange(&said, true))
+            fprintf(stderr, "fdn: %s has no same-host listener %s (%s); peers on this host "
+                    "will use TCP. Said once.\n", bound, addr, fdn_errmsg());
+    }
+}
+
 int fdn_node_listen(fdn_node *n, const char *addr)
 {
     const char *rest;
@@ -248,7 +339,9 @@ int fdn_node_listen(fdn_node *n, const char *addr)
     int rc = tp->listen(n->worker, rest, NULL, &listener_events, l, &l->tp);
     if (rc < 0)
         return rc;
-    return n->num_listeners++;
+    int index = n->num_listeners++;
+    listen_shortcut(n, index);
+    return index;
 }
 
 int fdn_node_listen_addr(fdn_node *n, int index, char *buf, size_t len)
@@ -294,7 +387,7 @@ static bool everything_closed(const fdn_node *n)
     if (n->peers)
         return false;
     for (int i = 0; i < n->num_listeners; i++)
-        if (!n->listeners[i].closed)
+        if (!n->listeners[i].closed || !n->shortcuts[i].closed)
             return false;
     return true;
 }
@@ -304,9 +397,12 @@ void fdn_node_destroy(fdn_node *n)
     if (!n)
         return;
     n->destroying = true;
-    for (int i = 0; i < n->num_listeners; i++)
+    for (int i = 0; i < n->num_listeners; i++) {
         if (n->listeners[i].tp)
             fdn__tp_listener_close(n->listeners[i].tp);
+        if (n->shortcuts[i].tp)
+            fdn__tp_listener_close(n->shortcuts[i].tp);
+    }
     for (fdn_peer *p = n->peers; p; p = p->next)
         fdn__peer_fail(p, 0, FDN__CLOSE_GOING_AWAY);
     /* The transports finish closing from completions: drive the worker until
@@ -314,6 +410,13 @@ void fdn_node_destroy(fdn_node *n)
     while (!everything_closed(n)) {
         if (fdn_worker_progress(n->worker) == 0)
             fdn_worker_wait(n->worker, 1000000);
+    }
+    if (n->faults) {
+        /* The seed of a run with faults is worth more than its noise. */
+        char line[8192];
+        fdn_node_fault_report(n, line, sizeof line);
+        fprintf(stderr, "fdn: %s\n", line);
+        free(n->faults);
     }
     sodium_memzero(n->secret, sizeof n->secret);
     free(n);

@@ -57,6 +57,7 @@
 #include <fdn/histogram.h>
 #include <fdn/node.h>
 
+#include "core/fault.h"
 #include "core/frame_sched.h"
 #include "core/handshake.h"
 #include "core/reassembly.h"
@@ -70,6 +71,10 @@
 #define FDN__ACK_EVERY 32u
 #define FDN__ACK_DELAY_NS (2ull * 1000 * 1000)
 #define FDN__REDIAL_MIN_NS (10ull * 1000 * 1000)
+/* The first redial after a session that was up lost its connections: soon,
+ * since the peer was there a moment ago (a redial that fails backs off from
+ * FDN__REDIAL_MIN_NS); jittered like the others. */
+#define FDN__REDIAL_FIRST_NS (1ull * 1000 * 1000)
 #define FDN__REDIAL_MAX_NS (1000ull * 1000 * 1000)
 
 /* A received message waits for delivery with this in its headroom. */
@@ -79,12 +84,18 @@ struct fdn__rx_stash {
 };
 
 #define FDN__MAX_LISTENERS 8
+/* Dial choices of an outbound peer: up to 3 same-host shortcuts + the address given. */
+#define FDN__DIAL_CHOICES 4
 
 /* Frames per transport send, sends in flight per peer, and the most buffers
  * a message sent may chain (each becomes an iovec). */
 #define FDN__BATCH_FRAMES 16
 #define FDN__BATCHES 4
 #define FDN__MAX_SEGMENTS 64
+/* Iovecs a batch keeps in reserve for the fault layer: a duplicated frame's
+ * header and payload, or the two extra pieces of a payload with one byte
+ * changed (core/peer.c, "Fault layer"). Unused when the layer is off. */
+#define FDN__FAULT_IOVECS (1 + FDN__MAX_SEGMENTS + 2)
 /* Control frames (handshake, resume, credit, ack, pong, close) waiting to go
  * out: a HELLO, a full RESUME, and a credit and an ack for every channel. */
 #define FDN__CTRL_BYTES                                                                    \
@@ -110,7 +121,7 @@ struct fdn__listener {
 /* One batch of frames handed to the transport in one send. */
 struct fdn__batch {
     struct fdn__tp_send send;
-    struct iovec iov[1 + FDN__BATCH_FRAMES * 2 + FDN__MAX_SEGMENTS];
+    struct iovec iov[1 + FDN__BATCH_FRAMES * 2 + FDN__MAX_SEGMENTS + FDN__FAULT_IOVECS];
     uint8_t ctrl[FDN__CTRL_BYTES];       /* control frames, sent first */
     uint8_t hdr[FDN__BATCH_FRAMES][FDN__FRAME_MAX_HDR_SIZE];
     struct fdn__frame frames[FDN__BATCH_FRAMES];
@@ -198,6 +209,11 @@ struct fdn__lane {
     uint64_t inflight_bytes;
     uint64_t max_inflight_bytes;
     uint64_t bytes_sent, bytes_received;
+
+    /* The fault layer's state for this connection (core/peer.c, "Fault
+     * layer"): NULL when the node has no fault rule, and then no fault code
+     * runs at all. */
+    struct fdn__lane_faults *faults;
 };
 
 struct fdn_peer {
@@ -208,8 +224,15 @@ struct fdn_peer {
     bool close_received;           /* the peer sent CLOSE: its reason stands */
     bool announced_up;             /* peer_up was reported */
     int down_reason;
-    char addr[80];                 /* the peer's address, for logs */
-    char dial[96];                 /* outbound: the address lanes are opened to */
+    char addr[FDN__ADDR_MAX];      /* the peer's address, scheme first, for logs */
+    char dial[FDN__ADDR_MAX];      /* outbound: the address lanes are opened to */
+    /* Outbound: what fdn_node_connect may dial, best first: same-host
+     * shortcuts (core/transport.h), then the address given. A choice that
+     * cannot connect gives way to the next, unseen. Lane 0 starts at
+     * dial_from (the choice that last connected; a resumption redials it
+     * first), and the other lanes dial the choice lane 0 reached. */
+    char dial_choices[FDN__DIAL_CHOICES][FDN__ADDR_MAX];
+    uint8_t num_dial_choices, dial_at, dial_from;
 
     uint64_t session;              /* names the peer when lanes join or resume it */
     uint64_t peer_incarnation;
@@ -266,10 +289,22 @@ struct fdn_node {
     fdn_node_events events;
     struct fdn__listener listeners[FDN__MAX_LISTENERS];
     int num_listeners;
+    /* listeners[i]'s same-host companion (core/transport.h), tp NULL and
+     * closed true when it has none. */
+    struct fdn__listener shortcuts[FDN__MAX_LISTENERS];
+    bool no_same_host_shm;
     fdn_peer *peers;
     fdn_node_stats stats;
     uint64_t next_request_id;
     bool destroying;
+
+    /* The fault layer (core/fault.h): the parsed and bound configuration, or
+     * NULL when it is off (no rule in fdn_node_config.faults or FDN_FAULTS).
+     * fault_conns numbers connections, for their states' salts; fault_totals
+     * adds up the decisions of the connections already gone. */
+    struct fdn__fault_config *faults;
+    uint64_t fault_conns;
+    struct fdn__fault_stats fault_totals;
 };
 
 /* core/peer.c */
@@ -280,6 +315,10 @@ void fdn__peer_attach(fdn_peer *peer, struct fdn__tp_conn *conn);
 /* Outbound: dials addr (with its scheme) as lane 0. */
 int fdn__peer_dial(fdn_peer *peer, const char *addr);
 void fdn__peer_fail(fdn_peer *peer, int reason, enum fdn__close_reason wire_reason);
+
+/* The fault layer's decisions so far: those of the connections gone
+ * (fault_totals) plus those of every live lane. */
+void fdn__node_fault_stats(const fdn_node *node, struct fdn__fault_stats *out);
 
 /* Queues msg as the channel's next message, of kind 0, FDN__FRAME_REQUEST
  * or FDN__FRAME_RESPONSE (answering request corr); *seq_out (may be NULL)

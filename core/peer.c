@@ -43,6 +43,12 @@ static int finish_task(fdn_worker *w, fdn_task *t);
 static void peer_suspend(fdn_peer *p);
 static void notify_writable(fdn_peer *p);
 static const struct fdn__tp_conn_events lane_conn_events;
+static void lane_free(struct fdn__lane *l);
+static void close_transport(struct fdn__lane *l);
+static int fault_lane_create(struct fdn__lane *l);
+static void fault_lane_free(struct fdn__lane *l);
+static void fault_release_held(struct fdn__lane *l);
+static int fault_rx(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload);
 
 static bool closing(const fdn_peer *p) { return p->state == FDN__PEER_CLOSING; }
 
@@ -135,12 +141,21 @@ static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
     l->index = (uint8_t)index;
     l->max_inflight_bytes = n->max_inflight_bytes;
     fdn_timer_init(&l->timer, lane_timer, l, FDN_PRIO_HIGHEST);
+    if (n->faults) {
+        int rc = fault_lane_create(l);
+        if (rc < 0) {
+            lane_free(l);
+            return rc;
+        }
+    }
     *out = l;
     return 0;
 }
 
 static void lane_free(struct fdn__lane *l)
 {
+    if (l->faults)
+        fault_lane_free(l);
     fdn__handshake_destroy(l->hs);
     free(l->rx_stage);
     free(l->batches);
@@ -186,6 +201,8 @@ static void lane_detach(fdn_peer *p, struct fdn__lane *l)
     fdn_worker *w = p->node->worker;
     p->lanes[l->index] = NULL;
     timer_stop(w, &l->timer);
+    if (l->faults)
+        fault_release_held(l);
     l->dying = true;
     l->next_dying = p->dying;
     p->dying = l;
@@ -213,6 +230,33 @@ static int dial_lane(fdn_peer *p, unsigned index)
     }
     p->lanes[index] = l;
     return 0;
+}
+
+/* Outbound: dials lane 0 to the peer's dial choices from index `at` on,
+ * stopping at the first whose dial starts. A choice can still fail once
+ * started (on_connected moves on to the next then). Returns 0, or the
+ * last choice's error when none could start. */
+static int dial_choice(fdn_peer *p, unsigned at)
+{
+    int rc = -EINVAL;
+    for (; at < p->num_dial_choices; at++) {
+        p->dial_at = (uint8_t)at;
+        snprintf(p->dial, sizeof p->dial, "%s", p->dial_choices[at]);
+        snprintf(p->addr, sizeof p->addr, "%s", p->dial);
+        rc = dial_lane(p, 0);
+        if (rc == 0)
+            break;
+    }
+    return rc;
+}
+
+/* p->addr: the peer's address as its connection sees it, behind the scheme
+ * that names the transport. */
+static void note_peer_addr(fdn_peer *p, struct fdn__tp_conn *conn)
+{
+    int n = snprintf(p->addr, sizeof p->addr, "%s", conn->tp->scheme);
+    if (n > 0 && (size_t)n < sizeof p->addr)
+        fdn__tp_conn_peer_addr(conn, p->addr + n, sizeof p->addr - (size_t)n);
 }
 
 /* ---- Failure and teardown ------------------------------------------------ */
@@ -359,6 +403,14 @@ static void peer_finish(fdn_peer *p)
     timer_stop(w, &p->redial);
     timer_stop(w, &p->ack_timer);
     fdn__worker_cancel_task(w, &p->reap);
+    if (n->faults) {   /* frames held back go back to the scheduler before it goes */
+        for (unsigned i = 0; i < FDN__MAX_LANES; i++)
+            if (p->lanes[i] && p->lanes[i]->faults)
+                fault_release_held(p->lanes[i]);
+        for (struct fdn__lane *l = p->dying; l; l = l->next_dying)
+            if (l->faults)
+                fault_release_held(l);
+    }
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -577,8 +629,17 @@ static int on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *p
                                  payload, h->frag_len, p->node->pool, &done);
     if (rc == -EPROTO) {
         /* A peer that breaks a limit is told apart from one that sends
-         * nonsense: it is counted, and reported, as a limit violation. */
+         * nonsense: it is counted, and reported, as a limit violation. A
+         * fragment out of its place is what a frame lost or repeated below
+         * us looks like in mid-message: a sequence error, which resumes the
+         * session (and drops the message in progress) like a gap between
+         * messages does. */
         enum fdn__reasm_error why = fdn__reasm_last_error(p->reasm);
+        if (why == FDN__REASM_OUT_OF_ORDER || why == FDN__REASM_UNEXPECTED_FIRST) {
+            p->node->stats.sequence_errors++;
+            return FDN_ERR(-EILSEQ, "%s channel %u: fragment out of place: %s", p->addr,
+                           h->channel, fdn__reasm_error_name(why));
+        }
         if (why == FDN__REASM_OVER_CREDIT || why == FDN__REASM_OVER_BUDGET)
             return FDN_ERR(-ENOSPC, "%s on channel %u: %s", p->addr, h->channel,
                            fdn__reasm_error_name(why));
@@ -662,6 +723,8 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
     case FDN__FRAME_DATA:
         if (!up)
             return FDN_ERR(-EPROTO, "DATA frame from %s before the handshake finished", p->addr);
+        if (fdn__unlikely(l->faults))
+            return fault_rx(l, h, payload);
         return on_data(p, h, payload);
     case FDN__FRAME_HANDSHAKE:
         return on_handshake_frame(l, payload, h->frag_len);
@@ -751,8 +814,8 @@ static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
         }
         l->rx_in_payload = false;
         int rc = on_frame(l, &l->rx_frame, payload);
-        if (rc < 0)
-            return rc;
+        if (fdn__unlikely(rc != 0))
+            return rc < 0 ? rc : 0;   /* 1: the fault layer reset the lane */
     }
     return 0;
 }
@@ -800,6 +863,291 @@ static size_t add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame
     return hdr_len + f->len;
 }
 
+/* ---- Fault layer ----------------------------------------------------------- */
+
+/* The seeded fault layer (core/fault.h) acts on DATA frames only, per lane:
+ *
+ *   tx (pump, as the scheduler hands a frame out)
+ *     DROP     the frame is done without being sent
+ *     DUP      it goes out twice, back to back
+ *     CORRUPT  one payload byte goes out changed: the iovec is split around a
+ *              changed copy of that byte, so the message's buffer (the
+ *              application's, possibly shared) is never written
+ *     DELAY    the frame is held until its time, and so is every later data
+ *              frame of the lane: a TCP connection cannot let one overtake it
+ *     REORDER  the same as DELAY, for hold x FAULT_REORDER_UNIT_NS: within one
+ *              ordered byte stream "later frames first" can only be modelled
+ *              as a delay (frames of different lanes do overtake each other)
+ *     RESET    the frame is done unsent and the lane's transport is closed
+ *   rx (on_frame, as a DATA frame is decoded)
+ *     DROP, DUP and CORRUPT as above (CORRUPT on a copy of the payload),
+ *     RESET closes the transport and reads nothing more from it; DELAY and
+ *     REORDER are not applied on receipt (the frame passes): holding received
+ *     bytes would need the reader stopped, and the tx side already models it.
+ *
+ * A dropped or repeated frame on a reliable channel is recovered the way a
+ * frame lost below the session would be: the receiver sees the next frame
+ * out of sequence (-EILSEQ), drops the connections, and the session resumes
+ * and retransmits. A frame dropped last, with nothing after it to show the
+ * gap, would wait for ever: so a drop on a reliable channel also arms the
+ * lane's loss timer, which resets the lane after FAULT_LOSS_NS unless the
+ * gap was found first (the connection that lost a frame is declared dead,
+ * as a real transport's keep-alive would eventually do).
+ *
+ * Control frames (handshake, credit, ack, resume, ping, close) are never
+ * faulted. They stand for the session layer's own reliable control channel,
+ * which has no retransmission of its own because it rides on a connection
+ * that either delivers everything or dies; faulting one would only exercise
+ * the same reset-and-resume path that RESET already does, or wedge a
+ * handshake until its timeout.
+ *
+ * Each lane's decisions come from its own random streams, salted with the
+ * node's connection ordinal and the side (dialled or accepted), never with
+ * an address, a port or a pointer: the same seed and the same order of
+ * connections and frames give the same decisions. */
+
+#define FAULT_LOSS_NS (20ull * 1000 * 1000)
+#define FAULT_REORDER_UNIT_NS (100ull * 1000)
+
+struct fdn__lane_faults {
+    struct fdn__fault_state *state;
+    fdn_timer release;             /* a held frame's time has come */
+    fdn_timer loss;                /* a dropped frame's gap was not seen in time */
+    bool holding;
+    bool reset;                    /* the layer closed the transport: no more I/O */
+    uint64_t hold_until;
+    struct fdn__frame held;        /* handed out by the scheduler, not sent yet */
+    uint8_t *scratch;              /* rx CORRUPT: a copy of the payload */
+    uint8_t flipped[FDN__BATCHES][FDN__BATCH_FRAMES];  /* tx CORRUPT: the changed byte */
+};
+
+static int fault_release_fired(fdn_worker *w, fdn_task *t)
+{
+    (void)w;
+    pump(t->arg);
+    return FDN_TASK_DONE;
+}
+
+/* Resets the lane as a lost connection: on_closed follows and resumes the
+ * session (or ends it, if it cannot resume). */
+static void fault_reset(struct fdn__lane *l)
+{
+    l->faults->reset = true;
+    close_transport(l);
+}
+
+static int fault_loss_fired(fdn_worker *w, fdn_task *t)
+{
+    (void)w;
+    struct fdn__lane *l = t->arg;
+    if (!l->dying && !closing(l->peer))
+        fault_reset(l);
+    return FDN_TASK_DONE;
+}
+
+static int fault_lane_create(struct fdn__lane *l)
+{
+    fdn_node *n = l->peer->node;
+    struct fdn__lane_faults *f = calloc(1, sizeof *f);
+    if (!f)
+        return -ENOMEM;
+    f->scratch = malloc(n->max_fragment);
+    uint64_t salt = ++n->fault_conns << 1 | (l->peer->outbound ? 1u : 0u);
+    int rc = f->scratch ? fdn__fault_state_create(n->faults, salt, &f->state) : -ENOMEM;
+    if (rc < 0) {
+        free(f->scratch);
+        free(f);
+        return rc;
+    }
+    fdn_timer_init(&f->release, fault_release_fired, l, FDN_PRIO_HIGHEST);
+    fdn_timer_init(&f->loss, fault_loss_fired, l, FDN_PRIO_HIGHEST);
+    l->faults = f;
+    return 0;
+}
+
+/* A held frame goes back to the scheduler as done (unsent), so that the
+ * session's accounting (unacknowledged, rewound) is complete; called when
+ * the lane leaves its session and before the scheduler is destroyed. */
+static void fault_release_held(struct fdn__lane *l)
+{
+    struct fdn__lane_faults *f = l->faults;
+    fdn_worker *w = l->peer->node->worker;
+    timer_stop(w, &f->release);
+    timer_stop(w, &f->loss);
+    if (f->holding) {
+        f->holding = false;
+        fdn__sched_frame_done(l->peer->sched, &f->held);
+    }
+}
+
+static void fault_lane_free(struct fdn__lane *l)
+{
+    struct fdn__lane_faults *f = l->faults;
+    fdn_node *n = l->peer->node;
+    timer_stop(n->worker, &f->release);
+    timer_stop(n->worker, &f->loss);
+    struct fdn__fault_stats st;
+    fdn__fault_stats_get(f->state, &st);
+    n->fault_totals.frames += st.frames;
+    for (int k = 0; k < FDN__FAULT_KIND_COUNT; k++)
+        n->fault_totals.actions[k] += st.actions[k];
+    fdn__fault_state_destroy(f->state);
+    free(f->scratch);
+    free(f);
+    l->faults = NULL;
+}
+
+static void add_lane_fault_stats(const struct fdn__lane *l, struct fdn__fault_stats *out)
+{
+    if (!l || !l->faults)
+        return;
+    struct fdn__fault_stats st;
+    fdn__fault_stats_get(l->faults->state, &st);
+    out->frames += st.frames;
+    for (int k = 0; k < FDN__FAULT_KIND_COUNT; k++)
+        out->actions[k] += st.actions[k];
+}
+
+void fdn__node_fault_stats(const fdn_node *n, struct fdn__fault_stats *out)
+{
+    *out = n->fault_totals;
+    for (const fdn_peer *p = n->peers; p; p = p->next) {
+        for (unsigned i = 0; i < FDN__MAX_LANES; i++)
+            add_lane_fault_stats(p->lanes[i], out);
+        for (const struct fdn__lane *l = p->dying; l; l = l->next_dying)
+            add_lane_fault_stats(l, out);
+    }
+}
+
+/* A frame of the channel was dropped: on a reliable channel the loss must
+ * come to light (see above). */
+static void fault_lost(struct fdn__lane *l, uint16_t channel)
+{
+    struct fdn__lane_faults *f = l->faults;
+    if (channel < FDN_MAX_CHANNELS && reliable(l->peer, channel) && !fdn_timer_armed(&f->loss) &&
+        !f->loss.task.queued)
+        fdn_timer_arm(l->peer->node->worker, &f->loss, FAULT_LOSS_NS);
+}
+
+/* Replaces the payload iovecs b->iov[first .. *niov) by the same bytes with
+ * byte `index` taken from *slot, which receives that byte xor mask. */
+static void corrupt_iov(struct fdn__batch *b, int first, int *niov, uint32_t index,
+                        uint8_t *slot, uint8_t mask)
+{
+    for (int i = first; i < *niov; i++) {
+        size_t len = b->iov[i].iov_len;
+        if (index >= len) {
+            index -= (uint32_t)len;
+            continue;
+        }
+        uint8_t *base = b->iov[i].iov_base;
+        *slot = base[index] ^ mask;
+        memmove(&b->iov[i + 3], &b->iov[i + 1], (size_t)(*niov - i - 1) * sizeof *b->iov);
+        b->iov[i] = (struct iovec){base, index};
+        b->iov[i + 1] = (struct iovec){slot, 1};
+        b->iov[i + 2] = (struct iovec){base + index + 1, len - index - 1};
+        *niov += 2;
+        return;
+    }
+}
+
+/* Before a batch takes data frames: a held frame goes first once its time
+ * has come. Returns false while the lane's data must wait (or after a
+ * reset). */
+static bool fault_tx_ready(struct fdn__lane *l, struct fdn__batch *b, int *niov, size_t *bytes)
+{
+    struct fdn__lane_faults *f = l->faults;
+    if (f->reset)
+        return false;
+    if (!f->holding)
+        return true;
+    uint64_t now = fdn_now_ns();
+    if (now < f->hold_until) {
+        if (!f->release.task.queued)
+            fdn_timer_arm(l->peer->node->worker, &f->release, f->hold_until - now);
+        return false;
+    }
+    f->holding = false;
+    *bytes += add_frame(b, niov, &f->held);
+    return true;
+}
+
+/* The scheduler handed out frame f for batch b: decides its fate and adds it
+ * (once, twice, changed) or not. Returns false when the lane's data must
+ * stop for now: the frame is held, or the lane was reset. */
+static bool fault_tx(struct fdn__lane *l, struct fdn__batch *b, int *niov, size_t *bytes,
+                     const struct fdn__frame *f)
+{
+    struct fdn__lane_faults *lf = l->faults;
+    fdn_peer *p = l->peer;
+    uint64_t now = fdn_now_ns();
+    struct fdn__fault_action a =
+        fdn__fault_decide(lf->state, FDN__FAULT_TX, f->channel, l->index, f->len, now);
+    int start = *niov;
+    switch (a.kind) {
+    case FDN__FAULT_DROP:
+        fdn__sched_frame_done(p->sched, f);
+        fault_lost(l, f->channel);
+        return true;
+    case FDN__FAULT_DUP: {
+        size_t frame_bytes = add_frame(b, niov, f);
+        int n = *niov - start;   /* <= FDN__FAULT_IOVECS: the batch keeps that in reserve */
+        memcpy(&b->iov[*niov], &b->iov[start], (size_t)n * sizeof *b->iov);
+        *niov += n;
+        *bytes += 2 * frame_bytes;
+        return true;
+    }
+    case FDN__FAULT_CORRUPT:
+        *bytes += add_frame(b, niov, f);
+        corrupt_iov(b, start + 1, niov, a.byte_index,
+                    &lf->flipped[b - l->batches][b->num_frames - 1], a.xor_mask);
+        return true;
+    case FDN__FAULT_DELAY:
+    case FDN__FAULT_REORDER:
+        lf->held = *f;
+        lf->holding = true;
+        lf->hold_until = a.kind == FDN__FAULT_DELAY ? a.until_ns
+                                                    : now + a.hold * FAULT_REORDER_UNIT_NS;
+        fdn_timer_arm(p->node->worker, &lf->release, lf->hold_until - now);
+        return false;
+    case FDN__FAULT_RESET:
+        fdn__sched_frame_done(p->sched, f);
+        lf->reset = true;   /* the batch so far goes out; then the transport closes */
+        return false;
+    default:
+        *bytes += add_frame(b, niov, f);
+        return true;
+    }
+}
+
+/* A DATA frame arrived on a lane with the fault layer on. Returns as
+ * on_data(), or 1 when the lane was reset (read nothing more). */
+static int fault_rx(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload)
+{
+    struct fdn__lane_faults *f = l->faults;
+    fdn_peer *p = l->peer;
+    struct fdn__fault_action a = fdn__fault_decide(f->state, FDN__FAULT_RX, h->channel, l->index,
+                                                   h->frag_len, fdn_now_ns());
+    int rc;
+    switch (a.kind) {
+    case FDN__FAULT_DROP:
+        fault_lost(l, h->channel);
+        return 0;
+    case FDN__FAULT_DUP:
+        rc = on_data(p, h, payload);
+        return rc < 0 ? rc : on_data(p, h, payload);
+    case FDN__FAULT_CORRUPT:
+        memcpy(f->scratch, payload, h->frag_len);   /* frag_len <= max_fragment: decoded */
+        f->scratch[a.byte_index] ^= a.xor_mask;
+        return on_data(p, h, f->scratch);
+    case FDN__FAULT_RESET:
+        fault_reset(l);
+        return 1;
+    default:   /* PASS; DELAY and REORDER are not applied on receipt */
+        return on_data(p, h, payload);
+    }
+}
+
 /* Fills batches from the lane's control queue and the scheduler's channels
  * of this lane, and hands them to the transport while fewer than the lane's
  * max_inflight_bytes are outstanding. One batch is one transport send:
@@ -807,6 +1155,8 @@ static size_t add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame
 static void pump(struct fdn__lane *l)
 {
     if (!l || !l->conn || !l->hs || l->dying)   /* not connected yet, or lost */
+        return;
+    if (fdn__unlikely(l->faults) && l->faults->reset)
         return;
     fdn_peer *p = l->peer;
     /* After a resumption, data waits until the peer's RESUME has said what
@@ -823,17 +1173,23 @@ static void pump(struct fdn__lane *l)
         }
         size_t batch_bytes = niov ? b->iov[0].iov_len : 0;
         bool big = false;
+        if (fdn__unlikely(l->faults) && data)
+            data = fault_tx_ready(l, b, &niov, &batch_bytes);
         while (data && b->num_frames < FDN__BATCH_FRAMES &&
-               niov + FRAME_IOVECS <= (int)FDN_ARRAY_SIZE(b->iov) &&
+               niov + FRAME_IOVECS <= (int)FDN_ARRAY_SIZE(b->iov) - FDN__FAULT_IOVECS &&
                l->inflight_bytes + batch_bytes < l->max_inflight_bytes) {
             struct fdn__frame f;
             if (!fdn__sched_next(p->sched, l->index, &f))
                 break;
+            if (fdn__unlikely(l->faults)) {
+                data = fault_tx(l, b, &niov, &batch_bytes, &f);
+                continue;
+            }
             batch_bytes += add_frame(b, &niov, &f);
             big |= p->node->zerocopy_min && f.len >= p->node->zerocopy_min;
         }
         if (niov == 0)
-            return;
+            break;
         b->send = (struct fdn__tp_send){.iov = b->iov, .iovcnt = niov, .len = batch_bytes,
                                         .zerocopy = big};
         b->busy = true;
@@ -848,6 +1204,8 @@ static void pump(struct fdn__lane *l)
             return;
         }
     }
+    if (fdn__unlikely(l->faults) && l->faults->reset)
+        close_transport(l);   /* after what was batched before the RESET */
 }
 
 static void notify_writable(fdn_peer *p)
@@ -1079,7 +1437,7 @@ static int redial_fired(fdn_worker *w, fdn_task *t)
     fdn_peer *p = t->arg;
     if (p->state != FDN__PEER_RESUMING || p->lanes[0])
         return FDN_TASK_DONE;
-    if (dial_lane(p, 0) < 0)
+    if (dial_choice(p, p->dial_from) < 0)
         schedule_redial(p);
     return FDN_TASK_DONE;
 }
@@ -1111,8 +1469,8 @@ static void peer_suspend(fdn_peer *p)
             lane_detach(p, p->lanes[i]);
     fdn_timer_arm(w, &p->deadline, n->session_timeout_ns);
     if (p->outbound) {
-        p->redial_backoff_ns = 0;
-        schedule_redial(p);
+        p->redial_backoff_ns = FDN__REDIAL_MIN_NS;
+        fdn_timer_arm(w, &p->redial, jittered(FDN__REDIAL_FIRST_NS));
     }
 }
 
@@ -1288,6 +1646,7 @@ static int resume_inbound(struct fdn__lane *l, const struct fdn__handshake_resul
     }
     if (q->state == FDN__PEER_UP)
         peer_suspend(q);
+    memcpy(q->addr, tmp->addr, sizeof q->addr);   /* it may come by another transport */
     move_lane(l, q, 0);
     return session_rebound(q);
 }
@@ -1338,17 +1697,38 @@ static int on_handshake_done(struct fdn__lane *l)
 
 /* ---- Transport events ---------------------------------------------------- */
 
+/* Lane 0 could not connect to a dial choice that has a successor (a
+ * same-host shortcut the peer does not offer): the lane goes, unseen, and
+ * the next choice is dialled. Returns false when there is none to try. */
+static bool dial_next_choice(fdn_peer *p, struct fdn__lane *l)
+{
+    if (closing(p) || l->index != 0 || p->lanes[0] != l ||
+        p->dial_at + 1u >= p->num_dial_choices)
+        return false;
+    lane_detach(p, l);
+    int rc = dial_choice(p, p->dial_at + 1u);
+    if (rc < 0 && p->state == FDN__PEER_RESUMING)
+        schedule_redial(p);
+    else if (rc < 0)
+        fdn__peer_fail(p, rc, FDN__CLOSE_NORMAL);
+    return true;
+}
+
 static void on_connected(void *ctx, int err)
 {
     struct fdn__lane *l = ctx;
     fdn_peer *p = l->peer;
     if (err < 0) {
+        if (dial_next_choice(p, l))
+            return;
         if (p->down_reason == 0 && !p->announced_up)
             p->down_reason = err;
         return; /* on_closed follows */
     }
-    if (l->index == 0 && p->state != FDN__PEER_RESUMING)
-        fdn__tp_conn_peer_addr(l->conn, p->addr, sizeof p->addr);
+    if (l->index == 0) {
+        p->dial_from = p->dial_at;   /* lanes, and redials, use what worked */
+        note_peer_addr(p, l->conn);
+    }
     int rc = start_handshake(l);
     if (rc < 0)
         fdn__peer_fail(p, rc, FDN__CLOSE_PROTOCOL_ERROR);
@@ -1357,6 +1737,8 @@ static void on_connected(void *ctx, int err)
 static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
 {
     struct fdn__lane *l = ctx;
+    if (fdn__unlikely(l->faults) && l->faults->reset)
+        return 0;   /* reset by the fault layer: what is still in flight is lost */
     l->bytes_received += len;
     int rc = on_recv(l, data, len);
     if (rc == -EILSEQ && resumable(l->peer) && l->peer->state == FDN__PEER_UP) {
@@ -1436,7 +1818,7 @@ void fdn__peer_attach(fdn_peer *p, struct fdn__tp_conn *conn)
     }
     l->conn = conn;
     p->lanes[0] = l;
-    fdn__tp_conn_peer_addr(conn, p->addr, sizeof p->addr);
+    note_peer_addr(p, conn);
     fdn__tp_conn_start(conn, &lane_conn_events, l);
     int rc = start_handshake(l);
     if (rc < 0)
@@ -1445,9 +1827,13 @@ void fdn__peer_attach(fdn_peer *p, struct fdn__tp_conn *conn)
 
 int fdn__peer_dial(fdn_peer *p, const char *addr)
 {
-    snprintf(p->dial, sizeof p->dial, "%s", addr);
-    snprintf(p->addr, sizeof p->addr, "%s", addr);
-    return dial_lane(p, 0);
+    int n = p->node->no_same_host_shm
+                ? 0
+                : fdn__same_host_dial_addrs(addr, p->dial_choices, FDN__DIAL_CHOICES - 1);
+    snprintf(p->dial_choices[n], sizeof p->dial_choices[n], "%s", addr);
+    p->num_dial_choices = (uint8_t)(n + 1);
+    p->dial_from = 0;
+    return dial_choice(p, 0);
 }
 
 /* ---- Creation ------------------------------------------------------------ */
@@ -1718,6 +2104,14 @@ int fdn_peer_addr(const fdn_peer *p, char *buf, size_t len)
 }
 
 bool fdn_peer_is_up(const fdn_peer *p) { return p->state == FDN__PEER_UP; }
+
+const char *fdn_peer_transport(const fdn_peer *p)
+{
+    const struct fdn__transport *tp = fdn__transport_for(p->addr, NULL);
+    if (!tp && p->outbound)
+        tp = fdn__transport_for(p->dial, NULL);
+    return tp ? tp->name : NULL;
+}
 
 int fdn_peer_channel_stats(const fdn_peer *p, int channel, fdn_channel_stats *out)
 {

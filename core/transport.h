@@ -168,6 +168,29 @@ const struct fdn__transport *fdn__transport_for(const char *addr, const char **r
 /* Every registered transport, NULL-terminated (the meson options decide). */
 extern const struct fdn__transport *const fdn__transports[];
 
+/* ---- Same-host shortcuts (transport/same_host.c) ----
+ *
+ * A node reaches a peer on its own host through shared memory instead of
+ * TCP when both ends allow it: a TCP listener gets a companion listener of
+ * a faster same-host transport, and a dial to a TCP address of this host
+ * tries that companion first (falling back to the address as given). The
+ * policy, and which transports it pairs, live in the transport layer; core
+ * only asks these two questions. Addresses include their scheme. */
+
+/* Longest address core keeps for a dial, scheme included. */
+#define FDN__ADDR_MAX 96
+
+/* The address of the companion listener that should accompany a listener
+ * bound at `bound` ("tcp://127.0.0.1:7000", the bound port, never 0).
+ * Returns its length, 0 when bound's transport has none, or -ENOSPC. */
+int fdn__same_host_listen_addr(const char *bound, char *buf, size_t len);
+
+/* The companion addresses to try, best first, before dialling addr, when
+ * addr names this host (loopback or an address of one of its interfaces).
+ * Writes at most max into out and returns how many (0: dial addr as is).
+ * Looks the host's interfaces up (getifaddrs): a dial-time cost. */
+int fdn__same_host_dial_addrs(const char *addr, char (*out)[FDN__ADDR_MAX], int max);
+
 /* ---- Wrappers: the only way core calls a transport ---- */
 
 static inline int fdn__tp_send(struct fdn__tp_conn *c, struct fdn__tp_send *s)

@@ -82,6 +82,9 @@ static int env_start(struct role_env *env, const struct iso_params *p, const cha
         .data = {.max_message = p->bulk_size,
                  .credit_window = iso_data_window(p),
                  .max_queued = ISO_DATA_QUEUE_MESSAGES},
+        /* --transport names the transport measured: tcp:// must stay TCP
+         * on loopback too (shm is asked for as shm://). */
+        .no_same_host_shm = true,
     };
     rc = fdn_node_create(&cfg, &env->node);
     if (rc < 0)

@@ -1,19 +1,22 @@
 #!/bin/bash
-# Smoke test of fdn-isolate: a short run of the four scenarios on loopback,
-# then a check that the JSON report has every scenario and every key. The
+# Smoke test of fdn-isolate: a short run of the four scenarios on loopback
+# (over TCP, or over shared memory when the second argument is shm), then a
+# check that the JSON report has every scenario and every key. The
 # latencies themselves are results, not assertions: nothing here judges them.
-# usage: isolate_smoke.sh path/to/fdn-isolate
+# usage: isolate_smoke.sh path/to/fdn-isolate [tcp|shm]
 set -euo pipefail
 
-isolate=${1:?usage: isolate_smoke.sh path/to/fdn-isolate}
+isolate=${1:?usage: isolate_smoke.sh path/to/fdn-isolate [tcp|shm]}
+transport=${2:-tcp}
 out=$(mktemp -d "${TMPDIR:-/tmp}/fdn-isolate-smoke.XXXXXX")
 trap 'rm -rf "$out"' EXIT
 
-"$isolate" --duration 1 --bulk-size 65536 --json "$out/iso.json" > "$out/report.txt"
+"$isolate" --transport "$transport" --duration 1 --bulk-size 65536 --json "$out/iso.json" \
+    > "$out/report.txt"
 cat "$out/report.txt"
 grep -Eq '^(HOLDS|DOES NOT HOLD): ' "$out/report.txt"
 
-python3 - "$out/iso.json" <<'EOF'
+python3 - "$out/iso.json" "$transport" <<'EOF'
 import json, sys
 
 with open(sys.argv[1]) as f:
@@ -23,6 +26,7 @@ scenario_keys = ["p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "max_us", 
                  "messages", "bulk_gbytes_per_s"]
 for top in ["scenarios", "ratios", "verdict", "config"]:
     assert top in report, f"missing top-level key {top}"
+assert report["config"]["transport"] == sys.argv[2], f"ran over {report['config']['transport']}"
 for name in ["idle", "bulk", "stalled", "fifo"]:
     scenario = report["scenarios"].get(name)
     assert scenario is not None, f"missing scenario {name}"

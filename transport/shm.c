@@ -304,11 +304,13 @@ static void conn_op_begin(struct shm_conn *c, struct io_uring_sqe *sqe, struct c
 
 static void conn_maybe_finish(struct shm_conn *c);
 
-/* An operation delivered its final CQE. May free c. */
-static void conn_op_end(struct shm_conn *c, const struct conn_op *op)
+/* An operation delivered its final CQE; passive is how it was begun, read
+ * before its completion handler ran (a handler may arm the same op again,
+ * as active or passive, which rewrites op->passive). May free c. */
+static void conn_op_end(struct shm_conn *c, bool passive)
 {
     c->ops--;
-    if (op->passive)
+    if (passive)
         fdn__worker_io_end_passive(c->w);
     else
         fdn__worker_io_end(c->w);
@@ -368,6 +370,20 @@ static void cancel_fd_ops(struct shm_conn *c, int fd)
     conn_op_begin(c, sqe, &c->close_op, false);
 }
 
+/* A passive operation that close cancels becomes an active one: its final
+ * CQE now holds up on_closed, and a busy worker asks for passive
+ * completions only every FDN__PASSIVE_REAP_PASSES passes, which delayed
+ * the report of a lost connection (and the session's resumption) by as
+ * many passes. */
+static void make_active(struct shm_conn *c, struct conn_op *op, bool armed)
+{
+    if (!armed || !op->passive)
+        return;
+    op->passive = false;
+    fdn__worker_io_end_passive(c->w);
+    fdn__worker_io_begin(c->w);
+}
+
 /* Starts closing with err (on_closed's argument) unless already closing.
  * An orderly close (err 0 or core's -ECANCELED) tells the peer through the
  * ring's closed flag that no byte follows the tail; any close shuts the
@@ -385,6 +401,9 @@ static void conn_begin_close(struct shm_conn *c, int err)
         fdn__worker_remove_poller(c->w, &c->poller);
         c->poller_added = false;
     }
+    make_active(c, &c->sock_op, c->sock_armed);
+    make_active(c, &c->pidfd_op, c->pidfd_armed);
+    make_active(c, &c->wake_op, c->wake_armed);
     shutdown(c->sock, SHUT_RDWR);
     cancel_fd_ops(c, c->sock);
     if (c->pidfd_armed)
@@ -398,7 +417,8 @@ static void close_complete(fdn_worker *w, struct fdn__io_op *op, const struct io
     (void)w;
     (void)cqe;
     struct conn_op *cop = fdn__container_of(op, struct conn_op, io);
-    conn_op_end(cop->c, cop);
+    bool was_passive = cop->passive;
+    conn_op_end(cop->c, was_passive);
 }
 
 /* A ring position that cannot be right: the peer is broken or hostile.
@@ -471,6 +491,7 @@ static void wake_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_
 {
     (void)w;
     struct conn_op *cop = fdn__container_of(op, struct conn_op, io);
+    bool was_passive = cop->passive;
     struct shm_conn *c = cop->c;
     c->wake_armed = false;
     if (!c->closing && cqe->res < 0 && cqe->res != -EINTR && cqe->res != -EAGAIN)
@@ -478,7 +499,7 @@ static void wake_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_
                                     fdn_strerror(cqe->res)));
     else if (!c->closing)
         arm_wake_read(c);
-    conn_op_end(c, cop);
+    conn_op_end(c, was_passive);
 }
 
 /* ---- Connection: the poller ---------------------------------------------- */
@@ -970,6 +991,7 @@ static void sock_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_
 {
     (void)w;
     struct conn_op *cop = fdn__container_of(op, struct conn_op, io);
+    bool was_passive = cop->passive;
     struct shm_conn *c = cop->c;
     c->sock_armed = false;
     if (!c->closing) {
@@ -981,18 +1003,19 @@ static void sock_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_
         else
             on_peer_gone(c, "closed its socket");
     }
-    conn_op_end(c, cop);
+    conn_op_end(c, was_passive);
 }
 
 static void pidfd_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe)
 {
     (void)w;
     struct conn_op *cop = fdn__container_of(op, struct conn_op, io);
+    bool was_passive = cop->passive;
     struct shm_conn *c = cop->c;
     c->pidfd_armed = false;
     if (!c->closing && cqe->res > 0)
         on_peer_gone(c, "exited");
-    conn_op_end(c, cop);
+    conn_op_end(c, was_passive);
 }
 
 /* ---- Connection: outbound ------------------------------------------------ */
@@ -1001,6 +1024,7 @@ static void connect_complete(fdn_worker *w, struct fdn__io_op *op, const struct 
 {
     (void)w;
     struct conn_op *cop = fdn__container_of(op, struct conn_op, io);
+    bool was_passive = cop->passive;
     struct shm_conn *c = cop->c;
     int res = cqe->res;
     if (!c->closing && res < 0) {
@@ -1020,7 +1044,7 @@ static void connect_complete(fdn_worker *w, struct fdn__io_op *op, const struct 
             arm_sock_poll(c);
         }
     }
-    conn_op_end(c, cop);
+    conn_op_end(c, was_passive);
 }
 
 static int shm_connect(fdn_worker *w, const char *addr, const struct fdn__tp_options *opt,

@@ -121,6 +121,22 @@ typedef struct fdn_node_config {
                                         has acknowledged the data, so it ties
                                         max_inflight_bytes to the round trip; measured
                                         on loopback, it cut 1 MiB streaming to a tenth */
+    bool no_same_host_shm;           /* false (default): peers on this host talk through
+                                        shared memory (shm://) even when given tcp://
+                                        addresses. Each tcp:// listener also listens
+                                        on a same-host shm socket, and fdn_node_connect
+                                        to a tcp:// address of this host dials that
+                                        first, falling back to TCP, unseen, when the
+                                        peer has none. true: tcp:// stays TCP, both
+                                        ways (explicit shm:// addresses still work) */
+    const char *faults;              /* the seeded fault layer's rules, for tests
+                                        (docs/RELIABILITY.md): drop, duplicate, delay,
+                                        reorder, corrupt or reset DATA frames, e.g.
+                                        "seed=42,drop=0.01,channel=data,dir=tx". NULL:
+                                        the environment variable FDN_FAULTS, if set;
+                                        "": off. Off (the default) costs one NULL test
+                                        per frame. Bad text fails fdn_node_create with
+                                        -EINVAL, the rule and item in fdn_errmsg() */
 } fdn_node_config;
 
 typedef struct fdn_node_events {
@@ -165,9 +181,16 @@ void fdn_peer_close(fdn_peer *peer);
 /* The id of a channel by name, or -ENOENT. */
 int fdn_channel_lookup(const fdn_node *node, const char *name);
 
-/* The peer's node id (16 bytes) and address; valid once the peer is up. */
+/* The peer's node id (16 bytes) and address; valid once the peer is up.
+ * The address names the transport in use: "tcp://127.0.0.1:7000",
+ * "shm://@fdn-tcp-127.0.0.1:7000" (a same-host peer reached through shared
+ * memory); an accepted peer shows its side, "tcp://127.0.0.1:51234" or
+ * "shm://pid:4242". */
 const uint8_t *fdn_peer_node_id(const fdn_peer *peer);
 int fdn_peer_addr(const fdn_peer *peer, char *buf, size_t len);
+/* The name of the transport the peer's connections use now ("tcp", "shm"),
+ * or of the one being dialled while none is up. */
+const char *fdn_peer_transport(const fdn_peer *peer);
 bool fdn_peer_is_up(const fdn_peer *peer);   /* false while the session resumes */
 
 /* ---- Sending and receiving ----------------------------------------------- */
@@ -268,6 +291,15 @@ typedef struct fdn_node_stats {
 } fdn_node_stats;
 
 void fdn_node_stats_get(const fdn_node *node, fdn_node_stats *out);
+
+/* The fault layer's line, so that a failing run can be replayed: "fault
+ * layer: seed=42 FDN_FAULTS='seed=42,...' connections=N frames=N pass=N
+ * drop=N dup=N reorder=N delay=N corrupt=N reset=N". The text always names
+ * the seed, also one chosen at random because none was given. Written NUL
+ * terminated and truncated to len, as snprintf does; returns the length of
+ * the whole line, or 0 (and "") when the layer is off. A node with the layer
+ * on also prints this line to stderr when it is destroyed. */
+int fdn_node_fault_report(const fdn_node *node, char *buf, size_t len);
 
 /* One lane (connection) of a peer. */
 typedef struct fdn_lane_stats {

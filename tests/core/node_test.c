@@ -100,6 +100,15 @@ static const fdn_channel_config user_channels[] = {
     {.name = "telemetry", .priority = 1, .max_message = 4096},
 };
 
+/* FDN_TEST_SAME_HOST_SHM=1 runs this suite through shared memory: the
+ * nodes' same-host shortcut takes over the tcp:// addresses (see
+ * core/transport.h). Otherwise it runs over TCP, as it reads. */
+static bool over_shm(void)
+{
+    const char *e = getenv("FDN_TEST_SAME_HOST_SHM");
+    return e && e[0] == '1';
+}
+
 static void make_node(struct side *s, const char *cluster, const uint8_t *key, size_t key_len,
                       const fdn_node_config *extra)
 {
@@ -112,6 +121,7 @@ static void make_node(struct side *s, const char *cluster, const uint8_t *key, s
     cfg.secret_len = key_len;
     cfg.channels = user_channels;
     cfg.num_channels = 1;
+    cfg.no_same_host_shm = !over_shm();
     CHECK_OK(fdn_node_create(&cfg, &s->node));
     fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
     fdn_node_set_events(s->node, &ev);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -135,6 +136,15 @@ static const fdn_channel_config user_channels[] = {
     {.name = "telemetry", .priority = 1, .max_message = 4096},
 };
 
+/* FDN_TEST_SAME_HOST_SHM=1 runs this suite through shared memory: the
+ * nodes' same-host shortcut takes over the tcp:// addresses (see
+ * core/transport.h). Otherwise it runs over TCP, as it reads. */
+static bool over_shm(void)
+{
+    const char *e = getenv("FDN_TEST_SAME_HOST_SHM");
+    return e && e[0] == '1';
+}
+
 static void make_node(struct side *s, const fdn_node_config *extra)
 {
     memset(s, 0, sizeof *s);
@@ -144,6 +154,7 @@ static void make_node(struct side *s, const fdn_node_config *extra)
     cfg.secret_len = sizeof secret;
     cfg.channels = user_channels;
     cfg.num_channels = 1;
+    cfg.no_same_host_shm = !over_shm();
     CHECK_OK(fdn_node_create(&cfg, &s->node));
     fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
     fdn_node_set_events(s->node, &ev);
@@ -227,7 +238,36 @@ static int port_of(const char *addr) { return atoi(strrchr(addr, ':') + 1); }
 
 /* From outside: shutdown() of a kernel socket of ours connected to port (a
  * client-side lane), the n-th one found. The transport sees an end of
- * stream it did not ask for, and closes the descriptor itself. */
+ * stream it did not ask for, and closes the descriptor itself. Over shm,
+ * the socket is a lane's set-up socket (its peer is the listener named
+ * "@fdn-tcp-HOST:PORT"), whose end the transport takes for its peer's. */
+static bool is_lane_socket(int fd, int port)
+{
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_un un;
+    } peer;
+    socklen_t len = sizeof peer;
+    int type = 0;
+    socklen_t tlen = sizeof type;
+    if (fd <= 2 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 ||
+        getpeername(fd, &peer.sa, &len) < 0)
+        return false;
+    if (type == SOCK_STREAM && peer.sa.sa_family == AF_INET)
+        return ntohs(peer.in.sin_port) == port;
+    if (type != SOCK_SEQPACKET || peer.sa.sa_family != AF_UNIX ||
+        len <= offsetof(struct sockaddr_un, sun_path) + 1 || peer.un.sun_path[0] != '\0')
+        return false;
+    char name[sizeof peer.un.sun_path + 1], want[32];
+    size_t n = len - offsetof(struct sockaddr_un, sun_path) - 1;
+    memcpy(name, peer.un.sun_path + 1, n);
+    name[n] = '\0';
+    snprintf(want, sizeof want, ":%d", port);
+    return !strncmp(name, "fdn-tcp-", 8) && n >= strlen(want) &&
+           !strcmp(name + n - strlen(want), want);
+}
+
 static bool shutdown_socket(int port, int n)
 {
     DIR *dir = opendir("/proc/self/fd");
@@ -236,13 +276,7 @@ static bool shutdown_socket(int port, int n)
     struct dirent *e;
     while ((e = readdir(dir))) {
         int fd = atoi(e->d_name);
-        struct sockaddr_in peer;
-        socklen_t len = sizeof peer;
-        int type = 0;
-        socklen_t tlen = sizeof type;
-        if (fd <= 2 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 ||
-            type != SOCK_STREAM || getpeername(fd, (struct sockaddr *)&peer, &len) < 0 ||
-            peer.sin_family != AF_INET || ntohs(peer.sin_port) != port)
+        if (!is_lane_socket(fd, port))
             continue;
         if (found++ == n % 2 || victim < 0)
             victim = fd;
