@@ -8,6 +8,7 @@ packages=(
   build-essential meson ninja-build pkg-config clang llvm
   liburing-dev libhwloc-dev hwloc libbenchmark-dev
   iproute2 jq
+  nftables   # tests/fault: partitions between network namespaces
 )
 if [ "${1:-}" = "--bench-peers" ]; then
   packages+=(sockperf iperf3 ucx-utils libzmq3-dev libnng-dev gnuplot-nox)

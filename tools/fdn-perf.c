@@ -57,7 +57,12 @@ static void usage(FILE *to)
             "                           connection before they are sent (the node's\n"
             "                           max_inflight_bytes; default: the library's 256K)\n"
             "  -a, --cpu N              pin this end to CPU N\n"
-            "  -T, --transport NAME     tcp or shm (default: the address's scheme, else tcp)\n"
+            "  -T, --transport NAME     tcp or shm (default: the address's scheme, else tcp);\n"
+            "                           given, tcp is TCP even to this host (no same-host\n"
+            "                           shared-memory shortcut), so that ss -K can cut it\n"
+            "  -S, --session-timeout SECONDS\n"
+            "                           how long a session whose connections were lost may\n"
+            "                           take to resume before it ends (default 10)\n"
             "  -k, --secret-file FILE   cluster secret file (created when absent)\n"
             "  -j, --json               lat, bw: print one JSON object\n"
             "  -V, --verify             bw: number every message and checksum it (FNV-1a-64,\n"
@@ -69,7 +74,11 @@ static void usage(FILE *to)
             "\n"
             "lat reports one-way latency (round trip / 2) percentiles in microseconds; bw\n"
             "reports messages/s and GB/s of payload that the server confirmed receiving,\n"
-            "and no latency percentiles (a one-way stream has no round trip).\n",
+            "and no latency percentiles (a one-way stream has no round trip).\n"
+            "\n"
+            "FDN_FAULTS, if set, gives the seeded fault layer's rules (docs/RELIABILITY.md);\n"
+            "each end then prints its \"fault layer: seed=...\" line to stderr at start and\n"
+            "at exit, so that a failing run can be replayed.\n",
             DEFAULT_WARMUP, PERF_VERIFY_HEADER_SIZE);
 }
 
@@ -161,13 +170,16 @@ static int apply_option(int c, const char *arg, struct perf_options *o, struct r
     switch (c) {
     case 'l': raw->listen = arg; return -1;
     case 'c': raw->connect = arg; return -1;
-    case 'T': raw->transport = arg; return -1;
+    case 'T': raw->transport = arg; o->transport_given = true; return -1;
     case 'C': o->channel = arg; return -1;
     case 'k': o->secret_file = arg; return -1;
     case 'j': o->json = true; return -1;
     case 'V': o->verify = true; return -1;
     case 's':
         return parse_size(arg, &o->size) ? -1 : usage_error("--size %s: 1 .. 64M bytes", arg);
+    case 'S':
+        return parse_seconds(arg, &o->session_timeout_ns)
+                   ? -1 : usage_error("--session-timeout %s: seconds, more than 0", arg);
     case 't':
         raw->duration_given = true;
         return parse_seconds(arg, &o->duration_ns)
@@ -261,6 +273,7 @@ static int parse_options(int argc, char **argv, struct perf_options *o)
         {"inflight", required_argument, NULL, 'I'},
         {"cpu", required_argument, NULL, 'a'},
         {"transport", required_argument, NULL, 'T'},
+        {"session-timeout", required_argument, NULL, 'S'},
         {"secret-file", required_argument, NULL, 'k'},
         {"json", no_argument, NULL, 'j'},
         {"verify", no_argument, NULL, 'V'},
@@ -278,7 +291,7 @@ static int parse_options(int argc, char **argv, struct perf_options *o)
     struct raw_options raw = {0};
     int c;
     optind = 2;
-    while ((c = getopt_long(argc, argv, "l:c:s:t:n:w:C:W:I:a:T:k:jVh", long_options, NULL)) != -1)
+    while ((c = getopt_long(argc, argv, "l:c:s:t:n:w:C:W:I:a:T:S:k:jVh", long_options, NULL)) != -1)
         if ((status = apply_option(c, optarg, o, &raw)) >= 0)
             return status;
     if (optind < argc)

@@ -40,12 +40,25 @@ static void on_peer_up(fdn_peer *peer, void *arg)
     c->up = c->settled = true;
 }
 
+/* A session that was up and ends says why, and what it could not deliver:
+ * the server gone past --session-timeout (-ETIMEDOUT), or restarted as a
+ * new incarnation (-ECONNRESET). */
 static void on_peer_down(fdn_peer *peer, int reason, void *arg)
 {
     struct client *c = arg;
-    (void)peer;
     c->down = c->settled = true;
     c->down_reason = reason;
+    if (!c->up || reason == 0)   /* never up, or an orderly close */
+        return;
+    uint64_t undelivered = 0;
+    for (int ch = 0; ch < PERF_NUM_CHANNELS; ch++) {
+        fdn_channel_stats st;
+        if (fdn_peer_channel_stats(peer, ch, &st) == 0)
+            undelivered += st.undelivered_msgs;
+    }
+    fprintf(stderr, "fdn-perf: session with %s ended: %s; %" PRIu64
+            " reliable messages undelivered\n", c->o->addr,
+            reason ? fdn_strerror(reason) : "closed by the server", undelivered);
 }
 
 static int connect_peer(struct client *c)
@@ -347,7 +360,7 @@ static int stream(struct client *c, fdn_msg *payload, struct perf_bw_result *r, 
         if ((rc = fdn_worker_progress(c->env.w)) < 0)
             return rc;
     }
-    return c->down ? -ECONNRESET : 0;
+    return c->down ? (c->down_reason ? c->down_reason : -ECONNRESET) : 0;
 }
 
 /* --verify: every message is a buffer of its own, numbered 0, 1, 2, ... and
@@ -386,7 +399,7 @@ static int stream_verified(struct client *c, struct perf_bw_result *r, uint64_t 
         }
     }
     fdn_msg_free(m);
-    return c->down ? -ECONNRESET : 0;
+    return c->down ? (c->down_reason ? c->down_reason : -ECONNRESET) : 0;
 }
 
 static int ask_server_count(struct client *c, struct perf_bw_result *r)
@@ -439,6 +452,13 @@ static int run_bw(struct client *c)
     if (ask_server_count(c, &r) < 0)
         return PERF_EXIT_RUNTIME;
     r.elapsed_ns -= start_ns;
+    fdn_node_stats ns;
+    fdn_node_stats_get(c->env.node, &ns);
+    fdn_channel_stats cs;
+    r.interrupted = ns.sessions_interrupted;
+    r.resumed = ns.sessions_resumed;
+    if (fdn_peer_channel_stats(c->peer, c->channel, &cs) == 0)
+        r.retransmitted = cs.retransmitted_msgs;
     perf_report_bw(c->o, &r);
     return perf_bw_intact(&r) ? PERF_EXIT_OK : PERF_EXIT_VERIFY;
 }

@@ -152,13 +152,20 @@ static int open_node(struct perf_env *env, const struct perf_options *o)
         .secret = secret,
         .secret_len = sizeof secret,
         .max_inflight_bytes = o->inflight, /* 0 keeps the library's default */
+        .session_timeout_ns = o->session_timeout_ns,
+        .no_same_host_shm = o->transport_given && strcmp(o->transport, "tcp") == 0,
     };
     describe_channels(o, &cfg, user);
     rc = fdn_node_create(&cfg, &env->node);
     explicit_bzero(secret, sizeof secret); /* the node keeps its own derived key */
     if (rc < 0)
-        perf_fail("cannot create the node", rc);
-    return rc;
+        return perf_fail("cannot create the node", rc);
+    /* With FDN_FAULTS set, the seed comes first: a run that hangs or is
+     * killed can still be replayed. */
+    char line[8192];
+    if (fdn_node_fault_report(env->node, line, sizeof line) > 0)
+        fprintf(stderr, "fdn-perf: %s\n", line);
+    return 0;
 }
 
 int perf_env_open(struct perf_env *env, const struct perf_options *o)

@@ -134,6 +134,10 @@ void perf_report_bw(const struct perf_options *o, const struct perf_bw_result *r
                (unsigned long long)r->confirmed, (unsigned long long)r->sent,
                (unsigned long long)r->confirmed_bytes, seconds,
                (double)r->server_span_ns / NS_PER_S, rate, gbytes);
+        printf(", \"session\": {\"interrupted\": %llu, \"resumed\": %llu, "
+               "\"retransmitted\": %llu}",
+               (unsigned long long)r->interrupted, (unsigned long long)r->resumed,
+               (unsigned long long)r->retransmitted);
         if (r->verified)
             print_verify_json(&r->verify);
         printf("}\n");
@@ -145,6 +149,11 @@ void perf_report_bw(const struct perf_options *o, const struct perf_bw_result *r
            (unsigned long long)r->confirmed, seconds);
     printf("%14s %10s %10s\n", "messages/s", "GB/s", "Gbit/s");
     printf("%14.1f %10.3f %10.3f\n", rate, gbytes, gbytes * 8);
+    if (r->interrupted)
+        printf("session: lost its connections %llu times, resumed %llu times, %llu messages "
+               "sent again\n",
+               (unsigned long long)r->interrupted, (unsigned long long)r->resumed,
+               (unsigned long long)r->retransmitted);
     if (r->verified)
         print_verify_table(&r->verify, intact);
 }
