@@ -209,6 +209,13 @@ struct fdn__lane {
     uint64_t inflight_bytes;
     uint64_t max_inflight_bytes;
     uint64_t bytes_sent, bytes_received;
+    /* Bulk-only lanes read in turns (see BULK_RX_BYTES_PER_TURN). */
+    uint32_t rx_turn_limit;        /* 0: no turns */
+    uint32_t rx_turn_bytes;
+    bool rx_turn_paused;
+    fdn_task rx_resume;
+    uint32_t tx_turn_bytes;
+    fdn_task tx_resume;
 
     /* The fault layer's state for this connection (core/peer.c, "Fault
      * layer"): NULL when the node has no fault rule, and then no fault code

@@ -120,6 +120,8 @@ static void queue_handshake_output(struct fdn__lane *l)
 /* ---- Lanes --------------------------------------------------------------- */
 
 static int lane_timer(fdn_worker *w, fdn_task *t);
+static int rx_resume_task(fdn_worker *w, fdn_task *t);
+static int tx_resume_task(fdn_worker *w, fdn_task *t);
 
 static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
 {
@@ -141,6 +143,8 @@ static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
     l->index = (uint8_t)index;
     l->max_inflight_bytes = n->max_inflight_bytes;
     fdn_timer_init(&l->timer, lane_timer, l, FDN_PRIO_HIGHEST);
+    fdn_task_init(&l->rx_resume, rx_resume_task, l, FDN_PRIO_DEFAULT);
+    fdn_task_init(&l->tx_resume, tx_resume_task, l, FDN_PRIO_DEFAULT);
     if (n->faults) {
         int rc = fault_lane_create(l);
         if (rc < 0) {
@@ -154,6 +158,8 @@ static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
 
 static void lane_free(struct fdn__lane *l)
 {
+    fdn__worker_cancel_task(l->peer->node->worker, &l->rx_resume);
+    fdn__worker_cancel_task(l->peer->node->worker, &l->tx_resume);
     if (l->faults)
         fault_lane_free(l);
     fdn__handshake_destroy(l->hs);
@@ -172,6 +178,68 @@ static uint64_t lane_budget(const fdn_peer *p, unsigned index)
         if (p->channel_lane[c] == index && n->channels[c].cfg.priority < FDN_PRIO_DEFAULT)
             return n->max_inflight_bytes;
     return n->bulk_inflight_bytes;
+}
+
+/* Bulk-only lanes work in turns, so that their deep in-flight bound does
+ * not turn into long stretches of work that urgent lanes wait behind on the
+ * same worker. Receiving: completions are processed in arrival order,
+ * whatever lane they belong to, so a ping that arrives behind a burst of
+ * bulk buffers would wait until core has copied them all (up to a
+ * megabyte: hundreds of microseconds); a bulk lane pauses after a turn's
+ * bytes and resumes from a task at bulk priority, which the worker runs
+ * after the urgent deliveries that arrived meanwhile. Sending: the kernel
+ * copies a send's bytes when the worker submits, in submission order, so a
+ * megabyte of bulk sends queued in one pass delays a ping's send in that
+ * pass; a bulk lane hands over at most a turn's bytes, then waits for a
+ * task at bulk priority. */
+#define BULK_RX_BYTES_PER_TURN (128u << 10)
+#define BULK_TX_BYTES_PER_TURN (64u << 10)
+
+/* Sets a lane's bounds once its channels are known: in flight (see
+ * lane_budget) and, for bulk-only lanes, a receive turn. */
+static void lane_configure(const fdn_peer *p, struct fdn__lane *l)
+{
+    l->max_inflight_bytes = lane_budget(p, l->index);
+    l->rx_turn_limit = l->max_inflight_bytes == p->node->bulk_inflight_bytes &&
+                               p->node->bulk_inflight_bytes != p->node->max_inflight_bytes
+                           ? BULK_RX_BYTES_PER_TURN
+                           : 0;
+}
+
+/* The end of a bulk lane's receive turn: the worker ran the more urgent
+ * tasks first; read on. */
+static int rx_resume_task(fdn_worker *w, fdn_task *t)
+{
+    (void)w;
+    struct fdn__lane *l = t->arg;
+    l->rx_turn_bytes = 0;
+    l->rx_turn_paused = false;
+    if (l->conn && !l->closed)
+        fdn__tp_recv_pause(l->conn, false);
+    return FDN_TASK_DONE;
+}
+
+static void pump(struct fdn__lane *l);
+
+static int tx_resume_task(fdn_worker *w, fdn_task *t)
+{
+    (void)w;
+    struct fdn__lane *l = t->arg;
+    l->tx_turn_bytes = 0;
+    pump(l);
+    return FDN_TASK_DONE;
+}
+
+static void end_rx_turn_if_due(struct fdn__lane *l, size_t len)
+{
+    if (!l->rx_turn_limit || l->rx_turn_paused || !l->conn)
+        return;
+    l->rx_turn_bytes += len;
+    if (l->rx_turn_bytes < l->rx_turn_limit)
+        return;
+    l->rx_turn_paused = true;
+    fdn__tp_recv_pause(l->conn, true);
+    fdn_worker_schedule(l->peer->node->worker, &l->rx_resume);
 }
 
 static void close_transport(struct fdn__lane *l)
@@ -1162,8 +1230,18 @@ static void pump(struct fdn__lane *l)
     /* After a resumption, data waits until the peer's RESUME has said what
      * it has (and the old lanes' sends are all accounted for). */
     bool data = l->up && p->state == FDN__PEER_UP && !p->resume_wait;
+    /* A bulk lane's turn: at most this much more in flight (see above). */
+    uint64_t cap = l->max_inflight_bytes;
+    if (l->rx_turn_limit) {
+        uint64_t turn_end = l->inflight_bytes + (BULK_TX_BYTES_PER_TURN - l->tx_turn_bytes);
+        if (l->tx_turn_bytes >= BULK_TX_BYTES_PER_TURN)
+            turn_end = l->inflight_bytes;
+        if (turn_end < cap)
+            cap = turn_end;
+    }
+    uint64_t start = l->inflight_bytes;
     struct fdn__batch *b;
-    while (l->inflight_bytes < l->max_inflight_bytes && (b = free_batch(l))) {
+    while (l->inflight_bytes < cap && (b = free_batch(l))) {
         int niov = 0;
         b->num_frames = 0;
         if (l->ctrl_len) {
@@ -1177,7 +1255,7 @@ static void pump(struct fdn__lane *l)
             data = fault_tx_ready(l, b, &niov, &batch_bytes);
         while (data && b->num_frames < FDN__BATCH_FRAMES &&
                niov + FRAME_IOVECS <= (int)FDN_ARRAY_SIZE(b->iov) - FDN__FAULT_IOVECS &&
-               l->inflight_bytes + batch_bytes < l->max_inflight_bytes) {
+               l->inflight_bytes + batch_bytes < cap) {
             struct fdn__frame f;
             if (!fdn__sched_next(p->sched, l->index, &f))
                 break;
@@ -1203,6 +1281,11 @@ static void pump(struct fdn__lane *l)
                 fdn__sched_frame_done(p->sched, &b->frames[i]);
             return;
         }
+    }
+    if (l->rx_turn_limit && l->inflight_bytes > start) {
+        l->tx_turn_bytes += (uint32_t)(l->inflight_bytes - start);
+        if (l->tx_turn_bytes >= BULK_TX_BYTES_PER_TURN && !l->tx_resume.queued)
+            fdn_worker_schedule(p->node->worker, &l->tx_resume);
     }
     if (fdn__unlikely(l->faults) && l->faults->reset)
         close_transport(l);   /* after what was batched before the RESET */
@@ -1351,7 +1434,7 @@ static int open_session(fdn_peer *p, const struct fdn__handshake_result *res)
     }
     map_lanes(p);
     p->lanes[0]->up = true;
-    p->lanes[0]->max_inflight_bytes = lane_budget(p, 0);
+    lane_configure(p, p->lanes[0]);
     p->state = FDN__PEER_UP;
     p->announced_up = true;
     n->stats.peers_up++;
@@ -1391,7 +1474,7 @@ static void move_lane(struct fdn__lane *l, fdn_peer *q, unsigned index)
     l->index = (uint8_t)index;
     l->up = true;
     q->lanes[index] = l;
-    l->max_inflight_bytes = lane_budget(q, index);
+    lane_configure(q, l);
 }
 
 /* An accepted connection's handshake named a lane > 0 of a session: the
@@ -1519,7 +1602,7 @@ static int session_rebound(fdn_peer *p)
     p->resume_wait = true;
     p->resume_have = false;
     p->lanes[0]->up = true;
-    p->lanes[0]->max_inflight_bytes = lane_budget(p, 0);
+    lane_configure(p, p->lanes[0]);
     p->node->stats.sessions_resumed++;
     int rc = send_resume(p);
     if (rc < 0)
@@ -1691,7 +1774,7 @@ static int on_handshake_done(struct fdn__lane *l)
     if (memcmp(res->peer_node_id, p->peer_node_id, sizeof p->peer_node_id) != 0)
         return FDN_ERR(-EPROTO, "lane %u of %s reached another node", l->index, p->addr);
     l->up = true;
-    l->max_inflight_bytes = lane_budget(p, l->index);
+    lane_configure(p, l);
     return 0;
 }
 
@@ -1741,6 +1824,8 @@ static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
         return 0;   /* reset by the fault layer: what is still in flight is lost */
     l->bytes_received += len;
     int rc = on_recv(l, data, len);
+    if (rc == 0)
+        end_rx_turn_if_due(l, len);
     if (rc == -EILSEQ && resumable(l->peer) && l->peer->state == FDN__PEER_UP) {
         /* A frame lost or repeated below us: drop the connections and
          * resume, which sends again exactly what is missing. */
@@ -1767,6 +1852,8 @@ static void on_closed(void *ctx, int err)
     l->conn = NULL;
     l->closed = true;
     timer_stop(w, &l->timer);
+    fdn__worker_cancel_task(w, &l->rx_resume);
+    fdn__worker_cancel_task(w, &l->tx_resume);
     if (l->dying) {
         if (!p->reap.queued)
             fdn_worker_schedule(w, &p->reap);

@@ -4,7 +4,8 @@
 #   2. fdn-isolate: two processes, 64-byte pings on `coordination` with and
 #      without 1 MiB bulk traffic on `data`, a stalled data consumer, and the
 #      same traffic forced through one FIFO channel;
-#   3. fdn-perf: 64 B ping-pong, 64 B and 1 MiB streaming between two nodes;
+#   3. fdn-perf: 64 B ping-pong, 64 B and 1 MiB streaming between two nodes,
+#      over TCP and over shared memory;
 #   4. the runtime micro-benchmarks (fdn-bench);
 # then one results table. Every figure comes from this run.
 # Usage: scripts/main.sh [--quick]
@@ -39,23 +40,31 @@ echo "== Head-of-line isolation between two nodes (fdn-isolate, ${secs} s per sc
 "$dir/tools/fdn-isolate" --duration "$secs" --json "$out/isolate.json"
 
 echo
-echo "== Two nodes, one channel at a time (fdn-perf, ${secs} s per run)"
+echo "== Two nodes, one channel at a time (fdn-perf, ${secs} s per run), over TCP and shm"
 secret="$out/cluster.secret"
-"$dir/tools/fdn-perf" server --listen tcp://127.0.0.1:0 --cpu 1 --secret-file "$secret" \
-  >"$out/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 50); do
-  addr=$(grep -o 'tcp://[0-9.]*:[0-9]*' "$out/server.log" | head -1 || true)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { cat "$out/server.log"; exit 1; }
+# Starts an fdn-perf server listening on $1 and sets $addr to its address.
+start_server() {
+  "$dir/tools/fdn-perf" server --listen "$1" --cpu 1 --secret-file "$secret" \
+    >"$out/server.log" 2>&1 &
+  server_pid=$!
+  addr=
+  for _ in $(seq 50); do
+    addr=$(grep -Eo '(tcp|shm)://[^ ]+' "$out/server.log" | head -1 || true)
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { cat "$out/server.log"; exit 1; }
+}
+stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=; }
 perf() { "$dir/tools/fdn-perf" "$@" --connect "$addr" --cpu 0 --secret-file "$secret" \
   --duration "$secs" --json; }
-perf lat --size 64 >"$out/lat64.json"
-perf bw --size 64 >"$out/bw64.json"
-perf bw --size 1048576 >"$out/bw1m.json"
-kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+for tp in tcp shm; do
+  if [ "$tp" = tcp ]; then start_server tcp://127.0.0.1:0; else start_server 'shm://@'; fi
+  perf lat --size 64 >"$out/$tp-lat64.json"
+  perf bw --size 64 >"$out/$tp-bw64.json"
+  perf bw --size 1048576 >"$out/$tp-bw1m.json"
+  stop_server
+done
 
 echo
 echo "== Runtime micro-benchmarks (fdn-bench)"
@@ -67,9 +76,6 @@ python3 - "$out" <<'PY'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 iso = json.loads((out / "isolate.json").read_text())
-lat = json.loads((out / "lat64.json").read_text())
-bw64 = json.loads((out / "bw64.json").read_text())
-bw1m = json.loads((out / "bw1m.json").read_text())
 bench = json.loads((out / "bench.json").read_text())
 
 rows = []
@@ -81,10 +87,14 @@ for name in ("idle", "bulk", "stalled", "fifo"):
 verdict = iso.get("verdict", {})
 rows.append(("isolate: verdict", "holds" if verdict.get("holds") else "does not hold",
              verdict.get("text", "")[:60]))
-rows.append(("fdn-perf: 64 B one-way p50 / p99 (us)",
-             f"{lat['p50_us']:.2f} / {lat['p99_us']:.2f}", f"{lat['messages']} round trips"))
-rows.append(("fdn-perf: 64 B streaming (msg/s)", f"{bw64['messages_per_s']:,.0f}", ""))
-rows.append(("fdn-perf: 1 MiB streaming (GB/s)", f"{bw1m['gbytes_per_s']:.2f}", ""))
+for tp in ("tcp", "shm"):
+    lat = json.loads((out / f"{tp}-lat64.json").read_text())
+    bw64 = json.loads((out / f"{tp}-bw64.json").read_text())
+    bw1m = json.loads((out / f"{tp}-bw1m.json").read_text())
+    rows.append((f"fdn-perf {tp}: 64 B one-way p50 / p99 (us)",
+                 f"{lat['p50_us']:.2f} / {lat['p99_us']:.2f}", f"{lat['messages']} round trips"))
+    rows.append((f"fdn-perf {tp}: 64 B streaming (msg/s)", f"{bw64['messages_per_s']:,.0f}", ""))
+    rows.append((f"fdn-perf {tp}: 1 MiB streaming (GB/s)", f"{bw1m['gbytes_per_s']:.2f}", ""))
 for r in bench.get("targets", []):
     rows.append((f"fdn-bench: {r['target']}", f"{r['value']} {r['result']}", r.get("detail", "")))
 
