@@ -20,23 +20,12 @@
 #include "core/node_internal.h"
 #include "core/transport.h"
 #include "test.h"
+#define HARNESS_IDLE_WAITS 30000
+#include "node_harness.h"
 #include "transport/shm_internal.h"
 #include "transport/tcp_internal.h"
 
-static fdn_runtime *rt;
-static fdn_worker *w;
 static const uint8_t secret[] = "same host, same secret, 32 bytes";
-
-#define RUN_UNTIL(cond)                                                        \
-    do {                                                                       \
-        long idle_ = 0;                                                        \
-        while (!(cond)) {                                                      \
-            if (fdn_worker_progress(w) == 0) {                                 \
-                CHECK(++idle_ < 30000); /* 30 s of idle waits */               \
-                fdn_worker_wait(w, 1000000);                                   \
-            }                                                                  \
-        }                                                                      \
-    } while (0)
 
 struct side {
     fdn_node *node;
@@ -376,11 +365,7 @@ static void test_resume_falls_back_to_tcp(void)
 
 int main(void)
 {
-    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true,
-                              .pool = {.max_bytes = (size_t)256 << 20}};
-    CHECK_OK(fdn_runtime_create(&cfg, &rt));
-    w = fdn_runtime_worker(rt, 0);
-    CHECK_OK(fdn_worker_attach(w));
+    harness_start((size_t)256 << 20);
     RUN(test_shortcut_names);
     RUN(test_loopback_tcp_goes_over_shm);
     RUN(test_wildcard_listener);
@@ -389,8 +374,6 @@ int main(void)
     RUN(test_same_port_two_addresses);
     RUN(test_resume_over_shm);
     RUN(test_resume_falls_back_to_tcp);
-    CHECK_OK(fdn_worker_detach(w));
-    CHECK_OK(fdn_runtime_stop(rt));
-    fdn_runtime_destroy(rt);
+    harness_stop();
     return 0;
 }

@@ -16,21 +16,10 @@
 
 #include "core/node_internal.h"
 #include "test.h"
+#define HARNESS_IDLE_WAITS 60000
+#include "node_harness.h"
 
-static fdn_runtime *rt;
-static fdn_worker *w;
 static const uint8_t secret[] = "the fault layer needs a secret too";
-
-#define RUN_UNTIL(cond)                                                        \
-    do {                                                                       \
-        long idle_ = 0;                                                        \
-        while (!(cond)) {                                                      \
-            if (fdn_worker_progress(w) == 0) {                                 \
-                CHECK(++idle_ < 60000); /* 60 s of idle waits */               \
-                fdn_worker_wait(w, 1000000);                                   \
-            }                                                                  \
-        }                                                                      \
-    } while (0)
 
 struct side {
     fdn_node *node;
@@ -57,28 +46,6 @@ static void on_down(fdn_peer *p, int reason, void *arg)
     s->downs++;
 }
 
-static fdn_msg *make_msg(size_t len, uint32_t tag)
-{
-    fdn_msg *m;
-    CHECK_OK(fdn_msg_alloc(fdn_worker_pool(w), len < 4 ? 4 : len, &m));
-    uint8_t *d = fdn_msg_data(m);
-    memcpy(d, &tag, 4);
-    for (size_t i = 4; i < fdn_msg_len(m); i++)
-        d[i] = (uint8_t)(i * 131 + tag);
-    return m;
-}
-
-static bool payload_ok(const fdn_msg *m, uint32_t tag)
-{
-    const uint8_t *d = fdn_msg_data(m);
-    if (fdn_msg_len(m) < 4 || memcmp(d, &tag, 4) != 0)
-        return false;
-    for (size_t i = 4; i < fdn_msg_len(m); i++)
-        if (d[i] != (uint8_t)(i * 131 + tag))
-            return false;
-    return true;
-}
-
 /* Tags must come 0, 1, 2, ... and intact. A corrupted tag is counted as
  * corruption, not as disorder. */
 static void on_message(fdn_peer *p, int channel, fdn_msg *m, void *arg)
@@ -86,10 +53,10 @@ static void on_message(fdn_peer *p, int channel, fdn_msg *m, void *arg)
     (void)p;
     struct side *s = arg;
     uint32_t tag = s->expect[channel];
-    if (!payload_ok(m, tag)) {
+    if (!tagged_payload_ok(m, tag)) {
         uint32_t got = 0;
         memcpy(&got, fdn_msg_data(m), 4);
-        if (got != tag && payload_ok(m, got) && s->out_of_order++ < 5)
+        if (got != tag && tagged_payload_ok(m, got) && s->out_of_order++ < 5)
             fprintf(stderr, "channel %d: message %u, expected %u\n", channel, got, tag);
         else
             s->corrupted++;
@@ -225,10 +192,10 @@ static void test_reliable_stream_survives(void)
     while (data_sent < STREAM_DATA || coord_sent < STREAM_COORD) {
         if (data_sent < STREAM_DATA) {
             size_t len = 1 + (size_t)data_sent * 7919 % 250000;
-            send_blocking(p, FDN_CHANNEL_DATA, make_msg(len, data_sent++));
+            send_blocking(p, FDN_CHANNEL_DATA, make_tagged_msg(len, data_sent++));
         }
         for (int i = 0; i < 2 && coord_sent < STREAM_COORD; i++, coord_sent++)
-            send_blocking(p, FDN_CHANNEL_COORDINATION, make_msg(16 + coord_sent % 2000,
+            send_blocking(p, FDN_CHANNEL_COORDINATION, make_tagged_msg(16 + coord_sent % 2000,
                                                                 coord_sent));
         fdn_worker_progress(w);
     }
@@ -270,7 +237,7 @@ static void test_tail_drop_found(void)
     CHECK_OK(make_node(&b, "seed=3,drop=0.7,channel=data,dir=tx"));
     fdn_peer *p = pair_up(&a, &b);
     for (uint32_t i = 0; i < 3; i++) {
-        send_blocking(p, FDN_CHANNEL_DATA, make_msg(100, i));
+        send_blocking(p, FDN_CHANNEL_DATA, make_tagged_msg(100, i));
         RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == i + 1u);
     }
     CHECK_EQ(a.out_of_order + a.corrupted, 0);
@@ -292,16 +259,16 @@ static void test_corrupt_leaves_sender_alone(void)
         CHECK_OK(make_node(&a, r == 1 ? rules[r] : NULL));
         CHECK_OK(make_node(&b, r == 0 ? rules[r] : NULL));
         fdn_peer *p = pair_up(&a, &b);
-        fdn_msg *m = make_msg(70000, 0);   /* two fragments */
+        fdn_msg *m = make_tagged_msg(70000, 0);   /* two fragments */
         for (int i = 0; i < 4; i++)
             send_blocking(p, FDN_CHANNEL_DATA, fdn_msg_ref(m));
         RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 4);
         CHECK_EQ(a.corrupted, 4);
         a.expect[FDN_CHANNEL_DATA] = 0;
-        CHECK(payload_ok(m, 0));
+        CHECK(tagged_payload_ok(m, 0));
         fdn_msg_free(m);
         /* The coordination channel has no rule: untouched. */
-        send_blocking(p, FDN_CHANNEL_COORDINATION, make_msg(5000, 0));
+        send_blocking(p, FDN_CHANNEL_COORDINATION, make_tagged_msg(5000, 0));
         RUN_UNTIL(a.arrivals[FDN_CHANNEL_COORDINATION] == 1);
         CHECK_EQ(a.corrupted, 4);
         teardown(&a, &b);
@@ -310,19 +277,13 @@ static void test_corrupt_leaves_sender_alone(void)
 
 int main(void)
 {
-    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true,
-                              .pool = {.max_bytes = (size_t)1 << 30}};
     unsetenv(FDN__FAULT_ENV);
-    CHECK_OK(fdn_runtime_create(&cfg, &rt));
-    w = fdn_runtime_worker(rt, 0);
-    CHECK_OK(fdn_worker_attach(w));
+    harness_start((size_t)1 << 30);
     RUN(test_bad_rules_refused);
     RUN(test_off_has_no_state);
     RUN(test_reliable_stream_survives);
     RUN(test_tail_drop_found);
     RUN(test_corrupt_leaves_sender_alone);
-    CHECK_OK(fdn_worker_detach(w));
-    CHECK_OK(fdn_runtime_stop(rt));
-    fdn_runtime_destroy(rt);
+    harness_stop();
     return 0;
 }

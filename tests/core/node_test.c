@@ -23,22 +23,9 @@
 #include "core/node_internal.h"
 #include "core/wire.h"
 #include "test.h"
+#include "node_harness.h"
 
-static fdn_runtime *rt;
-static fdn_worker *w;
 static const uint8_t secret[] = "correct horse battery staple 42";
-
-/* Drives the worker until cond holds; fails after too many idle rounds. */
-#define RUN_UNTIL(cond)                                                        \
-    do {                                                                       \
-        long idle_ = 0;                                                        \
-        while (!(cond)) {                                                      \
-            if (fdn_worker_progress(w) == 0) {                                 \
-                CHECK(++idle_ < 20000); /* 20 s of idle waits */               \
-                fdn_worker_wait(w, 1000000);                                   \
-            }                                                                  \
-        }                                                                      \
-    } while (0)
 
 /* ---- Per-node bookkeeping ------------------------------------------------ */
 
@@ -827,11 +814,7 @@ int main(void)
     /* Both nodes share one worker and so one pool, which keeps its slabs:
      * room for the largest test's peak (64 MiB sent and 64 MiB received)
      * after the others. */
-    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true,
-                              .pool = {.max_bytes = (size_t)1 << 30}};
-    CHECK_OK(fdn_runtime_create(&cfg, &rt));
-    w = fdn_runtime_worker(rt, 0);
-    CHECK_OK(fdn_worker_attach(w));
+    harness_start((size_t)1 << 30);
     RUN(test_every_channel_in_order);
     RUN(test_urgent_overtakes_bulk);
     RUN(test_lanes_carry_their_channels);
@@ -845,8 +828,6 @@ int main(void)
     RUN(test_many_peers_and_clean_close);
     RUN(test_wrong_secret_and_cluster);
     RUN(test_raw_peers_refused);
-    CHECK_OK(fdn_worker_detach(w));
-    CHECK_OK(fdn_runtime_stop(rt));
-    fdn_runtime_destroy(rt);
+    harness_stop();
     return 0;
 }

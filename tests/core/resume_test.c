@@ -28,21 +28,10 @@
 #include "core/node_internal.h"
 #include "core/wire.h"
 #include "test.h"
+#define HARNESS_IDLE_WAITS 30000
+#include "node_harness.h"
 
-static fdn_runtime *rt;
-static fdn_worker *w;
 static const uint8_t secret[] = "resumption needs the same secret";
-
-#define RUN_UNTIL(cond)                                                        \
-    do {                                                                       \
-        long idle_ = 0;                                                        \
-        while (!(cond)) {                                                      \
-            if (fdn_worker_progress(w) == 0) {                                 \
-                CHECK(++idle_ < 30000); /* 30 s of idle waits */               \
-                fdn_worker_wait(w, 1000000);                                   \
-            }                                                                  \
-        }                                                                      \
-    } while (0)
 
 /* ---- Nodes and what they see --------------------------------------------- */
 
@@ -88,28 +77,6 @@ static void on_down(fdn_peer *p, int reason, void *arg)
 
 /* Payload of message `tag`: the tag, then bytes derived from it, so that a
  * message that arrives corrupted, or as another message, is caught. */
-static fdn_msg *make_msg(size_t len, uint32_t tag)
-{
-    fdn_msg *m;
-    CHECK_OK(fdn_msg_alloc(fdn_worker_pool(w), len < 4 ? 4 : len, &m));
-    uint8_t *d = fdn_msg_data(m);
-    memcpy(d, &tag, 4);
-    for (size_t i = 4; i < fdn_msg_len(m); i++)
-        d[i] = (uint8_t)(i * 131 + tag);
-    return m;
-}
-
-static bool payload_ok(const fdn_msg *m, uint32_t tag)
-{
-    const uint8_t *d = fdn_msg_data(m);
-    if (fdn_msg_len(m) < 4 || memcmp(d, &tag, 4) != 0)
-        return false;
-    for (size_t i = 4; i < fdn_msg_len(m); i++)
-        if (d[i] != (uint8_t)(i * 131 + tag))
-            return false;
-    return true;
-}
-
 /* Every channel's messages must come exactly once, in order: tags 0, 1, ...
  * On the best-effort channel a gap is allowed (messages lost), a step back
  * is not. */
@@ -122,10 +89,10 @@ static void on_message(fdn_peer *p, int channel, fdn_msg *m, void *arg)
         memcpy(&tag, fdn_msg_data(m), 4);
     bool in_order = channel == FDN_CHANNEL_GOSSIP ? tag >= s->expect[channel]
                                                   : tag == s->expect[channel];
-    if (!in_order || !payload_ok(m, tag)) {
+    if (!in_order || !tagged_payload_ok(m, tag)) {
         if (s->bad++ < 5)
             fprintf(stderr, "channel %d: message %u, expected %u%s\n", channel, tag,
-                    s->expect[channel], payload_ok(m, tag) ? "" : " (corrupted)");
+                    s->expect[channel], tagged_payload_ok(m, tag) ? "" : " (corrupted)");
     }
     s->expect[channel] = tag + 1;
     s->arrivals[channel]++;
@@ -316,8 +283,8 @@ static void test_lane_loss_resumes(void)
     fdn_node_stats ns;
     fdn_node_stats_get(b.node, &ns);
     CHECK_EQ(ns.sessions_resumed, 1);
-    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(3 << 20, 0)));
-    CHECK_OK(fdn_send(a.up_peer, FDN_CHANNEL_COORDINATION, make_msg(100, 0)));
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_tagged_msg(3 << 20, 0)));
+    CHECK_OK(fdn_send(a.up_peer, FDN_CHANNEL_COORDINATION, make_tagged_msg(100, 0)));
     RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 1 && b.arrivals[FDN_CHANNEL_COORDINATION] == 1);
     CHECK_EQ(a.ups + b.ups, 2);
     CHECK_EQ(a.downs + b.downs, 0);
@@ -344,15 +311,15 @@ static void test_stream_across_kills(void)
     while (data_sent < STREAM_DATA || coord_sent < STREAM_COORD) {
         if (data_sent < STREAM_DATA) {
             size_t len = 1 + (size_t)data_sent * 7919 % 250000;   /* up to 4 fragments */
-            send_blocking(p, FDN_CHANNEL_DATA, make_msg(len, data_sent++));
+            send_blocking(p, FDN_CHANNEL_DATA, make_tagged_msg(len, data_sent++));
         }
         for (int i = 0; i < 2 && coord_sent < STREAM_COORD; i++) {
             send_blocking(p, FDN_CHANNEL_COORDINATION,
-                          make_msg(16 + coord_sent % 2000, coord_sent));
+                          make_tagged_msg(16 + coord_sent % 2000, coord_sent));
             coord_sent++;
         }
         if (a.up_peer && data_sent % 4 == 0)
-            send_blocking(a.up_peer, FDN_CHANNEL_EVENTS, make_msg(300, back_sent++));
+            send_blocking(a.up_peer, FDN_CHANNEL_EVENTS, make_tagged_msg(300, back_sent++));
         fdn_worker_progress(w);
         /* A kill every 100 data messages, once the session is whole again. */
         if (data_sent >= 50u + 100u * (uint32_t)kills && kills < KILLS && all_lanes_up(p) &&
@@ -419,7 +386,7 @@ static void on_reply(fdn_peer *p, int status, fdn_msg *resp, void *arg)
         return;
     }
     memcpy(&tag, fdn_msg_data(resp), 4);
-    if (tag >= 256 || (r->expect_mask[tag / 32] & (1u << (tag % 32))) || !payload_ok(resp, tag))
+    if (tag >= 256 || (r->expect_mask[tag / 32] & (1u << (tag % 32))) || !tagged_payload_ok(resp, tag))
         r->bad++;
     else
         r->expect_mask[tag / 32] |= 1u << (tag % 32);
@@ -441,7 +408,7 @@ static void test_requests_across_resume(void)
     for (uint32_t i = 0; i < 256; i++) {
         int channel = i % 2 ? FDN_CHANNEL_DATA : FDN_CHANNEL_COORDINATION;
         size_t len = i % 2 ? 70000 : 100;
-        CHECK_OK(fdn_request(p, channel, make_msg(len, i), 0, on_reply, &r, &ids[i]));
+        CHECK_OK(fdn_request(p, channel, make_tagged_msg(len, i), 0, on_reply, &r, &ids[i]));
         for (uint32_t j = 0; j < i; j++)
             CHECK(ids[j] != ids[i]);   /* handles unique across channels */
         if (i == 100)
@@ -613,7 +580,7 @@ static void test_session_expires(void)
     CHECK(raw_data(&r, 1, 1));
     RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 2);
     for (uint32_t i = 0; i < 3; i++)   /* never acknowledged by the raw client */
-        CHECK_OK(fdn_send(q, FDN_CHANNEL_DATA, make_msg(1000, i)));
+        CHECK_OK(fdn_send(q, FDN_CHANNEL_DATA, make_tagged_msg(1000, i)));
     CHECK(raw_data(&r, 3, 3));         /* message 2 "lost" */
     fdn_node_stats ns;
     RUN_UNTIL((fdn_node_stats_get(a.node, &ns), ns.sequence_errors == 1));
@@ -691,7 +658,7 @@ static void test_client_restart(void)
     fdn_peer *p;
     CHECK_OK(fdn_node_connect(b.node, addr, &p));
     RUN_UNTIL(a.ups == 2 && b.ups == 1 && all_lanes_up(p));
-    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(5000, 0)));
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_tagged_msg(5000, 0)));
     RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 1);
     teardown(&a, &b);
 }
@@ -711,7 +678,7 @@ static void test_best_effort_counts_losses(void)
     fdn_channel_stats st = {0};
     for (int kills = 0; kills < 60; kills++) {
         for (int i = 0; i < 40; i++)
-            send_blocking(p, FDN_CHANNEL_GOSSIP, make_msg(60000, sent++));
+            send_blocking(p, FDN_CHANNEL_GOSSIP, make_tagged_msg(60000, sent++));
         RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
         CHECK(kill_lane(a.up_peer, 0));   /* gossip is on the urgent lane */
         CHECK_OK(fdn_peer_channel_stats(a.up_peer, FDN_CHANNEL_GOSSIP, &st));
@@ -722,7 +689,7 @@ static void test_best_effort_counts_losses(void)
     CHECK(st.lost_msgs > 0);
     RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
     for (int i = 0; i < 10; i++)   /* a tail on a steady connection shows the last gap */
-        send_blocking(p, FDN_CHANNEL_GOSSIP, make_msg(100, sent++));
+        send_blocking(p, FDN_CHANNEL_GOSSIP, make_tagged_msg(100, sent++));
     RUN_UNTIL(a.expect[FDN_CHANNEL_GOSSIP] == sent);
     CHECK_OK(fdn_peer_channel_stats(a.up_peer, FDN_CHANNEL_GOSSIP, &st));
     printf("   %u sent, %" PRIu64 " delivered, %" PRIu64 " lost\n", sent, st.msgs_delivered,
@@ -754,11 +721,7 @@ static void test_orderly_close_does_not_resume(void)
 
 int main(void)
 {
-    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true,
-                              .pool = {.max_bytes = (size_t)1 << 30}};
-    CHECK_OK(fdn_runtime_create(&cfg, &rt));
-    w = fdn_runtime_worker(rt, 0);
-    CHECK_OK(fdn_worker_attach(w));
+    harness_start((size_t)1 << 30);
     RUN(test_lane_loss_resumes);
     RUN(test_orderly_close_does_not_resume);
     RUN(test_stream_across_kills);
@@ -767,8 +730,6 @@ int main(void)
     RUN(test_new_incarnation_and_unknown_session);
     RUN(test_client_restart);
     RUN(test_best_effort_counts_losses);
-    CHECK_OK(fdn_worker_detach(w));
-    CHECK_OK(fdn_runtime_stop(rt));
-    fdn_runtime_destroy(rt);
+    harness_stop();
     return 0;
 }

@@ -22,18 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_common.h"
 #include "transport/shm_ring.h"
-
-/* As in fuzz_common.h, which this target does not need otherwise: a failed
- * property aborts, so libFuzzer saves the input, whatever NDEBUG says. */
-#define FUZZ_CHECK(cond)                                                           \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            fprintf(stderr, "%s:%d: property failed: %s\n", __FILE__, __LINE__,    \
-                    #cond);                                                        \
-            abort();                                                               \
-        }                                                                          \
-    } while (0)
 
 struct model {
     uint8_t *seg;

@@ -1,0 +1,82 @@
+/* What the node-level tests share: one application-driven worker that both
+ * nodes of a test live on (so a test is single-threaded and replayable), a
+ * bounded wait for a condition, and tagged payloads that reveal a message
+ * corrupted or delivered as another. Include after test.h. */
+#ifndef FDN_TESTS_NODE_HARNESS_H
+#define FDN_TESTS_NODE_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <fdn/fdn.h>
+
+#include "test.h"
+
+static fdn_runtime *rt;
+static fdn_worker *w;
+
+/* Idle waits (up to 1 ms each) a RUN_UNTIL allows before it fails: a bug
+ * fails the test instead of hanging it. A test may set its own before
+ * including this header. */
+#ifndef HARNESS_IDLE_WAITS
+#define HARNESS_IDLE_WAITS 20000
+#endif
+
+/* Drives the worker until cond holds. */
+#define RUN_UNTIL(cond)                                                        \
+    do {                                                                       \
+        long idle_ = 0;                                                        \
+        while (!(cond)) {                                                      \
+            if (fdn_worker_progress(w) == 0) {                                 \
+                CHECK(++idle_ < HARNESS_IDLE_WAITS);                           \
+                fdn_worker_wait(w, 1000000);                                   \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+/* Creates the runtime with one application-driven worker, pool_bytes in its
+ * pool, and attaches the calling thread to it. */
+static inline void harness_start(size_t pool_bytes)
+{
+    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true,
+                              .pool = {.max_bytes = pool_bytes}};
+    CHECK_OK(fdn_runtime_create(&cfg, &rt));
+    w = fdn_runtime_worker(rt, 0);
+    CHECK_OK(fdn_worker_attach(w));
+}
+
+static inline void harness_stop(void)
+{
+    CHECK_OK(fdn_worker_detach(w));
+    CHECK_OK(fdn_runtime_stop(rt));
+    fdn_runtime_destroy(rt);
+}
+
+/* Payload of message `tag` (at least 4 bytes): the tag, then bytes derived
+ * from it. */
+static inline fdn_msg *make_tagged_msg(size_t len, uint32_t tag)
+{
+    fdn_msg *m;
+    CHECK_OK(fdn_msg_alloc(fdn_worker_pool(w), len < 4 ? 4 : len, &m));
+    uint8_t *d = fdn_msg_data(m);
+    memcpy(d, &tag, 4);
+    for (size_t i = 4; i < fdn_msg_len(m); i++)
+        d[i] = (uint8_t)(i * 131 + tag);
+    return m;
+}
+
+/* True when m is exactly what make_tagged_msg() built for tag. */
+static inline bool tagged_payload_ok(const fdn_msg *m, uint32_t tag)
+{
+    const uint8_t *d = fdn_msg_data(m);
+    if (fdn_msg_len(m) < 4 || memcmp(d, &tag, 4) != 0)
+        return false;
+    for (size_t i = 4; i < fdn_msg_len(m); i++)
+        if (d[i] != (uint8_t)(i * 131 + tag))
+            return false;
+    return true;
+}
+
+#endif
