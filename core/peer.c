@@ -49,6 +49,10 @@ static int fault_lane_create(struct fdn__lane *l);
 static void fault_lane_free(struct fdn__lane *l);
 static void fault_release_held(struct fdn__lane *l);
 static int fault_rx(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload);
+static int fault_rx_hold(struct fdn__lane *l, const struct fdn__frame_hdr *h,
+                         const uint8_t *payload, uint64_t ns);
+static int fault_rx_keep(struct fdn__lane_faults *f, const uint8_t *data, size_t len);
+static bool fault_rx_holding(const struct fdn__lane *l);
 
 static bool closing(const fdn_peer *p) { return p->state == FDN__PEER_CLOSING; }
 
@@ -214,7 +218,7 @@ static int rx_resume_task(fdn_worker *w, fdn_task *t)
     struct fdn__lane *l = t->arg;
     l->rx_turn_bytes = 0;
     l->rx_turn_paused = false;
-    if (l->conn && !l->closed)
+    if (l->conn && !l->closed && !(fdn__unlikely(l->faults) && fault_rx_holding(l)))
         fdn__tp_recv_pause(l->conn, false);
     return FDN_TASK_DONE;
 }
@@ -836,6 +840,8 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
  * up afresh for every frame: a joining lane changes peers mid-receive. */
 static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
 {
+    if (fdn__unlikely(l->faults) && fault_rx_holding(l))
+        return fault_rx_keep(l->faults, data, len);
     /* A lane being dropped reads nothing more: its session goes on, or
      * ends, without what it still had in flight. */
     while (!closing(l->peer) && !l->dying) {
@@ -882,8 +888,11 @@ static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
         }
         l->rx_in_payload = false;
         int rc = on_frame(l, &l->rx_frame, payload);
-        if (fdn__unlikely(rc != 0))
+        if (fdn__unlikely(rc != 0)) {
+            if (rc == 2)   /* the fault layer holds the frame, and what follows */
+                return fault_rx_keep(l->faults, data, len);
             return rc < 0 ? rc : 0;   /* 1: the fault layer reset the lane */
+        }
     }
     return 0;
 }
@@ -949,9 +958,15 @@ static size_t add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame
  *     RESET    the frame is done unsent and the lane's transport is closed
  *   rx (on_frame, as a DATA frame is decoded)
  *     DROP, DUP and CORRUPT as above (CORRUPT on a copy of the payload),
- *     RESET closes the transport and reads nothing more from it; DELAY and
- *     REORDER are not applied on receipt (the frame passes): holding received
- *     bytes would need the reader stopped, and the tx side already models it.
+ *     RESET closes the transport and reads nothing more from it;
+ *     DELAY and REORDER hold the frame (a copy) and every byte received
+ *     after it: decoding stops, the transport's reading is paused, and the
+ *     rx release timer delivers the frame and then decodes the held bytes,
+ *     which may hold again. The receiving side of a stream is as ordered as
+ *     the sending side, so here too a reorder is a delay of hold x
+ *     FAULT_REORDER_UNIT_NS; what it adds over tx is the receiver's view:
+ *     acknowledgements, credit and deliveries stall while the bytes have
+ *     arrived, and a lane lost while holding loses what it held.
  *
  * A dropped or repeated frame on a reliable channel is recovered the way a
  * frame lost below the session would be: the receiver sees the next frame
@@ -986,6 +1001,13 @@ struct fdn__lane_faults {
     uint64_t hold_until;
     struct fdn__frame held;        /* handed out by the scheduler, not sent yet */
     uint8_t *scratch;              /* rx CORRUPT: a copy of the payload */
+    /* Receipt held back (rx DELAY and REORDER). */
+    fdn_timer rx_release;          /* the held frame's time has come */
+    bool rx_holding;
+    struct fdn__frame_hdr rx_held; /* the frame, payload in rx_held_payload */
+    uint8_t *rx_held_payload;      /* max_fragment bytes, allocated on first hold */
+    uint8_t *rx_rest;              /* bytes received after it, in order */
+    size_t rx_rest_len, rx_rest_cap;
     uint8_t flipped[FDN__BATCHES][FDN__BATCH_FRAMES];  /* tx CORRUPT: the changed byte */
 };
 
@@ -1003,6 +1025,8 @@ static void fault_reset(struct fdn__lane *l)
     l->faults->reset = true;
     close_transport(l);
 }
+
+static int fault_rx_release_fired(fdn_worker *w, fdn_task *t);
 
 static int fault_loss_fired(fdn_worker *w, fdn_task *t)
 {
@@ -1029,6 +1053,7 @@ static int fault_lane_create(struct fdn__lane *l)
     }
     fdn_timer_init(&f->release, fault_release_fired, l, FDN_PRIO_HIGHEST);
     fdn_timer_init(&f->loss, fault_loss_fired, l, FDN_PRIO_HIGHEST);
+    fdn_timer_init(&f->rx_release, fault_rx_release_fired, l, FDN_PRIO_HIGHEST);
     l->faults = f;
     return 0;
 }
@@ -1042,6 +1067,9 @@ static void fault_release_held(struct fdn__lane *l)
     fdn_worker *w = l->peer->node->worker;
     timer_stop(w, &f->release);
     timer_stop(w, &f->loss);
+    timer_stop(w, &f->rx_release);
+    f->rx_holding = false;   /* what the lane held on receipt is lost with it */
+    f->rx_rest_len = 0;
     if (f->holding) {
         f->holding = false;
         fdn__sched_frame_done(l->peer->sched, &f->held);
@@ -1054,6 +1082,7 @@ static void fault_lane_free(struct fdn__lane *l)
     fdn_node *n = l->peer->node;
     timer_stop(n->worker, &f->release);
     timer_stop(n->worker, &f->loss);
+    timer_stop(n->worker, &f->rx_release);
     struct fdn__fault_stats st;
     fdn__fault_stats_get(f->state, &st);
     n->fault_totals.frames += st.frames;
@@ -1061,6 +1090,8 @@ static void fault_lane_free(struct fdn__lane *l)
         n->fault_totals.actions[k] += st.actions[k];
     fdn__fault_state_destroy(f->state);
     free(f->scratch);
+    free(f->rx_held_payload);
+    free(f->rx_rest);
     free(f);
     l->faults = NULL;
 }
@@ -1211,9 +1242,82 @@ static int fault_rx(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
     case FDN__FAULT_RESET:
         fault_reset(l);
         return 1;
-    default:   /* PASS; DELAY and REORDER are not applied on receipt */
+    case FDN__FAULT_DELAY:
+    case FDN__FAULT_REORDER:
+        return fault_rx_hold(l, h, payload, a.kind == FDN__FAULT_DELAY
+                                                ? a.until_ns - fdn_now_ns()
+                                                : a.hold * FAULT_REORDER_UNIT_NS);
+    default:
         return on_data(p, h, payload);
     }
+}
+
+static bool fault_rx_holding(const struct fdn__lane *l) { return l->faults->rx_holding; }
+
+/* Keeps bytes received while a frame is held, after those already kept. */
+static int fault_rx_keep(struct fdn__lane_faults *f, const uint8_t *data, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (f->rx_rest_len + len > f->rx_rest_cap) {
+        size_t cap = f->rx_rest_cap ? f->rx_rest_cap : 65536;
+        while (cap < f->rx_rest_len + len)
+            cap *= 2;
+        uint8_t *rest = realloc(f->rx_rest, cap);
+        if (!rest)
+            return -ENOMEM;
+        f->rx_rest = rest;
+        f->rx_rest_cap = cap;
+    }
+    memcpy(f->rx_rest + f->rx_rest_len, data, len);
+    f->rx_rest_len += len;
+    return 0;
+}
+
+/* Holds a received DATA frame for ns (DELAY, REORDER): the frame is copied,
+ * the transport stops reading, and on_recv keeps what follows (returns 2 to
+ * say so). Returns 2, or -ENOMEM. */
+static int fault_rx_hold(struct fdn__lane *l, const struct fdn__frame_hdr *h,
+                         const uint8_t *payload, uint64_t ns)
+{
+    struct fdn__lane_faults *f = l->faults;
+    if (!f->rx_held_payload && !(f->rx_held_payload = malloc(l->peer->node->max_fragment)))
+        return -ENOMEM;
+    memcpy(f->rx_held_payload, payload, h->frag_len);   /* <= max_fragment: decoded */
+    f->rx_held = *h;
+    f->rx_holding = true;
+    if (l->conn)
+        fdn__tp_recv_pause(l->conn, true);
+    fdn_timer_arm(l->peer->node->worker, &f->rx_release, ns);
+    return 2;
+}
+
+static void on_recv_result(struct fdn__lane *l, int rc);
+
+/* The held frame's time has come: it is delivered, then the bytes that came
+ * after it are decoded (and may be held again), then reading resumes. */
+static int fault_rx_release_fired(fdn_worker *w, fdn_task *t)
+{
+    (void)w;
+    struct fdn__lane *l = t->arg;
+    struct fdn__lane_faults *f = l->faults;
+    if (!f->rx_holding || l->dying || closing(l->peer))
+        return FDN_TASK_DONE;
+    f->rx_holding = false;
+    int rc = on_data(l->peer, &f->rx_held, f->rx_held_payload);
+    if (rc == 0 && f->rx_rest_len) {
+        /* Decoding may hold again and keep what is left: into a new buffer. */
+        uint8_t *rest = f->rx_rest;
+        size_t len = f->rx_rest_len;
+        f->rx_rest = NULL;
+        f->rx_rest_len = f->rx_rest_cap = 0;
+        rc = on_recv(l, rest, len);
+        free(rest);
+    }
+    if (rc == 0 && !f->rx_holding && l->conn && !l->rx_turn_paused)
+        fdn__tp_recv_pause(l->conn, false);
+    on_recv_result(l, rc);
+    return FDN_TASK_DONE;
 }
 
 /* Fills batches from the lane's control queue and the scheduler's channels
@@ -1826,6 +1930,14 @@ static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
     int rc = on_recv(l, data, len);
     if (rc == 0)
         end_rx_turn_if_due(l, len);
+    on_recv_result(l, rc);
+    return 0; /* the transport is closed already, or the session goes on */
+}
+
+/* What decoding received bytes found: a sequence gap resumes the session,
+ * any other error ends it with the matching reason. */
+static void on_recv_result(struct fdn__lane *l, int rc)
+{
     if (rc == -EILSEQ && resumable(l->peer) && l->peer->state == FDN__PEER_UP) {
         /* A frame lost or repeated below us: drop the connections and
          * resume, which sends again exactly what is missing. */
@@ -1838,7 +1950,6 @@ static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
                                                                         : FDN__CLOSE_PROTOCOL_ERROR;
         fdn__peer_fail(l->peer, rc, why);
     }
-    return 0; /* the transport is closed already, or the session goes on */
 }
 
 /* A lane's transport is gone. A dying lane only waits to be reaped. Else,

@@ -47,6 +47,8 @@ run_build() { # name, compiler, test args, meson options...
 }
 
 mkdir -p "$root"
+# UBSan only reports by default; a report must fail its test.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 run_build asan gcc "--no-suite fault" -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true
 run_build clang clang "" -Dbuildtype=release -Dwerror=true -Dfuzz=true
 run_build tsan clang "--suite concurrent" -Db_sanitize=thread -Db_lundef=false
