@@ -150,6 +150,9 @@ static void teardown(void)
     struct fdn__shm_stats st;
     fdn__shm_stats_get(&st);
     CHECK_EQ(st.segments_mapped, 0);
+    CHECK_EQ(st.pools_mapped, 0);
+    CHECK_EQ(st.loans_out, 0);
+    CHECK_EQ(st.borrowed, 0);
     CHECK_EQ(count_fds(), fds_at_setup);
 }
 
@@ -372,7 +375,7 @@ static void test_registry_and_bad_addresses(void)
     const char *rest;
     CHECK(fdn__transport_for("shm://@x", &rest) == tp);
     CHECK(strcmp(rest, "@x") == 0);
-    CHECK_EQ(tp->caps, FDN__TP_RELIABLE);
+    CHECK_EQ(tp->caps, FDN__TP_RELIABLE | FDN__TP_REFS);
     struct fdn__tp_conn *c;
     struct fdn__tp_listener *l;
     struct endpoint ep = {0};
@@ -655,11 +658,16 @@ static void test_peer_killed(void)
 /* ---- A hostile peer, by hand --------------------------------------------- */
 
 struct raw_peer {
-    int sock, memfd, efd, peer_efd;
+    int sock, memfd, efd, peer_efd, pool_fd, peer_pool_fd;
     uint32_t ring;
     uint8_t *seg;
     size_t seg_bytes;
+    uint8_t *pool;            /* ours, RAW_POOL_BYTES */
+    const uint8_t *peer_pool; /* the server's, read-only */
+    uint32_t peer_pool_bytes;
 };
+
+#define RAW_POOL_BYTES (1u << 20)
 
 static int raw_send(int sock, const void *msg, size_t len, const int *fds, int nfds)
 {
@@ -682,14 +690,17 @@ static int raw_send(int sock, const void *msg, size_t len, const int *fds, int n
     return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
 }
 
-enum raw_flaw { RAW_OK, RAW_UNSEALED, RAW_SHORT, RAW_THREE_FDS, RAW_PIPE, RAW_BAD_RING };
+enum raw_flaw {
+    RAW_OK, RAW_UNSEALED, RAW_SHORT, RAW_TWO_FDS, RAW_PIPE, RAW_BAD_RING, RAW_POOL_UNSEALED,
+    RAW_POOL_SIZE
+};
 
 /* Connects to addr and sends a hello with the given flaw. The segment is
  * ours to scribble on afterwards. */
 static void raw_connect(struct raw_peer *r, const char *addr, enum raw_flaw flaw)
 {
     memset(r, 0, sizeof *r);
-    r->peer_efd = -1;
+    r->peer_efd = r->peer_pool_fd = -1;
     r->ring = 4096;
     r->seg_bytes = fdn__shm_seg_bytes(r->ring);
     r->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -710,14 +721,22 @@ static void raw_connect(struct raw_peer *r, const char *addr, enum raw_flaw flaw
     r->seg = mmap(NULL, r->seg_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
     CHECK(r->seg != MAP_FAILED);
     r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    r->pool_fd = memfd_create("raw-pool", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    CHECK(r->pool_fd >= 0);
+    CHECK(ftruncate(r->pool_fd, RAW_POOL_BYTES) == 0);
+    if (flaw != RAW_POOL_UNSEALED)
+        CHECK(fcntl(r->pool_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0);
+    r->pool = mmap(NULL, RAW_POOL_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, r->pool_fd, 0);
+    CHECK(r->pool != MAP_FAILED);
     int pipefd[2];
     CHECK(pipe2(pipefd, O_CLOEXEC) == 0);
     struct {
         uint64_t magic;
-        uint32_t version, ring_bytes;
-    } hello = {FDN__SHM_MAGIC, FDN__SHM_VERSION, flaw == RAW_BAD_RING ? 5000 : r->ring};
-    int fds[3] = {r->memfd, flaw == RAW_PIPE ? pipefd[1] : r->efd, r->efd};
-    CHECK(raw_send(r->sock, &hello, sizeof hello, fds, flaw == RAW_THREE_FDS ? 3 : 2) == 0);
+        uint32_t version, ring_bytes, pool_bytes, reserved;
+    } hello = {FDN__SHM_MAGIC, FDN__SHM_VERSION, flaw == RAW_BAD_RING ? 5000 : r->ring,
+               flaw == RAW_POOL_SIZE ? 2 * RAW_POOL_BYTES : RAW_POOL_BYTES, 0};
+    int fds[3] = {r->memfd, flaw == RAW_PIPE ? pipefd[1] : r->efd, r->pool_fd};
+    CHECK(raw_send(r->sock, &hello, sizeof hello, fds, flaw == RAW_TWO_FDS ? 2 : 3) == 0);
     close(pipefd[0]);
     close(pipefd[1]);
 }
@@ -729,6 +748,7 @@ static int raw_answer(struct raw_peer *r)
         uint64_t magic;
         uint32_t version;
         int32_t status;
+        uint32_t pool_bytes, reserved;
     } reply;
     union {
         struct cmsghdr align;
@@ -742,19 +762,50 @@ static int raw_answer(struct raw_peer *r)
         return n == 0 ? -ECONNRESET : -errno;
     CHECK_EQ(n, sizeof reply);
     struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    if (cm && cm->cmsg_type == SCM_RIGHTS)
+    if (cm && cm->cmsg_type == SCM_RIGHTS) {
+        CHECK_EQ(cm->cmsg_len, CMSG_LEN(2 * sizeof(int)));
         memcpy(&r->peer_efd, CMSG_DATA(cm), sizeof(int));
+        memcpy(&r->peer_pool_fd, CMSG_DATA(cm) + sizeof(int), sizeof(int));
+        /* The server's pool is read-only to us, whatever we try. */
+        CHECK(mmap(NULL, reply.pool_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, r->peer_pool_fd,
+                   0) == MAP_FAILED);
+        CHECK(write(r->peer_pool_fd, "x", 1) < 0);
+        r->peer_pool = mmap(NULL, reply.pool_bytes, PROT_READ, MAP_SHARED, r->peer_pool_fd, 0);
+        CHECK(r->peer_pool != MAP_FAILED);
+        r->peer_pool_bytes = reply.pool_bytes;
+    }
     return reply.status;
 }
 
 static void raw_close(struct raw_peer *r)
 {
     munmap(r->seg, r->seg_bytes);
+    munmap(r->pool, RAW_POOL_BYTES);
     close(r->sock);
     close(r->memfd);
     close(r->efd);
+    close(r->pool_fd);
     if (r->peer_efd >= 0)
         close(r->peer_efd);
+    if (r->peer_pool_fd >= 0)
+        close(r->peer_pool_fd);
+    if (r->peer_pool)
+        munmap((void *)r->peer_pool, r->peer_pool_bytes);
+}
+
+/* Writes one record word into the ring the raw peer produces (ring 0). */
+static void raw_word(struct raw_peer *r, uint64_t pos, uint64_t word)
+{
+    uint8_t *data = fdn__shm_data(r->seg, r->ring, 0);
+    memcpy(data + (pos & (r->ring - 1)), &word, 8);
+}
+
+/* A BYTES record of the pattern at pos; returns the position after it. */
+static uint64_t raw_bytes(struct raw_peer *r, uint64_t pos, size_t len)
+{
+    raw_word(r, pos, fdn__shm_rec_word(FDN__SHM_REC_BYTES, (uint32_t)len));
+    memcpy(fdn__shm_data(r->seg, r->ring, 0) + ((pos + 8) & (r->ring - 1)), pattern, len);
+    return pos + 8 + fdn__shm_align8(len);
 }
 
 static bool readable(int fd)
@@ -770,7 +821,8 @@ static void test_bad_setups_refused(void)
     struct acceptor a;
     char addr[ADDR_MAX];
     start_listener(&a, "@", addr, sizeof addr);
-    enum raw_flaw flaws[] = {RAW_UNSEALED, RAW_SHORT, RAW_THREE_FDS, RAW_PIPE, RAW_BAD_RING};
+    enum raw_flaw flaws[] = {RAW_UNSEALED, RAW_SHORT, RAW_TWO_FDS, RAW_PIPE, RAW_BAD_RING,
+                             RAW_POOL_UNSEALED, RAW_POOL_SIZE};
     for (size_t i = 0; i < FDN_ARRAY_SIZE(flaws); i++) {
         struct fdn__shm_stats before, after;
         fdn__shm_stats_get(&before);
@@ -809,16 +861,16 @@ static void test_corrupt_ring_closes(void)
         RUN_UNTIL(r.peer_efd >= 0 || raw_answer(&r) == 0);
         struct fdn__shm_ctl *in = fdn__shm_ctl(r.seg, 0), *out = fdn__shm_ctl(r.seg, 1);
         uint8_t *in_data = fdn__shm_data(r.seg, r.ring, 0);
+        (void)in_data;
         if (kind == 0) {
             /* First some honest bytes, which arrive. */
-            memcpy(in_data, pattern, 1000);
-            atomic_store(&in->tail, 1000);
+            atomic_store(&in->tail, raw_bytes(&r, 0, 1000));
             RUN_UNTIL(server.rx_bytes == 1000);
-            CHECK_EQ(atomic_load(&in->head), 1000);
-            atomic_store(&in->tail, 1000 + r.ring + 1); /* more than the ring holds */
+            CHECK_EQ(atomic_load(&in->head), 1008);
+            atomic_store(&in->tail, 1008 + r.ring + 8); /* more than the ring holds */
         } else if (kind == 1) {
-            atomic_store(&in->tail, 3000);
-            RUN_UNTIL(server.rx_bytes == 3000);
+            atomic_store(&in->tail, raw_bytes(&r, 0, 2992));
+            RUN_UNTIL(server.rx_bytes == 2992);
             atomic_store(&in->tail, 2000);              /* backwards */
         } else if (kind == 2) {
             atomic_store(&in->tail, UINT64_MAX - 5);    /* far behind head */
