@@ -218,6 +218,7 @@ struct shm_conn {
     int pool_fd;                          /* until it is sent */
     uint32_t pool_bytes;                  /* wanted, until the pool is made */
     fdn_msg *lent[FDN__SHM_SLOTS];
+    bool lent_flag[FDN__SHM_SLOTS];       /* lent[slot] != NULL, for fdn__shm_release_ok */
     uint32_t free_slots[FDN__SHM_SLOTS];
     uint32_t num_free_slots;
 
@@ -516,6 +517,7 @@ static void release_pools(struct shm_conn *c)
             continue;
         fdn_msg_free(c->lent[i]);
         c->lent[i] = NULL;
+        c->lent_flag[i] = false;
         stat_add(&stats.loans_out, -1);
     }
     fdn__pool_region_put(c->pool);
@@ -719,14 +721,13 @@ static void wake_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_
 static int take_ref(struct shm_conn *c, const struct fdn__shm_rec *r)
 {
     struct shm_loans *in = c->in;
-    if (r->slot >= FDN__SHM_SLOTS || c->borrowed[r->slot]) {
-        record_corrupt(c, "REF with slot %u, %s", r->slot,
-                       r->slot >= FDN__SHM_SLOTS ? "out of range" : "already lent to us");
-        return -EBADMSG;
-    }
-    if (r->len == 0 || (uint64_t)r->offset + r->len > in->bytes) {
-        record_corrupt(c, "REF of [%u, +%u) outside the peer's %zu-byte pool", r->offset, r->len,
-                       in->bytes);
+    if (!fdn__shm_ref_ok(r, in->bytes, c->borrowed)) {
+        if (r->slot >= FDN__SHM_SLOTS || c->borrowed[r->slot])
+            record_corrupt(c, "REF with slot %u, %s", r->slot,
+                           r->slot >= FDN__SHM_SLOTS ? "out of range" : "already lent to us");
+        else
+            record_corrupt(c, "REF of [%u, +%u) outside the peer's %zu-byte pool", r->offset,
+                           r->len, in->bytes);
         return -EBADMSG;
     }
     fdn__shm_rx_consume(&c->rx, r->rec_bytes);
@@ -748,7 +749,7 @@ static int take_ref(struct shm_conn *c, const struct fdn__shm_rec *r)
 /* A RELEASE: the peer is done with our buffer of that slot. */
 static int take_release(struct shm_conn *c, const struct fdn__shm_rec *r)
 {
-    if (r->slot >= FDN__SHM_SLOTS || !c->lent[r->slot]) {
+    if (!fdn__shm_release_ok(r, c->lent_flag)) {
         record_corrupt(c, "RELEASE of slot %u, %s", r->slot,
                        r->slot >= FDN__SHM_SLOTS ? "out of range" : "not lent");
         return -EBADMSG;
@@ -756,6 +757,7 @@ static int take_release(struct shm_conn *c, const struct fdn__shm_rec *r)
     fdn__shm_rx_consume(&c->rx, r->rec_bytes);
     fdn_msg *m = c->lent[r->slot];
     c->lent[r->slot] = NULL;
+    c->lent_flag[r->slot] = false;
     c->free_slots[c->num_free_slots++] = r->slot;
     stat_add(&stats.releases_received, 1);
     stat_add(&stats.loans_out, -1);
@@ -864,6 +866,7 @@ static void lend(struct shm_conn *c, const struct fdn__tp_send *s, int i)
     const uint8_t *base = fdn__pool_region(c->pool, &bytes);
     uint32_t slot = c->free_slots[--c->num_free_slots];
     c->lent[slot] = fdn_msg_ref(s->iov_msg[i]);
+    c->lent_flag[slot] = true;
     fdn__shm_tx_ref(&c->tx, slot, (uint32_t)((const uint8_t *)s->iov[i].iov_base - base),
                     (uint32_t)s->iov[i].iov_len);
     stat_add(&stats.refs_sent, 1);

@@ -199,6 +199,22 @@ static inline int fdn__shm_rx_record(const struct fdn__shm_rx *r, uint64_t avail
     }
 }
 
+/* A REF's range and slot, checked against the producer's pool (its size as
+ * set up) and the consumer's loans (borrowed[slot]: lent and not yet
+ * returned). Nothing of the pool may be touched before this passes. */
+static inline bool fdn__shm_ref_ok(const struct fdn__shm_rec *r, uint64_t pool_bytes,
+                                   const bool *borrowed)
+{
+    return r->slot < FDN__SHM_SLOTS && !borrowed[r->slot] && r->len > 0 &&
+           (uint64_t)r->offset + r->len <= pool_bytes;
+}
+
+/* A RELEASE's slot, checked against the producer's loans (lent[slot]). */
+static inline bool fdn__shm_release_ok(const struct fdn__shm_rec *r, const bool *lent)
+{
+    return r->slot < FDN__SHM_SLOTS && lent[r->slot];
+}
+
 /* Marks n bytes consumed (n <= the last avail) and publishes head, so the
  * producer may reuse their space. */
 static inline void fdn__shm_rx_consume(struct fdn__shm_rx *r, uint64_t n)
