@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Smoke test of fdn-perf over the shared-memory transport: a server on a free
 # abstract unix-socket name (shm://@; the bound name is read from its first
-# line), one short lat run at 8 bytes and one short bw run with --json, their
-# transport and counts checked, the server stopped with SIGTERM. Never a
-# judgement on timings.
+# line), one short lat run at 8 bytes, one short bw run and one bw --verify
+# run with --json, their transport and counts checked (every message built
+# with fdn_peer_msg_alloc crosses by reference: zero_copy), the server
+# stopped with SIGTERM. Never a judgement on timings.
 #
 # usage: perf_smoke_shm.sh PATH/TO/fdn-perf
 set -euo pipefail
@@ -40,14 +41,22 @@ echo "server on $addr"
     >"$work/lat.json"
 "$perf" bw --connect "$addr" --secret-file "$secret" --iters 500 --size 256K --json \
     >"$work/bw.json"
-cat "$work/lat.json" "$work/bw.json"
+"$perf" bw --connect "$addr" --secret-file "$secret" --iters 300 --size 1M --verify --json \
+    >"$work/bwv.json"
+cat "$work/lat.json" "$work/bw.json" "$work/bwv.json"
 
-python3 - "$work/lat.json" "$work/bw.json" <<'PY'
+python3 - "$work/lat.json" "$work/bw.json" "$work/bwv.json" <<'PY'
 import json
 import sys
 
 lat = json.load(open(sys.argv[1]))
 bw = json.load(open(sys.argv[2]))
+bwv = json.load(open(sys.argv[3]))
+assert lat["zero_copy"] == lat["pings"] > 2000, lat
+assert bw["zero_copy"] == bw["sent"], bw
+assert bwv["zero_copy"] == bwv["sent"] == 300, bwv
+v = bwv["verify"]
+assert v["delivered"] == 300 and v["lost"] == v["corrupted"] == v["reordered"] == 0, bwv
 assert lat["transport"] == "shm" and bw["transport"] == "shm", (lat, bw)
 assert lat["messages"] == 2000 and lat["size"] == 8, lat
 order = [lat[k] for k in ["p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "max_us"]]
