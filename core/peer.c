@@ -853,10 +853,12 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
 }
 
 /* Whether the lane's transport passes payloads by reference, so a DATA
- * frame may exceed max_fragment (its payload then must come that way). */
+ * frame may exceed max_fragment (its payload then must come that way).
+ * Not with the fault layer on: it copies payloads into a buffer of
+ * max_fragment, and sends nothing whole itself. */
 static bool lane_refs(const struct fdn__lane *l)
 {
-    return l->conn && (l->conn->tp->caps & FDN__TP_REFS);
+    return l->conn && (l->conn->tp->caps & FDN__TP_REFS) && !l->faults;
 }
 
 /* Bytes from the transport: frames may start, end or be split anywhere.
