@@ -1,15 +1,18 @@
 /* The shared-memory transport: processes on one host exchange bytes through
- * rings in a shared memfd segment (transport/shm_ring.h); a unix socket
- * only sets the connection up and tells when the peer goes.
+ * rings in a shared memfd segment (transport/shm_ring.h), and lend each
+ * other buffers of a shared pool by reference; a unix socket only sets the
+ * connection up and tells when the peer goes.
  *
- * Set-up. The connecting side creates the one segment (both rings) and its
- * own wake-up eventfd before it connects, so that a failure to get memory is
- * reported by connect() itself; it seals the segment's size (F_SEAL_SHRINK,
- * F_SEAL_GROW, F_SEAL_SEAL) and, once connected, sends a hello (magic,
- * version, ring size) with the memfd and its eventfd (SCM_RIGHTS) over a
- * SOCK_SEQPACKET socket. The accepting side checks the hello and the memfd
- * (exact size, seals present: a peer that could shrink the file would make
- * our loads fault with SIGBUS), maps it, and answers with its own eventfd.
+ * Set-up. The connecting side creates the one segment (both rings), its
+ * pool and its own wake-up eventfd before it connects, so that a failure
+ * to get memory is reported by connect() itself; it seals the segment's
+ * size (F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_SEAL) and, once connected, sends
+ * a hello (magic, version, ring size, pool size) with the memfd, its
+ * eventfd and its pool's memfd (SCM_RIGHTS) over a SOCK_SEQPACKET socket.
+ * The accepting side checks the hello and both memfds (exact size, seals
+ * present: a peer that could shrink a file would make our loads fault with
+ * SIGBUS), maps them (the pool read-only), and answers with its own eventfd
+ * and pool.
  * Why one segment made by the connecting side: one mapping and one message
  * per connection, and the side that asks for the connection pays for its
  * memory; the seals make the accepting side as safe as if it had made the
@@ -18,13 +21,37 @@
  * and pidfd_open) and, from there on, the socket carries no byte: core's
  * handshake and authentication run over the rings exactly as over TCP.
  *
- * Data path. A send is COPIED into the outbound ring (this is a copying
- * ring, not zero-copy: the contract hands the transport byte ranges of
- * core's buffers, which are not in the segment) and reported sent once all
- * its bytes are in the ring. Receives hand core pointers straight into the
- * inbound ring, at most two contiguous pieces per pass (the wrap); core
- * copies what it keeps, and the space is released when on_recv returns.
- * FDN__TP_ZEROCOPY is therefore not claimed.
+ * Pools (FDN__TP_REFS). Each side's pool is a memfd of its own, carved by
+ * a region pool (core/pool.h) that core allocates from (tx_pool, behind
+ * fdn_peer_msg_alloc). It is mapped writable here and then sealed with
+ * F_SEAL_FUTURE_WRITE, so the peer, which gets the descriptor, can only map
+ * it read-only: a hostile receiver can read our pool (it is meant for that
+ * peer; the metadata of its buffers, pointers of ours included, is visible
+ * too) but never change a byte of it.
+ *
+ * Data path. The rings carry records (shm_ring.h): a send's ranges that lie
+ * in our pool, and whose message core named (fdn__tp_send.iov_msg), go as
+ * REF records (offset, length, and a slot naming the loan), and we keep a
+ * reference on the message until the peer's RELEASE of that slot; any
+ * other range is COPIED into BYTES records, consecutive ranges into one. A
+ * send is reported once its records are in the ring: a loan outlives it.
+ * Receives hand core BYTES payloads straight from the ring, at most two
+ * contiguous pieces per record (the wrap), which core copies; a REF becomes
+ * a borrowed message (fdn_msg_is_borrowed: local metadata, payload in the
+ * peer's pool as mapped here, read-only) handed to core's on_recv_msg,
+ * which keeps it or copies from it. Its last free, on any thread, queues
+ * the slot on the loans' lock-free list; the poller turns those into
+ * RELEASE records. A free on another thread while this worker sleeps is
+ * released when it next wakes. FDN__TP_ZEROCOPY (the kernel's send path)
+ * is not claimed: there is no kernel copy to avoid.
+ *
+ * Trust. Every record is read once and checked before use (shm_ring.h); a
+ * REF's slot must be free on our side and its range inside the peer's pool
+ * as set up; a RELEASE must name a slot we lent. Anything else closes the
+ * connection with -EBADMSG, a detail in fdn_errmsg() and a count
+ * (bad_records), never a fault. The borrowed payload itself is the peer's:
+ * it could change it while core or a handler reads it, as it could change
+ * bytes in the ring, and both are validated as bytes from a socket are.
  *
  * Polling and wake-ups. Each connection registers a poller with its worker
  * (fdn__worker_add_poller): every progress pass reads the inbound tail and
@@ -46,7 +73,11 @@
  * -ECONNRESET at once. A position in a ring that cannot be right closes the
  * connection with -EBADMSG and a detail in fdn_errmsg(), and is counted.
  * The segment is unmapped and every descriptor closed when the connection
- * finishes, so a dead peer's memory is reclaimed.
+ * finishes, so a dead peer's memory is reclaimed. Our buffers the peer
+ * still held come back then (nothing allocates from that pool any more, so
+ * none is reused under a peer that might still read it), and the pool
+ * itself goes with its last buffer; the peer's pool stays mapped until the
+ * last message borrowed from it is freed.
  *
  * Lifetimes are those of transport/tcp.c: every SQE is counted until its
  * final CQE; close submits a cancel, so on_closed always comes from a
