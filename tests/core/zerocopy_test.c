@@ -11,6 +11,7 @@
  * Two nodes on one application-driven worker (the killed peer is a forked
  * process). Every wait is for an event, bounded by the harness. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,54 @@ static void test_sizes_cross_without_copy(void)
     teardown(&a, &b);
 }
 
+static void *free_on_thread(void *m)
+{
+    fdn_msg_free(m);
+    return NULL;
+}
+
+static void free_elsewhere(fdn_msg *m)
+{
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, free_on_thread, m), 0);
+    CHECK_EQ(pthread_join(t, NULL), 0);
+}
+
+/* The last free of a borrowed message, and of a buffer of a shared pool,
+ * may come from any thread: the loan is still released, the buffer still
+ * returns to its pool. */
+static void test_free_on_another_thread(void)
+{
+    struct side a, b;
+    make_node(&a, false, false);
+    make_node(&b, false, false);
+    a.hold = true;
+    fdn_peer *p = pair(&a, &b);
+    fdn_msg *m;
+    CHECK_OK(fdn_peer_msg_alloc(p, FDN_CHANNEL_DATA, 100000, &m));
+    fdn_pool *shared = m->pool;
+    tag_msg(m, 77);
+    CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, m));
+    RUN_UNTIL(a.num_held == 1);
+    CHECK(fdn_msg_is_borrowed(a.held[0]));
+    free_elsewhere(a.held[0]);
+    a.num_held = 0;
+    RUN_UNTIL(in_use(shared) == 0);
+    struct fdn__shm_stats ss;
+    fdn__shm_stats_get(&ss);
+    CHECK_EQ(ss.loans_out, 0);
+    CHECK_EQ(ss.borrowed, 0);
+    /* Allocated here, never sent, freed there. */
+    CHECK_OK(fdn_peer_msg_alloc(p, FDN_CHANNEL_DATA, 5000, &m));
+    CHECK(m->pool == shared);
+    free_elsewhere(m);
+    fdn_pool_stats st;
+    fdn_pool_stats_get(shared, &st);
+    CHECK_EQ(st.buffers_in_use, 0);
+    CHECK(st.remote_frees >= 1);
+    teardown(&a, &b);
+}
+
 /* Where zero copy cannot be, an ordinary message, counted. */
 static void test_fallbacks(void)
 {
@@ -401,6 +450,7 @@ int main(int argc, char **argv)
         child_main(argv[2], CHILD_COUNT);
     harness_start((size_t)256 << 20);
     RUN(test_sizes_cross_without_copy);
+    RUN(test_free_on_another_thread);
     RUN(test_fallbacks);
     RUN(test_urgent_beside_loans);
     RUN(test_peer_killed_with_loans);
