@@ -260,6 +260,48 @@ static void test_free_on_another_thread(void)
     teardown(&a, &b);
 }
 
+/* A session that resumes sends again, on a new connection, what the peer
+ * never got: messages of the old connection's pool then go as copies, and
+ * that pool goes once they are acknowledged. */
+static void test_resume_copies_old_loans(void)
+{
+    struct side a, b;
+    make_node(&a, false, false);
+    make_node(&b, false, false);
+    a.hold = true;
+    fdn_peer *p = pair(&a, &b);
+    struct fdn__shm_stats ss;
+    fdn__shm_stats_get(&ss);
+    CHECK_EQ(ss.pools_mapped, 8);   /* two lanes; each side maps its pool and the other's */
+    enum { N = 4 };
+    for (uint32_t i = 0; i < N; i++) {
+        fdn_msg *m;
+        CHECK_OK(fdn_peer_msg_alloc(p, FDN_CHANNEL_DATA, 300000, &m));
+        CHECK(m->pool != fdn_worker_pool(w));
+        tag_msg(m, 40 + i);
+        CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, m));
+    }
+    /* The receiver's data lane goes before it reads a byte of them. */
+    struct fdn__lane *l = a.up_peer->lanes[a.up_peer->channel_lane[FDN_CHANNEL_DATA]];
+    fdn__tp_conn_close(l->conn);
+    RUN_UNTIL(a.num_held == N);
+    for (uint32_t i = 0; i < N; i++) {
+        CHECK(!fdn_msg_is_borrowed(a.held[i]));   /* sent again, copied */
+        CHECK(tagged_payload_ok(a.held[i], 40 + i));
+        fdn_msg_free(a.held[i]);
+    }
+    fdn_node_stats ns;
+    fdn_node_stats_get(b.node, &ns);
+    CHECK(ns.sessions_resumed >= 1);
+    fdn_channel_stats cs;
+    CHECK_OK(fdn_peer_channel_stats(p, FDN_CHANNEL_DATA, &cs));
+    CHECK_EQ(cs.retransmitted_msgs, N);
+    /* Acknowledged: the old pools are gone, the new ones remain. */
+    RUN_UNTIL(all_lanes_up(p) && (fdn__shm_stats_get(&ss), ss.pools_mapped == 8));
+    CHECK_EQ(a.downs + b.downs, 0);
+    teardown(&a, &b);
+}
+
 /* Where zero copy cannot be, an ordinary message, counted. */
 static void test_fallbacks(void)
 {
@@ -451,6 +493,7 @@ int main(int argc, char **argv)
     harness_start((size_t)256 << 20);
     RUN(test_sizes_cross_without_copy);
     RUN(test_free_on_another_thread);
+    RUN(test_resume_copies_old_loans);
     RUN(test_fallbacks);
     RUN(test_urgent_beside_loans);
     RUN(test_peer_killed_with_loans);
