@@ -1323,7 +1323,8 @@ static int take_hello(struct shm_conn *c, const struct shm_hello *h, int len, in
         return FDN_ERR(-EBADMSG, "shm: the peer's ring size %u is not a power of two in "
                        "%u..%u", h->ring_bytes, FDN__SHM_MIN_RING, FDN__SHM_MAX_RING);
     if (nfds != 3 || h->reserved)
-        return FDN_ERR(-EBADMSG, "shm: the peer's hello came with %d descriptors, not 3", nfds);
+        return FDN_ERR(-EBADMSG, "shm: the peer's hello came with %d descriptors, not 3%s", nfds,
+                       h->reserved ? ", and reserved bytes set" : "");
     size_t bytes = fdn__shm_seg_bytes(h->ring_bytes);
     struct stat st;
     int seals = fcntl(fds[0], F_GET_SEALS);
