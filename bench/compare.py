@@ -362,11 +362,13 @@ class FdnPerf(Tool):
                 "copy), framed and written with io_uring SENDMSG (one kernel copy each way on "
                 "loopback); the receiver reads into provided buffers and core copies what it "
                 "keeps"),
-        "shm": ("Foundation node on each side over the shm transport; {op}: the frame's bytes "
-                "are copied into the outbound ring of a shared memfd segment and core copies "
-                "what it keeps out of the inbound ring (two user-space copies, no system call "
-                "while both sides are busy); today a copying ring, not zero-copy "
-                "(transport/shm.c)"),
+        "shm": ("Foundation node on each side over the shm transport; {op}: the message is "
+                "built with fdn_peer_msg_alloc in the connection's shared pool and crosses by "
+                "reference, no copy at all (a 16-byte REF record beside the frame header in "
+                "the ring; the receiver's handler gets the sender's buffer read-only and gives "
+                "it back with a RELEASE record); no system call while both sides are busy. bw "
+                "without --verify: the server never reads the payload; lat: the echo is the "
+                "server's copy (transport/shm.c)"),
     }
 
     def __init__(self, ctx, kind, transport):

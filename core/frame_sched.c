@@ -82,6 +82,8 @@ struct prio_class {
 
 struct fdn__sched {
     uint32_t max_fragment;
+    fdn__sched_whole_fn whole;        /* NULL: every message is fragmented */
+    void *whole_arg;
     uint64_t ready_classes;           /* bit k set: classes[k] has a ready channel */
     struct prio_class classes[FDN__SCHED_MAX_LANES * FDN_PRIO_CLASSES];
     struct fdn__sched_channel **channels;  /* sorted by id, for lookups */
@@ -235,7 +237,11 @@ static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
 static uint32_t next_fragment_len(const struct fdn__sched *s, struct fdn__sched_channel *c)
 {
-    uint64_t len = min_u64(s->max_fragment, bytes_left(schedule_head(c)));
+    const struct msg_slot *m = schedule_head(c);
+    uint64_t cap = s->max_fragment;
+    if (s->whole && s->whole(s->whole_arg, c->lane, m->msg))
+        cap = UINT32_MAX;   /* max_message never exceeds it */
+    uint64_t len = min_u64(cap, bytes_left(m));
     if (c->credit_limited)
         len = min_u64(len, c->credit);
     return (uint32_t)len;
@@ -247,7 +253,9 @@ static uint64_t fragment_cost(uint32_t len) { return len ? len : 1; }
 
 /* The channel whose turn it is and whose deficit covers its next fragment.
  * Every channel on the round is ready and a fresh quantum covers any
- * fragment, so this ends within one lap. */
+ * fragment of max_fragment, so this ends within one lap; a whole message
+ * (fdn__sched_set_whole) costs its length too, and may take as many laps
+ * as it has quanta, which keeps the class's byte shares fair. */
 static struct fdn__sched_channel *pick_in_class(struct fdn__sched *s, struct prio_class *cls)
 {
     for (;;) {
@@ -673,6 +681,12 @@ static struct fdn__sched_channel *new_channel(const struct fdn__sched *s,
     c->release = cfg->release;
     c->release_arg = cfg->release_arg;
     return c;
+}
+
+void fdn__sched_set_whole(struct fdn__sched *s, fdn__sched_whole_fn fn, void *arg)
+{
+    s->whole = fn;
+    s->whole_arg = arg;
 }
 
 int fdn__sched_add_channel(struct fdn__sched *s, const struct fdn__sched_channel_config *cfg)

@@ -97,6 +97,12 @@ struct fdn__sched_channel;
 typedef void (*fdn__sched_release_fn)(void *arg, uint16_t channel, uint64_t msg_id,
                                       fdn_msg *msg, bool sent);
 
+/* Whether msg, next on a channel of lane, may go as one frame whatever
+ * max_fragment is (peer.c: its buffer is in the lane's shared pool, and
+ * crosses by reference). Asked at each decision; a message partly handed
+ * out goes on in frames of whatever length the answer then allows. */
+typedef bool (*fdn__sched_whole_fn)(void *arg, unsigned lane, const fdn_msg *msg);
+
 struct fdn__sched_config {
     uint32_t max_fragment;  /* payload bytes of a frame, 1..FDN__SCHED_MAX_FRAGMENT;
                                0 selects FDN__SCHED_DEFAULT_FRAGMENT (16 KiB) */
@@ -165,6 +171,11 @@ int fdn__sched_create(const struct fdn__sched_config *cfg, struct fdn__sched **o
  * messages were dropped that way. The transport must have finished with
  * every outstanding frame first: their bytes are released here. NULL: 0. */
 uint64_t fdn__sched_destroy(struct fdn__sched *s);
+
+/* Lets some messages go unfragmented (see fdn__sched_whole_fn). Credit
+ * still applies: a whole message without the credit for it goes in the
+ * frames the credit allows. */
+void fdn__sched_set_whole(struct fdn__sched *s, fdn__sched_whole_fn fn, void *arg);
 
 /* Adds a channel; it may be added while others carry traffic. Returns 0,
  * -EINVAL for a field out of range, -EEXIST for a duplicate id, or -ENOMEM. */

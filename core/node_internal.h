@@ -118,10 +118,14 @@ struct fdn__listener {
     bool closed;                   /* on_closed has come */
 };
 
+#define FDN__BATCH_IOVECS (1 + FDN__BATCH_FRAMES * 2 + FDN__MAX_SEGMENTS + FDN__FAULT_IOVECS)
+
 /* One batch of frames handed to the transport in one send. */
 struct fdn__batch {
     struct fdn__tp_send send;
-    struct iovec iov[1 + FDN__BATCH_FRAMES * 2 + FDN__MAX_SEGMENTS + FDN__FAULT_IOVECS];
+    struct iovec iov[FDN__BATCH_IOVECS];
+    fdn_msg *iov_msg[FDN__BATCH_IOVECS]; /* send.iov_msg: each iovec's message */
+    uint64_t cost;                       /* what it counts in inflight_bytes */
     uint8_t ctrl[FDN__CTRL_BYTES];       /* control frames, sent first */
     uint8_t hdr[FDN__BATCH_FRAMES][FDN__FRAME_MAX_HDR_SIZE];
     struct fdn__frame frames[FDN__BATCH_FRAMES];
@@ -201,6 +205,8 @@ struct fdn__lane {
     struct fdn__frame_hdr rx_frame;
     uint8_t *rx_stage;             /* max(max_fragment, handshake max) bytes */
     uint32_t rx_stage_have;
+    bool rx_need_ref;              /* a DATA frame over max_fragment: its payload must
+                                      come by reference (FDN__TP_REFS), whole */
 
     /* Sender: control bytes waiting, batches in flight. */
     uint8_t ctrl[FDN__CTRL_BYTES];

@@ -35,6 +35,7 @@
 #include "base/compiler.h"
 #include "base/error.h"
 #include "core/node_internal.h"
+#include "core/pool.h"
 #include "core/worker_internal.h"
 
 static void pump(struct fdn__lane *l);
@@ -626,7 +627,7 @@ static int deliver_task(fdn_worker *w, fdn_task *t)
         m->qnext = NULL;
         size_t len = fdn_msg_total_len(m);
         struct fdn__rx_stash what;
-        memcpy(&what, m->start, sizeof what);  /* stashed by rx_message */
+        memcpy(&what, fdn__msg_scratch(m), sizeof what);  /* stashed by rx_message */
         rx->delivered++;
         fdn__reasm_consumed(p->reasm, rx->channel, len);
         deliver_one(p, rx->channel, m, &what);
@@ -648,7 +649,7 @@ static int deliver_task(fdn_worker *w, fdn_task *t)
 static void rx_message(fdn_peer *p, uint16_t channel, fdn_msg *m)
 {
     struct fdn__rx_channel *rx = &p->rx[channel];
-    memcpy(m->start, &rx->in_progress, sizeof rx->in_progress);
+    memcpy(fdn__msg_scratch(m), &rx->in_progress, sizeof rx->in_progress);
     rx->received = rx->expected;
     if (reliable(p, channel))
         ack_soon(p, channel);
@@ -683,22 +684,39 @@ static int check_seq(fdn_peer *p, const struct fdn__frame_hdr *h)
                    h->channel, h->seq, rx->expected);
 }
 
-static int on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *payload)
+/* A DATA frame. Its payload is at payload, or, when adopt is not NULL, is
+ * adopt: a whole message that came by reference, delivered as it is (the
+ * call takes adopt's reference whatever it returns). */
+static int on_data_msg(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *payload,
+                       fdn_msg *adopt)
 {
-    if (h->channel >= FDN_MAX_CHANNELS || !p->rx[h->channel].usable)
+    if (h->channel >= FDN_MAX_CHANNELS || !p->rx[h->channel].usable) {
+        fdn_msg_free(adopt);
         return FDN_ERR(-EPROTO, "DATA frame from %s on channel %u, not agreed", p->addr,
                        h->channel);
+    }
     struct fdn__rx_channel *rx = &p->rx[h->channel];
     bool first = h->flags & FDN__FRAME_FIRST;
     if (first) {
         int rc = check_seq(p, h);
-        if (rc < 0)
+        if (rc < 0) {
+            fdn_msg_free(adopt);
             return rc;
+        }
     }
     fdn_msg *done = NULL;
-    int rc = fdn__reasm_fragment(p->reasm, h->channel, h->msg_id, h->offset, h->total_len,
+    int rc;
+    if (adopt) {
+        rc = fdn__reasm_adopt(p->reasm, h->channel, h->msg_id, h->total_len, adopt, &done);
+        if (rc < 0)
+            fdn_msg_free(adopt);
+        else
+            p->node->stats.zc_received++;
+    } else {
+        rc = fdn__reasm_fragment(p->reasm, h->channel, h->msg_id, h->offset, h->total_len,
                                  h->flags & FDN__FRAME_FIRST, h->flags & FDN__FRAME_LAST,
                                  payload, h->frag_len, p->node->pool, &done);
+    }
     if (rc == -EPROTO) {
         /* A peer that breaks a limit is told apart from one that sends
          * nonsense: it is counted, and reported, as a limit violation. A
@@ -733,6 +751,11 @@ static int on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *p
     if (rc == 1)
         rx_message(p, h->channel, done);
     return 0;
+}
+
+static int on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *payload)
+{
+    return on_data_msg(p, h, payload, NULL);
 }
 
 static int on_handshake_done(struct fdn__lane *l);
@@ -833,6 +856,15 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
     }
 }
 
+/* Whether the lane's transport passes payloads by reference, so a DATA
+ * frame may exceed max_fragment (its payload then must come that way).
+ * Not with the fault layer on: it copies payloads into a buffer of
+ * max_fragment, and sends nothing whole itself. */
+static bool lane_refs(const struct fdn__lane *l)
+{
+    return l->conn && (l->conn->tp->caps & FDN__TP_REFS) && !l->faults;
+}
+
 /* Bytes from the transport: frames may start, end or be split anywhere.
  * A header is gathered in rx_hdr until the decoder has all of it (32 bytes,
  * or 64 with a trace extension); a payload that arrived whole is used where
@@ -853,8 +885,12 @@ static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
                 take = len;
             memcpy(l->rx_hdr + l->rx_hdr_have, data, take);
             enum fdn__wire_error why;
-            int rc = fdn__frame_decode(l->rx_hdr, l->rx_hdr_have + take, &l->peer->limits,
-                                       &l->rx_frame, &why);
+            struct fdn__wire_limits lim = l->peer->limits;
+            if (lane_refs(l) && lim.max_message > lim.max_fragment)
+                lim.max_fragment = lim.max_message > UINT32_MAX ? UINT32_MAX
+                                                                : (uint32_t)lim.max_message;
+            int rc = fdn__frame_decode(l->rx_hdr, l->rx_hdr_have + take, &lim, &l->rx_frame,
+                                       &why);
             if (rc < 0)
                 return FDN_ERR(rc, "bad frame from %s: %s", l->peer->addr,
                                fdn__wire_error_name(why));
@@ -868,6 +904,15 @@ static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
             l->rx_hdr_have = 0;
             l->rx_in_payload = true;
             l->rx_stage_have = 0;
+            l->rx_need_ref = l->rx_frame.frag_len > l->peer->limits.max_fragment;
+        }
+        if (l->rx_need_ref) {
+            if (len == 0)
+                break; /* the payload's reference comes next */
+            return FDN_ERR(-EMSGSIZE, "bad frame from %s: %s (%" PRIu32 " bytes, and not by "
+                           "reference)", l->peer->addr,
+                           fdn__wire_error_name(FDN__WIRE_FRAGMENT_TOO_LARGE),
+                           l->rx_frame.frag_len);
         }
         uint32_t frag_len = l->rx_frame.frag_len;
         const uint8_t *payload = data;
@@ -895,6 +940,38 @@ static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
         }
     }
     return 0;
+}
+
+/* A payload by reference (FDN__TP_REFS). When it is exactly the payload of
+ * the frame whose header was just decoded, and that frame is a whole DATA
+ * message, the message is delivered as it is, without a copy; any other
+ * frame is decoded from it in place; and bytes that are not one frame's
+ * payload are taken like any bytes. Takes m's reference. */
+static int on_recv_ref(struct fdn__lane *l, fdn_msg *m)
+{
+    if (closing(l->peer) || l->dying) {
+        fdn_msg_free(m);
+        return 0;
+    }
+    if (!l->rx_in_payload || l->rx_stage_have || fdn_msg_len(m) != l->rx_frame.frag_len) {
+        int rc = l->rx_need_ref ? FDN_ERR(-EMSGSIZE, "bad frame from %s: a %" PRIu32 "-byte "
+                                          "payload came as %zu bytes by reference",
+                                          l->peer->addr, l->rx_frame.frag_len, fdn_msg_len(m))
+                                : on_recv(l, fdn_msg_data(m), fdn_msg_len(m));
+        fdn_msg_free(m);
+        return rc;
+    }
+    l->rx_in_payload = false;
+    l->rx_need_ref = false;
+    const struct fdn__frame_hdr *h = &l->rx_frame;
+    fdn_peer *p = l->peer;
+    const uint16_t whole = FDN__FRAME_FIRST | FDN__FRAME_LAST;
+    if (h->type == FDN__FRAME_DATA && (h->flags & whole) == whole && !l->faults && l->up &&
+        p->state == FDN__PEER_UP)
+        return on_data_msg(p, h, NULL, m);
+    int rc = on_frame(l, h, fdn_msg_data(m));
+    fdn_msg_free(m);
+    return rc < 0 ? rc : 0;
 }
 
 /* ---- Sending ------------------------------------------------------------- */
@@ -933,7 +1010,10 @@ static size_t add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame
     };
     size_t hdr_len = fdn__frame_encode(&h, b->hdr[k]);
     b->iov[*niov] = (struct iovec){b->hdr[k], hdr_len};
+    b->iov_msg[*niov] = NULL;
     int n = fdn__frame_iov(f, &b->iov[*niov + 1], FDN__MAX_SEGMENTS);
+    for (int i = 1; i <= n; i++)
+        b->iov_msg[*niov + i] = f->msg;
     *niov += 1 + n;   /* n >= 0: the chain was bounded at fdn_send */
     b->frames[k] = *f;
     b->num_frames++;
@@ -1324,6 +1404,29 @@ static int fault_rx_release_fired(fdn_worker *w, fdn_task *t)
  * of this lane, and hands them to the transport while fewer than the lane's
  * max_inflight_bytes are outstanding. One batch is one transport send:
  * control bytes first, then data frames. */
+/* The lane's shared pool, when its transport has one (FDN__TP_REFS) and
+ * the lane is up: messages in it cross whole and by reference. None while
+ * the fault layer is on, which rewrites the bytes it sends. */
+static fdn_pool *lane_zc_pool(const struct fdn__lane *l)
+{
+    if (!l || !l->up || !l->conn || l->dying || l->faults)
+        return NULL;
+    return fdn__tp_tx_pool(l->conn);
+}
+
+/* The scheduler's question (fdn__sched_whole_fn): a one-buffer message in
+ * the lane's shared pool goes as one frame, whatever max_fragment is; its
+ * descriptor takes a few bytes of the ring, so urgent frames do not wait
+ * behind it. */
+static bool sched_whole(void *arg, unsigned lane, const fdn_msg *m)
+{
+    fdn_peer *p = arg;
+    if (m->next || m->pool == p->node->pool || lane >= FDN__MAX_LANES)
+        return false;
+    fdn_pool *zc = lane_zc_pool(p->lanes[lane]);
+    return zc && m->pool == zc;
+}
+
 static void pump(struct fdn__lane *l)
 {
     if (!l || !l->conn || !l->hs || l->dying)   /* not connected yet, or lost */
@@ -1350,37 +1453,49 @@ static void pump(struct fdn__lane *l)
         b->num_frames = 0;
         if (l->ctrl_len) {
             memcpy(b->ctrl, l->ctrl, l->ctrl_len);
+            b->iov_msg[niov] = NULL;
             b->iov[niov++] = (struct iovec){b->ctrl, l->ctrl_len};
             l->ctrl_len = 0;
         }
         size_t batch_bytes = niov ? b->iov[0].iov_len : 0;
+        uint64_t cost = batch_bytes;  /* a payload lent by reference costs a descriptor */
         bool big = false;
-        if (fdn__unlikely(l->faults) && data)
+        fdn_pool *zc = lane_zc_pool(l);
+        if (fdn__unlikely(l->faults) && data) {
             data = fault_tx_ready(l, b, &niov, &batch_bytes);
+            cost = batch_bytes;
+        }
         while (data && b->num_frames < FDN__BATCH_FRAMES &&
                niov + FRAME_IOVECS <= (int)FDN_ARRAY_SIZE(b->iov) - FDN__FAULT_IOVECS &&
-               l->inflight_bytes + batch_bytes < cap) {
+               l->inflight_bytes + cost < cap) {
             struct fdn__frame f;
             if (!fdn__sched_next(p->sched, l->index, &f))
                 break;
             if (fdn__unlikely(l->faults)) {
                 data = fault_tx(l, b, &niov, &batch_bytes, &f);
+                cost = batch_bytes;
                 continue;
             }
-            batch_bytes += add_frame(b, &niov, &f);
+            size_t bytes = add_frame(b, &niov, &f);
+            batch_bytes += bytes;
+            cost += zc && f.len && f.msg->pool == zc ? bytes - f.len + FDN__TP_REF_COST : bytes;
             big |= p->node->zerocopy_min && f.len >= p->node->zerocopy_min;
         }
         if (niov == 0)
             break;
+        /* The fault layer rewrites iovecs of its own: everything is copied
+         * then (lane_zc_pool is NULL too, so nothing was sent whole). */
         b->send = (struct fdn__tp_send){.iov = b->iov, .iovcnt = niov, .len = batch_bytes,
-                                        .zerocopy = big};
+                                        .zerocopy = big,
+                                        .iov_msg = l->faults ? NULL : b->iov_msg};
         b->busy = true;
-        l->inflight_bytes += batch_bytes;
+        b->cost = cost;
+        l->inflight_bytes += cost;
         if (fdn__tp_send(l->conn, &b->send) < 0) {
             /* Closing: the frames count as done; their messages are
              * released with the peer. */
             b->busy = false;
-            l->inflight_bytes -= batch_bytes;
+            l->inflight_bytes -= cost;
             for (int i = 0; i < b->num_frames; i++)
                 fdn__sched_frame_done(p->sched, &b->frames[i]);
             return;
@@ -1418,7 +1533,7 @@ static void on_sent(void *ctx, struct fdn__tp_send *send, int err)
     fdn_peer *p = l->peer;
     struct fdn__batch *b = fdn__container_of(send, struct fdn__batch, send);
     (void)err; /* a failed send is followed by on_closed, which ends the peer */
-    l->inflight_bytes -= send->len;
+    l->inflight_bytes -= b->cost;
     if (err == 0)
         l->bytes_sent += send->len;
     b->busy = false;
@@ -1921,13 +2036,35 @@ static void on_connected(void *ctx, int err)
         fdn__peer_fail(p, rc, FDN__CLOSE_PROTOCOL_ERROR);
 }
 
+static void after_recv(struct fdn__lane *l, int rc, size_t len);
+
 static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
 {
     struct fdn__lane *l = ctx;
     if (fdn__unlikely(l->faults) && l->faults->reset)
         return 0;   /* reset by the fault layer: what is still in flight is lost */
     l->bytes_received += len;
-    int rc = on_recv(l, data, len);
+    after_recv(l, on_recv(l, data, len), len);
+    return 0; /* the transport is closed already, or the session goes on */
+}
+
+/* A payload by reference counts its bytes as received, and a descriptor's
+ * worth in the lane's receive turn (what it took of the ring). */
+static int on_recv_msg_checked(void *ctx, fdn_msg *m)
+{
+    struct fdn__lane *l = ctx;
+    if (fdn__unlikely(l->faults) && l->faults->reset) {
+        fdn_msg_free(m);
+        return 0;
+    }
+    l->bytes_received += fdn_msg_len(m);
+    after_recv(l, on_recv_ref(l, m), FDN__TP_REF_COST);
+    return 0;
+}
+
+/* What a receive's result means for the session. */
+static void after_recv(struct fdn__lane *l, int rc, size_t len)
+{
     if (rc == 0)
         end_rx_turn_if_due(l, len);
     on_recv_result(l, rc);
@@ -2001,6 +2138,7 @@ static void on_closed(void *ctx, int err)
 static const struct fdn__tp_conn_events lane_conn_events = {
     .on_connected = on_connected,
     .on_recv = on_recv_checked,
+    .on_recv_msg = on_recv_msg_checked,
     .on_sent = on_sent,
     .on_closed = on_closed,
 };
@@ -2087,6 +2225,8 @@ int fdn__peer_create(fdn_node *n, bool outbound, fdn_peer **out)
     fdn_timer_init(&p->ack_timer, ack_timer_fired, p, FDN_PRIO_HIGHEST);
     struct fdn__sched_config sc = {.max_fragment = n->max_fragment};
     int rc = fdn__sched_create(&sc, &p->sched);
+    if (!rc)
+        fdn__sched_set_whole(p->sched, sched_whole, p);
     if (!rc)
         rc = fdn__reasm_create(&p->reasm);
     if (!rc)
@@ -2260,6 +2400,21 @@ int fdn__peer_send(fdn_peer *p, int channel, fdn_msg *msg, uint16_t kind, uint64
         *seq_out = seq;
     pump_lane(p, p->channel_lane[channel]);
     return 0;
+}
+
+int fdn_peer_msg_alloc(fdn_peer *p, int channel, size_t len, fdn_msg **out)
+{
+    fdn_node *n = p->node;
+    if (channel < 0 || channel >= n->num_channels)
+        return FDN_ERR(-EINVAL, "no channel %d", channel);
+    fdn_pool *zc = p->state == FDN__PEER_UP ? lane_zc_pool(lane_at(p, p->channel_lane[channel]))
+                                            : NULL;
+    if (zc && fdn_msg_alloc(zc, len, out) == 0) {
+        n->stats.zc_allocs++;
+        return 0;
+    }
+    n->stats.zc_fallbacks++;
+    return fdn_msg_alloc(n->pool, len, out);
 }
 
 int fdn_send(fdn_peer *p, int channel, fdn_msg *msg)

@@ -13,7 +13,17 @@
  * owner takes the whole stack with one exchange, so pops never race and the
  * stack has no ABA problem. Each remote free is counted after its push, and
  * that count is its last access to the pool: a pool whose counts say "no
- * buffer in use" may be destroyed at once. */
+ * buffer in use" may be destroyed at once.
+ *
+ * Two internal kinds of pool share this code (core/pool.h):
+ * - A region pool carves its slabs from one mapping it is given (a shared
+ *   memory segment a transport hands to its peer), has no large buffers,
+ *   and counts holds: one for its creator and one per buffer in use. The
+ *   last drop, on whatever thread, destroys it, so the segment stays mapped
+ *   while any of its buffers is out, however long its connection lasted.
+ * - A foreign pool owns no memory: its messages' buffers belong to somebody
+ *   else (a peer process's segment), and the last free of each one calls the
+ *   pool's release function instead of returning it anywhere. */
 #include "core/pool.h"
 
 #include <assert.h>
@@ -52,6 +62,14 @@ struct fdn_pool {
     size_t slab_bytes;     /* page-rounded */
     size_t page_bytes;
     int node;              /* NUMA node to bind to, or -1 */
+    /* Region pools: slabs come from [region, region + region_bytes), and
+     * region_unmap lets the region go when the last hold is dropped. */
+    uint8_t *region;
+    size_t region_bytes;
+    void (*region_unmap)(void *region, size_t bytes);
+    /* Foreign pools: called for each buffer's last free, on any thread. */
+    void (*release)(void *arg, fdn_msg *m);
+    void *release_arg;
 
     /* Owner-only state. The counters are written with relaxed atomic stores
      * (a plain store on common CPUs) so that snapshots taken on other threads
@@ -74,6 +92,7 @@ struct fdn_pool {
      * not steal the owner's lines. */
     _Alignas(FDN_CACHELINE) fdn_msg *remote_stack;  /* linked through next */
     uint64_t remote_frees;
+    uint64_t holds;        /* region pools: 1 for the creator + buffers in use */
 };
 
 /* Each thread's address of this variable identifies the thread. The
@@ -112,9 +131,27 @@ static unsigned class_for(uint64_t len)
     return index < FDN_POOL_NUM_CLASSES ? index : FDN_POOL_NUM_CLASSES;
 }
 
-/* Maps bytes on the pool's node and counts them as reserved. */
+static void destroy_region_pool(fdn_pool *pool);
+
+/* Drops n holds of a region pool; the last one destroys it. Any thread;
+ * the caller's last access to the pool. */
+static void region_drop(fdn_pool *pool, uint64_t n)
+{
+    if (__atomic_sub_fetch(&pool->holds, n, __ATOMIC_ACQ_REL) == 0)
+        destroy_region_pool(pool);
+}
+
+/* Maps bytes on the pool's node and counts them as reserved; a region pool
+ * takes them from its region instead (page-aligned, never given back). */
 static void *map_counted(fdn_pool *pool, size_t bytes)
 {
+    if (pool->region) {
+        if (bytes > room_left(pool))
+            return NULL;
+        void *mem = pool->region + pool->bytes_reserved;
+        set_reserved(pool, pool->bytes_reserved + bytes);
+        return mem;
+    }
     bool bound = false;
     void *mem = fdn__numa_alloc(bytes, pool->node, &bound);
     if (!mem)
@@ -234,6 +271,9 @@ static int take_small_slow(fdn_pool *pool, unsigned cls, fdn_msg **out)
 __attribute__((noinline))
 static int take_large(fdn_pool *pool, uint64_t total, fdn_msg **out, uint32_t *mapped)
 {
+    if (pool->region)
+        return FDN_ERR(-ENOBUFS, "a shared pool has no buffers over %u bytes",
+                       FDN_POOL_CLASS_PAYLOAD(FDN_POOL_NUM_CLASSES - 1));
     uint64_t bytes = fdn__align_up(total, pool->page_bytes);
     if (bytes > UINT32_MAX)
         return FDN_ERR(-EMSGSIZE, "a %" PRIu64 "-byte buffer does not fit mapped_bytes", bytes);
@@ -299,6 +339,8 @@ int fdn_msg_alloc(fdn_pool *pool, size_t len, fdn_msg **out)
     }
     init_msg(pool, m, len, cls, buffer_bytes, mapped);
     owner_add(&pool->allocs, 1);
+    if (fdn__unlikely(pool->region != NULL))
+        __atomic_fetch_add(&pool->holds, 1, __ATOMIC_RELAXED);
     *out = m;
     return 0;
 }
@@ -313,6 +355,8 @@ static void return_local(fdn_pool *pool, fdn_msg *first, uint64_t n)
         m = next;
     }
     owner_add(&pool->local_frees, n);
+    if (fdn__unlikely(pool->region != NULL))
+        region_drop(pool, n);
 }
 
 /* Pushes the n buffers first..last (already linked) onto the pool's remote
@@ -328,6 +372,22 @@ static void push_remote(fdn_pool *pool, fdn_msg *first, fdn_msg *last, uint64_t 
      * the owner may destroy it. Release so that a reader of the count also
      * sees the push. */
     __atomic_fetch_add(&pool->remote_frees, n, __ATOMIC_RELEASE);
+    if (fdn__unlikely(pool->region != NULL))
+        region_drop(pool, n); /* then this is the last access */
+}
+
+/* A foreign pool's buffers go to its release function, one by one; the
+ * function may end the pool with the last one, so nothing of the pool is
+ * read after. */
+static void release_foreign(fdn_pool *pool, fdn_msg *first, uint64_t n)
+{
+    void (*release)(void *, fdn_msg *) = pool->release;
+    void *arg = pool->release_arg;
+    for (uint64_t i = 0; i < n; i++) {
+        fdn_msg *next = first->next;
+        release(arg, first);
+        first = next;
+    }
 }
 
 /* Returns every buffer of a chain to its own pool, runs of buffers from the
@@ -343,7 +403,9 @@ static void release_chain(fdn_msg *m)
             n++;
         }
         fdn_msg *rest = last->next;
-        if (is_owner(pool))
+        if (fdn__unlikely(pool->release != NULL))
+            release_foreign(pool, m, n);
+        else if (is_owner(pool))
             return_local(pool, m, n);
         else
             push_remote(pool, m, last, n);
@@ -489,6 +551,74 @@ int fdn_pool_destroy(fdn_pool *pool)
     free(pool->slabs);
     fdn__numa_free(pool, sizeof *pool);
     return 0;
+}
+
+int fdn__pool_create_region(const fdn_pool_config *cfg, void *region, size_t bytes,
+                            void (*unmap)(void *region, size_t bytes), fdn_pool **out)
+{
+    fdn_pool_config c = resolved_config(cfg);
+    c.max_bytes = bytes;
+    c.bind_numa = false;
+    int rc = fdn_pool_create(&c, out);
+    if (rc < 0)
+        return rc;
+    fdn_pool *pool = *out;
+    if ((uintptr_t)region % pool->page_bytes) {
+        fdn__numa_free(pool, sizeof *pool);
+        return FDN_ERR(-EINVAL, "a pool region must be page-aligned");
+    }
+    pool->region = region;
+    pool->region_bytes = bytes;
+    pool->region_unmap = unmap;
+    pool->max_bytes = bytes & ~(pool->page_bytes - 1);
+    pool->holds = 1;
+    return 0;
+}
+
+void fdn__pool_region_put(fdn_pool *pool)
+{
+    if (pool)
+        region_drop(pool, 1);
+}
+
+bool fdn__pool_region_contains(const fdn_pool *pool, const void *p, size_t len)
+{
+    uintptr_t a = (uintptr_t)p, base = (uintptr_t)pool->region;
+    return a >= base && a - base <= pool->region_bytes && len <= pool->region_bytes - (a - base);
+}
+
+const void *fdn__pool_region(const fdn_pool *pool, size_t *bytes)
+{
+    *bytes = pool->region_bytes;
+    return pool->region;
+}
+
+static void destroy_region_pool(fdn_pool *pool)
+{
+    void (*unmap)(void *, size_t) = pool->region_unmap;
+    void *region = pool->region;
+    size_t bytes = pool->region_bytes;
+    free(pool->slabs);
+    fdn__numa_free(pool, sizeof *pool);
+    if (unmap)
+        unmap(region, bytes);
+}
+
+int fdn__pool_create_foreign(void (*release)(void *arg, fdn_msg *m), void *arg, fdn_pool **out)
+{
+    int rc = fdn_pool_create(NULL, out);
+    if (rc < 0)
+        return rc;
+    (*out)->release = release;
+    (*out)->release_arg = arg;
+    (*out)->max_bytes = 0; /* it allocates nothing */
+    return 0;
+}
+
+void fdn__pool_destroy_foreign(fdn_pool *pool)
+{
+    if (pool)
+        fdn__numa_free(pool, sizeof *pool);
 }
 
 void fdn_pool_adopt(fdn_pool *pool)

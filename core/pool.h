@@ -13,4 +13,51 @@
  * call it whenever a pass of its loop finds nothing else to do. */
 int fdn__pool_reclaim(fdn_pool *pool);
 
+/* ---- Region pools: buffers in a shared segment -------------------------- */
+
+/* Creates a pool owned by the calling thread whose slabs are carved from
+ * [region, region + bytes) (page-aligned), never from the OS, and which has
+ * no buffer over the largest size class (-ENOBUFS). cfg's headroom and
+ * slab_bytes apply; max_bytes is the region. The pool holds itself once for
+ * its creator and once per buffer in use: when fdn__pool_region_put() has
+ * dropped the creator's hold and the last buffer is freed (on any thread),
+ * the pool is freed and unmap(region, bytes) called, if not NULL. */
+int fdn__pool_create_region(const fdn_pool_config *cfg, void *region, size_t bytes,
+                            void (*unmap)(void *region, size_t bytes), fdn_pool **out);
+
+/* Drops the creator's hold (see above). NULL is a no-op. */
+void fdn__pool_region_put(fdn_pool *pool);
+
+/* True when [p, p + len) lies inside the pool's region. */
+bool fdn__pool_region_contains(const fdn_pool *pool, const void *p, size_t len);
+
+/* The region and its size. */
+const void *fdn__pool_region(const fdn_pool *pool, size_t *bytes);
+
+/* ---- Foreign pools: buffers somebody else owns -------------------------- */
+
+/* A pool that allocates nothing: the creator builds messages (metadata of
+ * its own, payload anywhere) whose pool is this one, and the last
+ * fdn_msg_free() of each buffer, on any thread, calls release(arg, m)
+ * instead of returning it to a free list. The creator frees it with
+ * fdn__pool_destroy_foreign() once no such message is left. */
+int fdn__pool_create_foreign(void (*release)(void *arg, fdn_msg *m), void *arg, fdn_pool **out);
+void fdn__pool_destroy_foreign(fdn_pool *pool);
+
+/* Received messages keep core's bookkeeping (kind, id) out of the payload:
+ * in the headroom of an ordinary buffer, in the scratch bytes that follow
+ * the metadata of a borrowed one (whose headroom is none: its payload is
+ * the peer's read-only memory). */
+#define FDN__MSG_SCRATCH_BYTES 64u
+
+struct fdn__borrowed_msg {
+    fdn_msg msg;
+    _Alignas(8) uint8_t scratch[FDN__MSG_SCRATCH_BYTES];
+};
+
+static inline uint8_t *fdn__msg_scratch(fdn_msg *m)
+{
+    return fdn_msg_is_borrowed(m) ? ((struct fdn__borrowed_msg *)(void *)m)->scratch : m->start;
+}
+
 #endif

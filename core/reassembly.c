@@ -253,6 +253,25 @@ int fdn__reasm_fragment(struct fdn__reasm *r, uint16_t channel, uint64_t msg_id,
     return last ? take_whole(r, c, &f, pool, complete) : start_message(r, c, &f, pool);
 }
 
+int fdn__reasm_adopt(struct fdn__reasm *r, uint16_t channel, uint64_t msg_id, uint64_t total_len,
+                     fdn_msg *msg, fdn_msg **complete)
+{
+    struct reasm_channel *c = find_channel(r, channel);
+    if (fdn__unlikely(!c))
+        return reject(r, FDN__REASM_UNKNOWN_CHANNEL,
+                      FDN_ERR(-EPROTO, "message on unknown channel %u", channel));
+    const struct fragment f = {
+        .msg_id = msg_id, .offset = 0, .total_len = total_len,
+        .payload = fdn_msg_data(msg), .len = (uint32_t)fdn_msg_len(msg), .first = true,
+        .last = true,
+    };
+    int rc = c->partial ? check_next(r, c, &f) : check_first(r, c, &f);
+    if (rc < 0)
+        return rc;
+    count_received(c, f.len);
+    return deliver(c, msg, total_len, complete);
+}
+
 enum fdn__reasm_error fdn__reasm_last_error(const struct fdn__reasm *r) { return r->last_error; }
 
 const char *fdn__reasm_error_name(enum fdn__reasm_error e)

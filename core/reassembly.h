@@ -126,6 +126,15 @@ int fdn__reasm_fragment(struct fdn__reasm *r, uint16_t channel, uint64_t msg_id,
                         const uint8_t *payload, uint32_t len, fdn_pool *pool,
                         fdn_msg **complete);
 
+/* Takes in a whole message that arrived in one frame as a buffer of its
+ * own (a payload passed by reference: msg's len bytes are the message of
+ * total_len bytes, which must be equal). The same checks as a single
+ * fragment's; then the message itself is what completes, no copy. Returns 1
+ * with *complete = msg (the reference passes on), or as fdn__reasm_fragment
+ * (the caller keeps msg). */
+int fdn__reasm_adopt(struct fdn__reasm *r, uint16_t channel, uint64_t msg_id, uint64_t total_len,
+                     fdn_msg *msg, fdn_msg **complete);
+
 /* The reason of the last failed fdn__reasm_fragment(), FDN__REASM_OK before
  * any failure. */
 enum fdn__reasm_error fdn__reasm_last_error(const struct fdn__reasm *r);

@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include <fdn/msg.h>
 #include <fdn/worker.h>
 
 struct fdn__transport;
@@ -54,6 +55,13 @@ struct fdn__tp_send {
     size_t len;                 /* total bytes of iov, filled in by the caller */
     bool zerocopy;              /* a hint: large payload, worth IORING_OP_SEND_ZC;
                                    on_sent then comes after the kernel let go */
+    /* Optional (NULL: none): iov_msg[i] is the message (the head of its
+     * chain) holding iov[i]'s bytes, or NULL for bytes of no message (frame
+     * headers). A transport with FDN__TP_REFS passes a range lying in its
+     * own pool (tx_pool) by reference instead of copying it, and then takes
+     * a reference of its own on iov_msg[i] (fdn_msg_ref) that it drops when
+     * the peer lets the buffer go: on_sent may come long before that. */
+    fdn_msg *const *iov_msg;
     /* Private to the transport from fdn__tp_send() to on_sent(). */
     struct fdn__tp_send *tp_next;
     size_t tp_done;
@@ -70,6 +78,15 @@ struct fdn__tp_conn_events {
      * close the connection (core found a protocol error); 0 continues. Core
      * may call fdn__tp_recv_pause() from here to stop reading. */
     int (*on_recv)(void *ctx, const uint8_t *data, size_t len);
+
+    /* Optional (NULL: the transport calls on_recv with msg's bytes, then
+     * frees msg). FDN__TP_REFS transports: the peer passed msg's payload
+     * by reference (a borrowed message, fdn_msg_is_borrowed()); it is the
+     * next part of the byte stream, in order with on_recv's bytes. Core owns
+     * the reference: it keeps msg (delivering it without a copy) or copies
+     * what it needs and frees it. Either way the peer gets its buffer back
+     * when the last reference goes. Returns as on_recv. */
+    int (*on_recv_msg)(void *ctx, fdn_msg *msg);
 
     /* A send finished: all its bytes were handed to the kernel and, for
      * zero-copy, the kernel no longer reads the memory (err == 0); or the
@@ -96,6 +113,13 @@ struct fdn__tp_listener_events {
 #define FDN__TP_RELIABLE 0x1u   /* bytes are never lost or reordered while the connection lives */
 #define FDN__TP_ZEROCOPY 0x2u   /* zero-copy sends are supported */
 #define FDN__TP_IO_URING 0x4u   /* events come from the worker's io_uring (no poll hook) */
+#define FDN__TP_REFS 0x8u       /* has a shared pool per connection (tx_pool): its buffers
+                                   cross by reference, whole, in any size (see
+                                   fdn__tp_send.iov_msg and on_recv_msg) */
+
+/* Ring bytes a range passed by reference takes, for in-flight accounting:
+ * such a range costs the transport a descriptor, not its length. */
+#define FDN__TP_REF_COST 16u
 
 /* Connection options common to every transport; zero means default. */
 struct fdn__tp_options {
@@ -104,6 +128,9 @@ struct fdn__tp_options {
                                    can wait behind bytes already handed to a socket */
     uint32_t recv_buffer_bytes; /* size of each receive buffer; default 64 KiB */
     uint32_t recv_buffers;      /* receive buffers per connection; default 16 */
+    uint32_t pool_bytes;        /* FDN__TP_REFS: each connection's shared pool;
+                                   default 64 MiB (address space: pages are used
+                                   as buffers are) */
 };
 
 struct fdn__transport {
@@ -154,6 +181,13 @@ struct fdn__transport {
      * core cannot take more, e.g. its pool is exhausted). */
     void (*recv_pause)(struct fdn__tp_conn *c, bool paused);
 
+    /* FDN__TP_REFS only (else NULL): the connection's shared pool, from
+     * which core allocates messages that can cross by reference, or NULL
+     * while it has none (not set up, closing). Owner thread; the pool's
+     * buffers stay valid after the connection ends (the pool lives until
+     * its last buffer is freed). */
+    fdn_pool *(*tx_pool)(struct fdn__tp_conn *c);
+
     /* For transports without FDN__TP_IO_URING: called by the worker on every
      * pass; returns how much work it did. NULL otherwise, and NULL for
      * transports that register a poller per connection instead
@@ -201,6 +235,11 @@ static inline int fdn__tp_send(struct fdn__tp_conn *c, struct fdn__tp_send *s)
 static inline void fdn__tp_recv_pause(struct fdn__tp_conn *c, bool paused)
 {
     c->tp->recv_pause(c, paused);
+}
+
+static inline fdn_pool *fdn__tp_tx_pool(struct fdn__tp_conn *c)
+{
+    return c->tp->tx_pool ? c->tp->tx_pool(c) : NULL;
 }
 
 static inline void fdn__tp_conn_start(struct fdn__tp_conn *c, const struct fdn__tp_conn_events *ev,

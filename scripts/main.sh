@@ -56,8 +56,9 @@ start_server() {
   [ -n "$addr" ] || { cat "$out/server.log"; exit 1; }
 }
 stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=; }
-perf() { "$dir/tools/fdn-perf" "$@" --connect "$addr" --cpu 0 --secret-file "$secret" \
-  --duration "$secs" --json; }
+# --transport: a tcp:// address of this host would otherwise go through shm.
+perf() { "$dir/tools/fdn-perf" "$@" --connect "$addr" --transport "$tp" --cpu 0 \
+  --secret-file "$secret" --duration "$secs" --json; }
 for tp in tcp shm; do
   if [ "$tp" = tcp ]; then start_server tcp://127.0.0.1:0; else start_server 'shm://@'; fi
   perf lat --size 64 >"$out/$tp-lat64.json"

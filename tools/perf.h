@@ -101,6 +101,8 @@ int perf_run_client(const struct perf_options *o);
 struct perf_lat_result {
     fdn_histogram rtt;          /* round trips in ns; one-way is half */
     uint64_t warmup;
+    uint64_t pings;             /* sent, warm-up included */
+    uint64_t zero_copy;         /* of those, lent by reference (shm: no copy at all) */
 };
 
 struct perf_bw_result {
@@ -112,6 +114,7 @@ struct perf_bw_result {
     uint64_t interrupted;       /* times the session lost its connections */
     uint64_t resumed;           /* ... and got them back */
     uint64_t retransmitted;     /* messages of the channel sent again after a resume */
+    uint64_t zero_copy;         /* messages lent by reference (shm: no copy at all) */
     bool verified;              /* --verify: the server's account below */
     struct perf_verify_counts verify;
 };

@@ -11,6 +11,7 @@
 
 #include "perf.h"
 #include "perf_proto.h"
+#include "transport/shm_internal.h"
 
 #define SECOND_NS (1000ull * 1000 * 1000)
 #define CONNECT_TIMEOUT_NS (10 * SECOND_NS)
@@ -23,7 +24,7 @@
 
 struct client {
     struct perf_env env;
-    const struct perf_options *o;
+    struct perf_options *o;     /* a copy: transport becomes the one in use */
     fdn_peer *peer;
     int channel;
     bool settled;        /* the peer came up or went down */
@@ -61,6 +62,27 @@ static void on_peer_down(fdn_peer *peer, int reason, void *arg)
             reason ? fdn_strerror(reason) : "closed by the server", undelivered);
 }
 
+/* The peer is up once its first lane is; the others (the data lane) follow
+ * a moment later. Measuring starts once they are all up, so the first
+ * messages do not fall back to copies (fdn_peer_msg_alloc) or wait for a
+ * lane. Bounded: a lane that does not come leaves its channels' messages to
+ * the fallback, counted in the zero-copy line. */
+static void wait_lanes_up(struct client *c)
+{
+    uint64_t deadline = fdn_now_ns() + CONNECT_TIMEOUT_NS;
+    for (;;) {
+        bool all = true;
+        for (int l = 1; l <= fdn_peer_lane_count(c->peer); l++) {
+            fdn_lane_stats ls;
+            all &= fdn_peer_lane_stats(c->peer, l, &ls) == 0 && ls.up;
+        }
+        if (all || c->down || perf_stop_requested || fdn_now_ns() > deadline)
+            return;
+        if (fdn_worker_progress(c->env.w) == 0)
+            fdn_worker_wait(c->env.w, 1000000);
+    }
+}
+
 static int connect_peer(struct client *c)
 {
     fdn_node_events ev = {.peer_up = on_peer_up, .peer_down = on_peer_down, .arg = c};
@@ -82,6 +104,10 @@ static int connect_peer(struct client *c)
                             "do both ends use the same cluster secret (--secret-file)?\n");
         return rc;
     }
+    wait_lanes_up(c);
+    /* Report what carries the traffic: a tcp:// address of this host is
+     * reached through shm unless --transport tcp said otherwise. */
+    c->o->transport = fdn_peer_transport(c->peer);
     return 0;
 }
 
@@ -155,11 +181,21 @@ static int begin_run(struct client *c, enum perf_ctl_mode mode)
 
 /* ---- Messages ---------------------------------------------------------------- */
 
+/* Messages the process has lent by reference so far (shm loans): each one
+ * crossed with no copy. */
+static uint64_t loans_so_far(void)
+{
+    struct fdn__shm_stats st;
+    fdn__shm_stats_get(&st);
+    return st.refs_sent;
+}
+
 /* A message of --size bytes with a recognisable pattern (never sent as
- * uninitialised memory). */
+ * uninitialised memory), built the documented way: fdn_peer_msg_alloc, so
+ * over shm it crosses by reference, with no copy. */
 static int make_payload(struct client *c, fdn_msg **out)
 {
-    int rc = fdn_msg_alloc(fdn_worker_pool(c->env.w), c->o->size, out);
+    int rc = fdn_peer_msg_alloc(c->peer, c->channel, c->o->size, out);
     if (rc < 0)
         return perf_fail("cannot allocate a message", rc);
     uint8_t *d = fdn_msg_data(*out);
@@ -221,11 +257,35 @@ static void lat_transmit(struct lat_state *st, fdn_msg *m)
  * wait for the channel is part of its latency). */
 static void lat_send(struct lat_state *st, fdn_msg *m)
 {
+    st->res->pings++;
     st->seq++;
     if (fdn_msg_len(m) >= sizeof st->seq)
         memcpy(fdn_msg_data(m), &st->seq, sizeof st->seq);
     st->sent_ns = fdn_now_ns();
     lat_transmit(st, m);
+}
+
+/* The next ping: a buffer from fdn_peer_msg_alloc, which over shm is in
+ * the lane's shared pool and crosses by reference. Only its sequence
+ * number is written: the rest is what the buffer held, an earlier ping's
+ * pattern or zeros (a new pool's pages), never another message's bytes, so
+ * the ping measures moving a message rather than writing one. A buffer of
+ * the worker's pool (the fallback) gets the echo's bytes. The echo is
+ * freed. NULL (and the run stopped) when there is no buffer. */
+static fdn_msg *next_ping(struct lat_state *st, fdn_msg *echo)
+{
+    fdn_msg *m;
+    int rc = fdn_peer_msg_alloc(st->c->peer, st->c->channel, st->c->o->size, &m);
+    if (rc < 0) {
+        fdn_msg_free(echo);
+        st->error = rc;
+        st->done = true;
+        return NULL;
+    }
+    if (m->pool == fdn_worker_pool(st->c->env.w))
+        memcpy(fdn_msg_data(m), fdn_msg_data(echo), fdn_msg_len(m));
+    fdn_msg_free(echo);
+    return m;
 }
 
 /* The echo is the whole message as sent: same length, same sequence number. */
@@ -266,7 +326,11 @@ static void on_echo(fdn_peer *peer, int channel, fdn_msg *m, void *arg)
         st->done = true;
         return;
     }
-    lat_send(st, m);
+    /* The echo is the server's copy; the next ping is a message of ours
+     * again, so that each one can cross without a copy. */
+    fdn_msg *ping = next_ping(st, m);
+    if (ping)
+        lat_send(st, ping);
 }
 
 /* Drives the worker until the run is done, resending a refused ping and
@@ -302,7 +366,9 @@ static int run_lat(struct client *c)
     static struct perf_lat_result res; /* 9 KiB of buckets: not on the stack */
     fdn_histogram_reset(&res.rtt);
     res.warmup = c->o->warmup;
+    res.pings = 0;
     struct lat_state st = {.c = c, .res = &res};
+    uint64_t loans = loans_so_far();
     fdn_channel_set_handler(c->env.node, c->channel, on_echo, &st);
     int rc = begin_run(c, PERF_CTL_ECHO);
     if (rc < 0)
@@ -328,6 +394,7 @@ static int run_lat(struct client *c)
         fprintf(stderr, "fdn-perf: stopped before any measured round trip\n");
         return PERF_EXIT_RUNTIME;
     }
+    res.zero_copy = loans_so_far() - loans;
     perf_report_lat(c->o, &res);
     return PERF_EXIT_OK;
 }
@@ -374,7 +441,7 @@ static int stream_verified(struct client *c, struct perf_bw_result *r, uint64_t 
     int rc;
     while (!bw_finished(c, r->sent, end_ns)) {
         if (!m) {
-            rc = fdn_msg_alloc(fdn_worker_pool(c->env.w), c->o->size, &m);
+            rc = fdn_peer_msg_alloc(c->peer, c->channel, c->o->size, &m);
             if (rc == -ENOBUFS) { /* queued messages hold the pool: let them go */
                 m = NULL;
                 if ((rc = fdn_worker_progress(c->env.w)) < 0)
@@ -435,6 +502,7 @@ static int run_bw(struct client *c)
     struct perf_bw_result r = {0};
     if (begin_run(c, c->o->verify ? PERF_CTL_VERIFY : PERF_CTL_COUNT) < 0)
         return PERF_EXIT_RUNTIME;
+    uint64_t loans = loans_so_far();
     uint64_t start_ns = fdn_now_ns();
     int rc;
     if (c->o->verify) {
@@ -452,6 +520,7 @@ static int run_bw(struct client *c)
     if (ask_server_count(c, &r) < 0)
         return PERF_EXIT_RUNTIME;
     r.elapsed_ns -= start_ns;
+    r.zero_copy = loans_so_far() - loans;
     fdn_node_stats ns;
     fdn_node_stats_get(c->env.node, &ns);
     fdn_channel_stats cs;
@@ -480,7 +549,8 @@ static int run(struct client *c)
 
 int perf_run_client(const struct perf_options *o)
 {
-    struct client c = {.o = o};
+    struct perf_options used = *o;
+    struct client c = {.o = &used};
     if (perf_env_open(&c.env, o) < 0)
         return PERF_EXIT_RUNTIME;
     int status = run(&c);

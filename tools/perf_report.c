@@ -73,9 +73,9 @@ void perf_report_lat(const struct perf_options *o, const struct perf_lat_result 
         print_json_run("lat", o);
         printf(", \"messages\": %llu, \"warmup\": %llu, \"p50_us\": %.3f, \"p90_us\": %.3f, "
                "\"p99_us\": %.3f, \"p999_us\": %.3f, \"p9999_us\": %.3f, \"max_us\": %.3f, "
-               "\"mean_us\": %.3f}\n",
+               "\"mean_us\": %.3f, \"pings\": %llu, \"zero_copy\": %llu}\n",
                messages, (unsigned long long)r->warmup, s.p50, s.p90, s.p99, s.p999, s.p9999,
-               s.max, s.mean);
+               s.max, s.mean, (unsigned long long)r->pings, (unsigned long long)r->zero_copy);
         return;
     }
     printf("fdn-perf lat: %s, channel %s, %llu B, %llu messages (after %llu warm-up)\n",
@@ -86,6 +86,8 @@ void perf_report_lat(const struct perf_options *o, const struct perf_lat_result 
            "max", "mean");
     printf("%10.3f %10.3f %10.3f %10.3f %10.3f %10.3f %10.3f\n", s.p50, s.p90, s.p99, s.p999,
            s.p9999, s.max, s.mean);
+    printf("zero-copy: %llu of %llu pings lent by reference (shm); echoes are copies\n",
+           (unsigned long long)r->zero_copy, (unsigned long long)r->pings);
 }
 
 static void print_verify_json(const struct perf_verify_counts *v)
@@ -138,6 +140,7 @@ void perf_report_bw(const struct perf_options *o, const struct perf_bw_result *r
                "\"retransmitted\": %llu}",
                (unsigned long long)r->interrupted, (unsigned long long)r->resumed,
                (unsigned long long)r->retransmitted);
+        printf(", \"zero_copy\": %llu", (unsigned long long)r->zero_copy);
         if (r->verified)
             print_verify_json(&r->verify);
         printf("}\n");
@@ -149,6 +152,9 @@ void perf_report_bw(const struct perf_options *o, const struct perf_bw_result *r
            (unsigned long long)r->confirmed, seconds);
     printf("%14s %10s %10s\n", "messages/s", "GB/s", "Gbit/s");
     printf("%14.1f %10.3f %10.3f\n", rate, gbytes, gbytes * 8);
+    printf("zero-copy: %llu of %llu messages lent by reference (shm)%s\n",
+           (unsigned long long)r->zero_copy, (unsigned long long)r->sent,
+           r->verified ? "" : "; without --verify the server does not read payloads");
     if (r->interrupted)
         printf("session: lost its connections %llu times, resumed %llu times, %llu messages "
                "sent again\n",

@@ -3,7 +3,9 @@
 # (tcp: loopback port 0; shm: an abstract unix-socket name, shm://@; the bound
 # address is read from its first line), one short lat run, one short bw run
 # and one bw --verify run with --json, their keys checked with python3 (the
-# verify run must have lost, duplicated, reordered and corrupted nothing),
+# verify run must have lost, duplicated, reordered and corrupted nothing;
+# over shm every message, built with fdn_peer_msg_alloc, crosses by
+# reference: zero_copy; over tcp none does),
 # the server stopped with SIGTERM and its exit status checked. Never a
 # judgement on timings.
 #
@@ -12,6 +14,7 @@ set -euo pipefail
 
 perf=${1:?usage: perf_smoke.sh PATH/TO/fdn-perf [tcp|shm]}
 transport=${2:-tcp}
+# --transport tcp keeps a tcp:// address on TCP (not the same-host shm).
 case $transport in
 tcp) listen=tcp://127.0.0.1:0 other=shm lat_size=64 bw_size=4096 bw_iters=2000 ;;
 shm) listen=shm://@ other=tcp lat_size=8 bw_size=262144 bw_iters=500 ;;
@@ -48,13 +51,13 @@ done
 [[ $addr == "${listen%%://*}://"?* ]] || { echo "server did not announce a $transport address: '$addr'" >&2; exit 1; }
 echo "server on $addr"
 
-"$perf" lat --connect "$addr" --secret-file "$secret" --size "$lat_size" --iters 2000 --json \
-    >"$work/lat.json"
-"$perf" bw --connect "$addr" --secret-file "$secret" --iters "$bw_iters" --size "$bw_size" \
-    --json >"$work/bw.json"
+"$perf" lat --connect "$addr" --transport "$transport" --secret-file "$secret" \
+    --size "$lat_size" --iters 2000 --json >"$work/lat.json"
+"$perf" bw --connect "$addr" --transport "$transport" --secret-file "$secret" \
+    --iters "$bw_iters" --size "$bw_size" --json >"$work/bw.json"
 # Exit status 3 would mean the stream was not delivered intact.
-"$perf" bw --connect "$addr" --secret-file "$secret" --iters "$bw_iters" --size "$bw_size" \
-    --verify --json >"$work/verify.json"
+"$perf" bw --connect "$addr" --transport "$transport" --secret-file "$secret" \
+    --iters "$bw_iters" --size "$bw_size" --verify --json >"$work/verify.json"
 cat "$work/lat.json" "$work/bw.json" "$work/verify.json"
 
 python3 - "$work/lat.json" "$work/bw.json" "$work/verify.json" "$transport" "$lat_size" \
@@ -78,6 +81,10 @@ assert not missing, f"missing keys: {missing}"
 assert lat["messages"] == 2000, lat
 assert lat["size"] == lat_size and lat["channel"] == "coordination", lat
 assert lat["transport"] == transport and bw["transport"] == transport, (lat, bw)
+lent = transport == "shm"
+assert lat["zero_copy"] == (lat["pings"] if lent else 0) and lat["pings"] > 2000, lat
+assert bw["zero_copy"] == (bw["sent"] if lent else 0), bw
+assert verify["zero_copy"] == (verify["sent"] if lent else 0), verify
 order = [lat[k] for k in ["p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "max_us"]]
 assert all(v > 0 for v in order), lat
 assert order == sorted(order), f"percentiles out of order: {order}"

@@ -1,15 +1,18 @@
 /* The shared-memory transport: processes on one host exchange bytes through
- * rings in a shared memfd segment (transport/shm_ring.h); a unix socket
- * only sets the connection up and tells when the peer goes.
+ * rings in a shared memfd segment (transport/shm_ring.h), and lend each
+ * other buffers of a shared pool by reference; a unix socket only sets the
+ * connection up and tells when the peer goes.
  *
- * Set-up. The connecting side creates the one segment (both rings) and its
- * own wake-up eventfd before it connects, so that a failure to get memory is
- * reported by connect() itself; it seals the segment's size (F_SEAL_SHRINK,
- * F_SEAL_GROW, F_SEAL_SEAL) and, once connected, sends a hello (magic,
- * version, ring size) with the memfd and its eventfd (SCM_RIGHTS) over a
- * SOCK_SEQPACKET socket. The accepting side checks the hello and the memfd
- * (exact size, seals present: a peer that could shrink the file would make
- * our loads fault with SIGBUS), maps it, and answers with its own eventfd.
+ * Set-up. The connecting side creates the one segment (both rings), its
+ * pool and its own wake-up eventfd before it connects, so that a failure
+ * to get memory is reported by connect() itself; it seals the segment's
+ * size (F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_SEAL) and, once connected, sends
+ * a hello (magic, version, ring size, pool size) with the memfd, its
+ * eventfd and its pool's memfd (SCM_RIGHTS) over a SOCK_SEQPACKET socket.
+ * The accepting side checks the hello and both memfds (exact size, seals
+ * present: a peer that could shrink a file would make our loads fault with
+ * SIGBUS), maps them (the pool read-only), and answers with its own eventfd
+ * and pool.
  * Why one segment made by the connecting side: one mapping and one message
  * per connection, and the side that asks for the connection pays for its
  * memory; the seals make the accepting side as safe as if it had made the
@@ -18,13 +21,37 @@
  * and pidfd_open) and, from there on, the socket carries no byte: core's
  * handshake and authentication run over the rings exactly as over TCP.
  *
- * Data path. A send is COPIED into the outbound ring (this is a copying
- * ring, not zero-copy: the contract hands the transport byte ranges of
- * core's buffers, which are not in the segment) and reported sent once all
- * its bytes are in the ring. Receives hand core pointers straight into the
- * inbound ring, at most two contiguous pieces per pass (the wrap); core
- * copies what it keeps, and the space is released when on_recv returns.
- * FDN__TP_ZEROCOPY is therefore not claimed.
+ * Pools (FDN__TP_REFS). Each side's pool is a memfd of its own, carved by
+ * a region pool (core/pool.h) that core allocates from (tx_pool, behind
+ * fdn_peer_msg_alloc). It is mapped writable here and then sealed with
+ * F_SEAL_FUTURE_WRITE, so the peer, which gets the descriptor, can only map
+ * it read-only: a hostile receiver can read our pool (it is meant for that
+ * peer; the metadata of its buffers, pointers of ours included, is visible
+ * too) but never change a byte of it.
+ *
+ * Data path. The rings carry records (shm_ring.h): a send's ranges that lie
+ * in our pool, and whose message core named (fdn__tp_send.iov_msg), go as
+ * REF records (offset, length, and a slot naming the loan), and we keep a
+ * reference on the message until the peer's RELEASE of that slot; any
+ * other range is COPIED into BYTES records, consecutive ranges into one. A
+ * send is reported once its records are in the ring: a loan outlives it.
+ * Receives hand core BYTES payloads straight from the ring, at most two
+ * contiguous pieces per record (the wrap), which core copies; a REF becomes
+ * a borrowed message (fdn_msg_is_borrowed: local metadata, payload in the
+ * peer's pool as mapped here, read-only) handed to core's on_recv_msg,
+ * which keeps it or copies from it. Its last free, on any thread, queues
+ * the slot on the loans' lock-free list; the poller turns those into
+ * RELEASE records. A free on another thread while this worker sleeps is
+ * released when it next wakes. FDN__TP_ZEROCOPY (the kernel's send path)
+ * is not claimed: there is no kernel copy to avoid.
+ *
+ * Trust. Every record is read once and checked before use (shm_ring.h); a
+ * REF's slot must be free on our side and its range inside the peer's pool
+ * as set up; a RELEASE must name a slot we lent. Anything else closes the
+ * connection with -EBADMSG, a detail in fdn_errmsg() and a count
+ * (bad_records), never a fault. The borrowed payload itself is the peer's:
+ * it could change it while core or a handler reads it, as it could change
+ * bytes in the ring, and both are validated as bytes from a socket are.
  *
  * Polling and wake-ups. Each connection registers a poller with its worker
  * (fdn__worker_add_poller): every progress pass reads the inbound tail and
@@ -46,7 +73,11 @@
  * -ECONNRESET at once. A position in a ring that cannot be right closes the
  * connection with -EBADMSG and a detail in fdn_errmsg(), and is counted.
  * The segment is unmapped and every descriptor closed when the connection
- * finishes, so a dead peer's memory is reclaimed.
+ * finishes, so a dead peer's memory is reclaimed. Our buffers the peer
+ * still held come back then (nothing allocates from that pool any more, so
+ * none is reused under a peer that might still read it), and the pool
+ * itself goes with its last buffer; the peer's pool stays mapped until the
+ * last message borrowed from it is freed.
  *
  * Lifetimes are those of transport/tcp.c: every SQE is counted until its
  * final CQE; close submits a cancel, so on_closed always comes from a
@@ -60,6 +91,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -77,14 +109,21 @@
 
 #include "base/compiler.h"
 #include "base/error.h"
+#include "core/pool.h"
 #include "core/worker_internal.h"
 #include "transport/shm_ring.h"
+
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010 /* Linux 5.1 */
+#endif
 
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77 /* Linux 6.5; older headers lack it */
 #endif
 
 #define DEFAULT_NOTSENT_LOWAT (128u << 10)
+#define DEFAULT_POOL_BYTES (64u << 20)
+#define MIN_POOL_BYTES (1u << 20)
 #define LISTEN_BACKLOG 1024
 #define SETUP_FDS_MAX 4 /* room for more than expected, to tell "too many" */
 #define ADDR_MAX 112
@@ -93,6 +132,8 @@
 
 static struct {
     _Atomic uint64_t bad_rings, bad_setups, peer_deaths, wakeups_sent, segments_mapped;
+    _Atomic uint64_t bad_records, refs_sent, refs_received, releases_sent, releases_received;
+    _Atomic uint64_t loans_out, borrowed, pools_mapped;
 } stats;
 
 void fdn__shm_stats_get(struct fdn__shm_stats *out)
@@ -102,6 +143,15 @@ void fdn__shm_stats_get(struct fdn__shm_stats *out)
     out->peer_deaths = atomic_load_explicit(&stats.peer_deaths, memory_order_relaxed);
     out->wakeups_sent = atomic_load_explicit(&stats.wakeups_sent, memory_order_relaxed);
     out->segments_mapped = atomic_load_explicit(&stats.segments_mapped, memory_order_relaxed);
+    out->bad_records = atomic_load_explicit(&stats.bad_records, memory_order_relaxed);
+    out->refs_sent = atomic_load_explicit(&stats.refs_sent, memory_order_relaxed);
+    out->refs_received = atomic_load_explicit(&stats.refs_received, memory_order_relaxed);
+    out->releases_sent = atomic_load_explicit(&stats.releases_sent, memory_order_relaxed);
+    out->releases_received = atomic_load_explicit(&stats.releases_received,
+                                                  memory_order_relaxed);
+    out->loans_out = atomic_load_explicit(&stats.loans_out, memory_order_relaxed);
+    out->borrowed = atomic_load_explicit(&stats.borrowed, memory_order_relaxed);
+    out->pools_mapped = atomic_load_explicit(&stats.pools_mapped, memory_order_relaxed);
 }
 
 static void stat_add(_Atomic uint64_t *c, int64_t n)
@@ -111,18 +161,23 @@ static void stat_add(_Atomic uint64_t *c, int64_t n)
 
 /* ---- Set-up messages ----------------------------------------------------- */
 
-/* Connecting side -> accepting side, with [memfd, eventfd]. */
+/* Connecting side -> accepting side, with [memfd, eventfd, pool memfd]. */
 struct shm_hello {
     uint64_t magic;
     uint32_t version;
     uint32_t ring_bytes;
+    uint32_t pool_bytes;      /* the sender's pool: its size */
+    uint32_t reserved;        /* zero */
 };
 
-/* Accepting side -> connecting side, with [eventfd] when status is 0. */
+/* Accepting side -> connecting side, with [eventfd, pool memfd] when status
+ * is 0. */
 struct shm_reply {
     uint64_t magic;
     uint32_t version;
     int32_t status;           /* 0, or the negative errno that refused the hello */
+    uint32_t pool_bytes;
+    uint32_t reserved;
 };
 
 union setup_msg {
@@ -134,6 +189,21 @@ union setup_msg {
 /* ---- Objects ------------------------------------------------------------- */
 
 struct shm_conn;
+
+/* The peer's pool, mapped read-only, and the messages borrowed from it
+ * (each loan's metadata at its slot). It outlives its connection while any
+ * borrowed message does: refs counts the connection and every borrowed
+ * message alive, and the last drop (on any thread) unmaps it. A borrowed
+ * message's last free pushes it on `returned`, which the connection's
+ * poller empties into RELEASE records. */
+struct shm_loans {
+    uint64_t refs;                        /* __atomic */
+    fdn_msg *returned;                    /* __atomic; a stack linked through next */
+    const uint8_t *map;
+    size_t bytes;
+    fdn_pool *meta;                       /* a foreign pool: its release is loan_returned */
+    struct fdn__borrowed_msg msgs[FDN__SHM_SLOTS];
+};
 
 struct conn_op {
     struct fdn__io_op io;
@@ -172,6 +242,24 @@ struct shm_conn {
     /* Sends: sq_head .. sq_tail not yet reported; cursor is the first with
      * bytes not yet in the ring. */
     struct fdn__tp_send *sq_head, *sq_tail, *cursor;
+
+    /* Our pool (buffers that cross by reference) and what the peer holds
+     * of it: lent[slot] is the message of a loan not yet released. */
+    fdn_pool *pool;
+    int pool_fd;                          /* until it is sent */
+    uint32_t pool_bytes;                  /* wanted, until the pool is made */
+    fdn_msg *lent[FDN__SHM_SLOTS];
+    bool lent_flag[FDN__SHM_SLOTS];       /* lent[slot] != NULL, for fdn__shm_release_ok */
+    uint32_t free_slots[FDN__SHM_SLOTS];
+    uint32_t num_free_slots;
+
+    /* The peer's pool and what we hold of it. */
+    struct shm_loans *in;
+    bool borrowed[FDN__SHM_SLOTS];        /* a loan not yet returned by core */
+    uint32_t releases[FDN__SHM_SLOTS];    /* returned, RELEASE not yet written */
+    uint32_t num_releases;
+    uint32_t rx_bytes_left;               /* of the BYTES record being delivered */
+    uint32_t rx_pad;                      /* its padding */
 
     struct fdn__poller poller;
     bool poller_added;
@@ -277,6 +365,17 @@ static int format_addr(const struct sockaddr_un *sa, socklen_t len, char *buf, s
     return (int)n;
 }
 
+/* Each connection's pool, from the options, in whole pages. */
+static uint32_t pool_bytes_for(const struct fdn__tp_options *opt)
+{
+    uint64_t n = opt && opt->pool_bytes ? opt->pool_bytes : DEFAULT_POOL_BYTES;
+    if (n < MIN_POOL_BYTES)
+        n = MIN_POOL_BYTES;
+    if (n > FDN__SHM_MAX_POOL)
+        n = FDN__SHM_MAX_POOL;
+    return (uint32_t)(n & ~(uint64_t)4095);
+}
+
 static int check_worker(fdn_worker *w)
 {
     if (fdn_worker_current() != w)
@@ -333,12 +432,140 @@ static void unmap_segment(struct shm_conn *c)
     stat_add(&stats.segments_mapped, -1);
 }
 
+/* ---- Pools and loans ----------------------------------------------------- */
+
+static void pool_unmap(void *region, size_t bytes)
+{
+    munmap(region, bytes);
+    stat_add(&stats.pools_mapped, -1);
+}
+
+/* Our pool: a memfd the peer maps read-only. It is mapped writable here
+ * first, then sealed against any later write access (F_SEAL_FUTURE_WRITE):
+ * the peer, which gets the descriptor, can map it only for reading, so a
+ * hostile receiver can never change our buffers or their metadata. Size
+ * seals keep our own loads from faulting. */
+static int create_pool(struct shm_conn *c, uint32_t bytes)
+{
+    int fd = memfd_create("fdn-shm-pool", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return FDN_ERR(-errno, "shm: memfd_create (pool): %s", fdn_strerror(errno));
+    c->pool_fd = fd;
+    if (ftruncate(fd, (off_t)bytes) < 0)
+        return FDN_ERR(-errno, "shm: sizing a %u-byte pool: %s", bytes, fdn_strerror(errno));
+    void *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED)
+        return FDN_ERR(-errno, "shm: mmap of a %u-byte pool: %s", bytes, fdn_strerror(errno));
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) <
+        0) {
+        int err = errno;
+        munmap(map, bytes);
+        return FDN_ERR(-err, "shm: sealing the pool: %s", fdn_strerror(err));
+    }
+    stat_add(&stats.pools_mapped, 1);
+    int rc = fdn__pool_create_region(NULL, map, bytes, pool_unmap, &c->pool);
+    if (rc < 0) {
+        pool_unmap(map, bytes);
+        return rc;
+    }
+    c->pool_bytes = bytes;
+    c->num_free_slots = FDN__SHM_SLOTS;
+    for (uint32_t i = 0; i < FDN__SHM_SLOTS; i++)
+        c->free_slots[i] = FDN__SHM_SLOTS - 1 - i;
+    return 0;
+}
+
+static void loans_put(struct shm_loans *in)
+{
+    if (__atomic_sub_fetch(&in->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    munmap((void *)in->map, in->bytes);
+    stat_add(&stats.pools_mapped, -1);
+    fdn__pool_destroy_foreign(in->meta);
+    free(in);
+}
+
+/* A borrowed message's last free, on any thread: its slot goes back to
+ * the connection's poller (if it still has one), to be released. */
+static void loan_returned(void *arg, fdn_msg *m)
+{
+    struct shm_loans *in = arg;
+    fdn_msg *top = __atomic_load_n(&in->returned, __ATOMIC_RELAXED);
+    do {
+        m->next = top;
+    } while (!__atomic_compare_exchange_n(&in->returned, &top, m, true, __ATOMIC_RELEASE,
+                                          __ATOMIC_RELAXED));
+    stat_add(&stats.borrowed, -1);
+    loans_put(in); /* the last access */
+}
+
+/* The peer's pool: a sealed memfd of the size its set-up message named,
+ * mapped read-only. */
+static int map_peer_pool(struct shm_conn *c, int fd, uint32_t bytes)
+{
+    struct stat st;
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (bytes < MIN_POOL_BYTES || bytes > FDN__SHM_MAX_POOL || bytes % 4096)
+        return FDN_ERR(-EBADMSG, "shm: the peer's pool of %u bytes is not a multiple of 4 KiB "
+                       "in %u..%u", bytes, MIN_POOL_BYTES, FDN__SHM_MAX_POOL);
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != bytes)
+        return FDN_ERR(-EBADMSG, "shm: the peer's pool is not a %u-byte memfd", bytes);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK))
+        return FDN_ERR(-EBADMSG, "shm: the peer's pool is not sealed against shrinking "
+                       "(it could make our reads fault)");
+    struct shm_loans *in = calloc(1, sizeof *in);
+    if (!in)
+        return FDN_ERR(-ENOMEM, "shm: no memory for the peer's pool's loans");
+    int rc = fdn__pool_create_foreign(loan_returned, in, &in->meta);
+    if (rc < 0) {
+        free(in);
+        return rc;
+    }
+    void *map = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        rc = FDN_ERR(-errno, "shm: mmap of the peer's %u-byte pool: %s", bytes,
+                     fdn_strerror(errno));
+        fdn__pool_destroy_foreign(in->meta);
+        free(in);
+        return rc;
+    }
+    stat_add(&stats.pools_mapped, 1);
+    in->map = map;
+    in->bytes = bytes;
+    in->refs = 1;
+    c->in = in;
+    return 0;
+}
+
+/* Ends the connection's part in both pools: what the peer still holds of
+ * ours comes back (it will not release it now; nothing allocates from the
+ * pool any more, so no buffer of it is reused while a peer may still read
+ * it), and the peer's pool stays mapped while borrowed messages live. */
+static void release_pools(struct shm_conn *c)
+{
+    for (uint32_t i = 0; i < FDN__SHM_SLOTS; i++) {
+        if (!c->lent[i])
+            continue;
+        fdn_msg_free(c->lent[i]);
+        c->lent[i] = NULL;
+        c->lent_flag[i] = false;
+        stat_add(&stats.loans_out, -1);
+    }
+    fdn__pool_region_put(c->pool);
+    c->pool = NULL;
+    close_fd(&c->pool_fd);
+    if (c->in)
+        loans_put(c->in);
+    c->in = NULL;
+}
+
 /* Nothing in flight: reports what is left, reclaims everything, frees c. */
 static void conn_finish(struct shm_conn *c)
 {
     if (c->poller_added)
         fdn__worker_remove_poller(c->w, &c->poller);
     unmap_segment(c);
+    release_pools(c);
     close_fd(&c->sock);
     close_fd(&c->memfd);
     close_fd(&c->wake_fd);
@@ -432,6 +659,20 @@ static void ring_corrupt(struct shm_conn *c, const char *what, uint64_t lo, uint
                                 (unsigned long long)lo, (unsigned long long)hi, c->ring_bytes));
 }
 
+/* A record that cannot be right (shm_ring.h lists the rules). */
+__attribute__((format(printf, 2, 3)))
+static void record_corrupt(struct shm_conn *c, const char *fmt, ...)
+{
+    char why[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    stat_add(&stats.bad_records, 1);
+    conn_begin_close(c, FDN_ERR(-EBADMSG, "shm: peer pid %d wrote an impossible record into "
+                                "the shared ring: %s; connection closed", (int)c->peer_pid, why));
+}
+
 static void rx_corrupt(struct shm_conn *c)
 {
     ring_corrupt(c, "tail", c->rx.known_tail, c->rx.head + c->ring_bytes);
@@ -504,7 +745,88 @@ static void wake_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_
 
 /* ---- Connection: the poller ---------------------------------------------- */
 
-/* Delivers what the peer has written, at most one ring's worth. */
+/* A REF: the peer lends us [offset, offset + len) of its pool under slot.
+ * Checked against the pool and our loans before anything is touched, then
+ * handed to core as a borrowed message (or its bytes, for a core that does
+ * not take messages). */
+static int take_ref(struct shm_conn *c, const struct fdn__shm_rec *r)
+{
+    struct shm_loans *in = c->in;
+    if (!fdn__shm_ref_ok(r, in->bytes, c->borrowed)) {
+        if (r->slot >= FDN__SHM_SLOTS || c->borrowed[r->slot])
+            record_corrupt(c, "REF with slot %u, %s", r->slot,
+                           r->slot >= FDN__SHM_SLOTS ? "out of range" : "already lent to us");
+        else
+            record_corrupt(c, "REF of [%u, +%u) outside the peer's %zu-byte pool", r->offset,
+                           r->len, in->bytes);
+        return -EBADMSG;
+    }
+    fdn__shm_rx_consume(&c->rx, r->rec_bytes);
+    uint8_t *data = (uint8_t *)(uintptr_t)(in->map + r->offset);
+    fdn_msg *m = &in->msgs[r->slot].msg;
+    *m = (fdn_msg){.data = data, .len = r->len, .class_index = FDN_MSG_BORROWED, .start = data,
+                   .end = data + r->len, .pool = in->meta, .refs = 1};
+    c->borrowed[r->slot] = true;
+    __atomic_fetch_add(&in->refs, 1, __ATOMIC_RELAXED);
+    stat_add(&stats.refs_received, 1);
+    stat_add(&stats.borrowed, 1);
+    if (c->ev->on_recv_msg)
+        return c->ev->on_recv_msg(c->ctx, m);
+    int rc = c->ev->on_recv(c->ctx, m->data, m->len);
+    fdn_msg_free(m);
+    return rc;
+}
+
+/* A RELEASE: the peer is done with our buffer of that slot. */
+static int take_release(struct shm_conn *c, const struct fdn__shm_rec *r)
+{
+    if (!fdn__shm_release_ok(r, c->lent_flag)) {
+        record_corrupt(c, "RELEASE of slot %u, %s", r->slot,
+                       r->slot >= FDN__SHM_SLOTS ? "out of range" : "not lent");
+        return -EBADMSG;
+    }
+    fdn__shm_rx_consume(&c->rx, r->rec_bytes);
+    fdn_msg *m = c->lent[r->slot];
+    c->lent[r->slot] = NULL;
+    c->lent_flag[r->slot] = false;
+    c->free_slots[c->num_free_slots++] = r->slot;
+    stat_add(&stats.releases_received, 1);
+    stat_add(&stats.loans_out, -1);
+    fdn_msg_free(m);
+    return 0;
+}
+
+/* Loans core has let go of since the last pass: their slots are free again
+ * on our side, and RELEASE records wait to be written. */
+static void collect_returned(struct shm_conn *c)
+{
+    if (!c->in || !__atomic_load_n(&c->in->returned, __ATOMIC_RELAXED))
+        return;
+    fdn_msg *m = __atomic_exchange_n(&c->in->returned, NULL, __ATOMIC_ACQUIRE);
+    while (m) {
+        fdn_msg *next = m->next;
+        uint32_t slot = (uint32_t)((struct fdn__borrowed_msg *)(void *)m - c->in->msgs);
+        c->borrowed[slot] = false;
+        c->releases[c->num_releases++] = slot;
+        m = next;
+    }
+}
+
+/* Hands core the next piece of the BYTES record being read. */
+static int deliver_bytes(struct shm_conn *c, uint64_t *left)
+{
+    size_t n;
+    const uint8_t *piece = fdn__shm_rx_piece(&c->rx, c->rx_bytes_left, &n);
+    int rc = c->ev->on_recv(c->ctx, piece, n);
+    c->rx_bytes_left -= (uint32_t)n;
+    uint64_t used = n + (c->rx_bytes_left ? 0 : c->rx_pad);
+    fdn__shm_rx_consume(&c->rx, used);
+    *left -= used;
+    return rc;
+}
+
+/* Delivers what the peer has written, at most one ring's worth: record by
+ * record, each read once and checked before use. */
 static int poll_recv(struct shm_conn *c)
 {
     int64_t avail = fdn__shm_rx_avail(&c->rx);
@@ -528,12 +850,28 @@ static int poll_recv(struct shm_conn *c)
     int work = 0;
     uint64_t left = (uint64_t)avail;
     while (left && !c->paused && !c->closing) {
-        size_t n;
-        const uint8_t *piece = fdn__shm_rx_piece(&c->rx, left, &n);
-        int rc = c->ev->on_recv(c->ctx, piece, n);
-        fdn__shm_rx_consume(&c->rx, n);
-        left -= n;
+        int rc;
         work++;
+        if (c->rx_bytes_left) {
+            rc = deliver_bytes(c, &left);
+        } else {
+            struct fdn__shm_rec r;
+            if (fdn__shm_rx_record(&c->rx, left, &r) < 0) {
+                record_corrupt(c, "malformed record at position %llu (%llu bytes readable)",
+                               (unsigned long long)c->rx.head, (unsigned long long)left);
+                break;
+            }
+            if (r.type == FDN__SHM_REC_BYTES) {
+                /* The header now; the bytes as they are delivered. */
+                fdn__shm_rx_consume(&c->rx, FDN__SHM_REC_HDR);
+                left -= FDN__SHM_REC_HDR;
+                c->rx_bytes_left = r.len;
+                c->rx_pad = r.rec_bytes - FDN__SHM_REC_HDR - r.len;
+                continue;
+            }
+            left -= r.rec_bytes;
+            rc = r.type == FDN__SHM_REC_REF ? take_ref(c, &r) : take_release(c, &r);
+        }
         if (rc < 0)
             conn_begin_close(c, rc);
     }
@@ -542,14 +880,70 @@ static int poll_recv(struct shm_conn *c)
     return work;
 }
 
-/* Copies queued sends into the outbound ring while it has room. Makes no
- * callback, so core's calls may use it. Returns whether it wrote. */
+/* Whether iov[i] of s can cross by reference: it lies in our pool, core
+ * named its message, and a slot is free. */
+static bool can_lend(const struct shm_conn *c, const struct fdn__tp_send *s, int i)
+{
+    return s->iov_msg && s->iov_msg[i] && c->num_free_slots && s->iov[i].iov_len &&
+           s->iov[i].iov_len <= UINT32_MAX &&
+           fdn__pool_region_contains(c->pool, s->iov[i].iov_base, s->iov[i].iov_len);
+}
+
+/* Lends iov[i] of s to the peer: a REF record, and a reference on its
+ * message until the RELEASE. */
+static void lend(struct shm_conn *c, const struct fdn__tp_send *s, int i)
+{
+    size_t bytes;
+    const uint8_t *base = fdn__pool_region(c->pool, &bytes);
+    uint32_t slot = c->free_slots[--c->num_free_slots];
+    c->lent[slot] = fdn_msg_ref(s->iov_msg[i]);
+    c->lent_flag[slot] = true;
+    fdn__shm_tx_ref(&c->tx, slot, (uint32_t)((const uint8_t *)s->iov[i].iov_base - base),
+                    (uint32_t)s->iov[i].iov_len);
+    stat_add(&stats.refs_sent, 1);
+    stat_add(&stats.loans_out, 1);
+}
+
+/* Writes queued RELEASE records while the ring has room. */
+static void write_releases(struct shm_conn *c, uint64_t *space)
+{
+    while (c->num_releases && *space >= FDN__SHM_REC_HDR) {
+        fdn__shm_tx_release(&c->tx, c->releases[--c->num_releases]);
+        *space -= FDN__SHM_REC_HDR;
+        stat_add(&stats.releases_sent, 1);
+    }
+}
+
+/* Bytes the queue wants to write, roughly: when the cached space covers
+ * them, the peer's head need not be read. */
+static uint64_t wanted_space(const struct shm_conn *c)
+{
+    uint64_t n = (uint64_t)c->num_releases * FDN__SHM_REC_HDR;
+    if (c->cursor)
+        n += c->cursor->len - c->cursor->tp_done + 2 * FDN__SHM_REC_REF_BYTES;
+    return n;
+}
+
+/* Ends the BYTES record begun at open_at. Its padding fits the space left:
+ * the space was a multiple of 8 when the record began, and the record's
+ * bytes did not exceed it. */
+static void close_bytes(struct shm_conn *c, uint64_t open_at, uint64_t *space)
+{
+    uint64_t before = c->tx.tail;
+    fdn__shm_tx_bytes_close(&c->tx, open_at);
+    *space -= c->tx.tail - before;
+}
+
+/* Writes queued sends into the outbound ring while it has room: ranges of
+ * our pool as REF records, anything else copied into BYTES records (one
+ * record for a run of consecutive ranges). Makes no callback, so core's
+ * calls may use it. Returns whether it wrote. */
 static int flush_sends(struct shm_conn *c)
 {
-    if (!c->ready || c->closing || !c->cursor)
+    if (!c->ready || c->closing || (!c->cursor && !c->num_releases))
         return 0;
     uint64_t space = fdn__shm_tx_space_cached(&c->tx);
-    if (space < c->cursor->len - c->cursor->tp_done) {
+    if (space < wanted_space(c)) {
         int64_t s = fdn__shm_tx_space(&c->tx);
         if (s < 0) {
             tx_corrupt(c);
@@ -558,6 +952,9 @@ static int flush_sends(struct shm_conn *c)
         space = (uint64_t)s;
     }
     uint64_t start = c->tx.tail;
+    write_releases(c, &space);
+    bool open = false;
+    uint64_t open_at = 0;
     while (c->cursor && space) {
         struct fdn__tp_send *s = c->cursor;
         size_t skip = s->tp_done;
@@ -566,6 +963,24 @@ static int flush_sends(struct shm_conn *c)
             if (skip >= piece) {
                 skip -= piece;
                 continue;
+            }
+            if (skip == 0 && can_lend(c, s, i)) {
+                if (open)
+                    close_bytes(c, open_at, &space);
+                open = false;
+                if (space < FDN__SHM_REC_REF_BYTES)
+                    goto full;
+                lend(c, s, i);
+                space -= FDN__SHM_REC_REF_BYTES;
+                s->tp_done += piece;
+                continue;
+            }
+            if (!open) {
+                if (space < 2 * FDN__SHM_REC_HDR)
+                    goto full;
+                open_at = fdn__shm_tx_bytes_open(&c->tx);
+                space -= FDN__SHM_REC_HDR;
+                open = true;
             }
             size_t n = piece - skip < space ? piece - skip : (size_t)space;
             fdn__shm_tx_write(&c->tx, (const uint8_t *)s->iov[i].iov_base + skip, n);
@@ -579,6 +994,9 @@ static int flush_sends(struct shm_conn *c)
         while (c->cursor && c->cursor->len == 0)
             c->cursor = c->cursor->tp_next;
     }
+full:
+    if (open)
+        close_bytes(c, open_at, &space);
     if (c->tx.tail == start)
         return 0;
     fdn__shm_tx_publish(&c->tx);
@@ -617,6 +1035,7 @@ static int conn_poll(fdn_worker *w, struct fdn__poller *p)
     int work = 0;
     if (!c->paused)
         work += poll_recv(c);
+    collect_returned(c);
     work += flush_sends(c);
     work += report_sent(c);
     return work;
@@ -631,7 +1050,9 @@ static bool conn_prepare_sleep(fdn_worker *w, struct fdn__poller *p)
         return true;
     if (c->sq_head && c->sq_head->tp_done == c->sq_head->len)
         return false; /* reports pending */
-    bool want_space = c->cursor != NULL;
+    if (c->in && __atomic_load_n(&c->in->returned, __ATOMIC_RELAXED))
+        return false; /* loans to release */
+    bool want_space = c->cursor != NULL || c->num_releases;
     if (!c->paused) {
         atomic_store_explicit(&c->rx.ctl->sleeping, 1, memory_order_relaxed);
         c->rx_sleep_armed = true;
@@ -683,7 +1104,7 @@ static struct shm_conn *conn_alloc(fdn_worker *w, bool outbound, int sock)
     c->w = w;
     c->outbound = outbound;
     c->sock = sock;
-    c->memfd = c->wake_fd = c->peer_wake_fd = c->pidfd = -1;
+    c->memfd = c->wake_fd = c->peer_wake_fd = c->pidfd = c->pool_fd = -1;
     c->connect_op = (struct conn_op){.io.complete = connect_complete, .c = c};
     c->sock_op = (struct conn_op){.io.complete = sock_complete, .c = c};
     c->pidfd_op = (struct conn_op){.io.complete = pidfd_complete, .c = c};
@@ -700,6 +1121,7 @@ static void conn_destroy_unused(struct shm_conn *c)
 {
     c->sock = -1;
     unmap_segment(c);
+    release_pools(c);
     close_fd(&c->memfd);
     close_fd(&c->wake_fd);
     fdn__worker_io_end_passive(c->w);
@@ -833,7 +1255,7 @@ static int send_setup(struct shm_conn *c, const void *msg, size_t len, const int
 {
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * 2)];
+        char buf[CMSG_SPACE(sizeof(int) * 3)];
     } cbuf;
     memset(&cbuf, 0, sizeof cbuf);
     struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
@@ -900,8 +1322,9 @@ static int take_hello(struct shm_conn *c, const struct shm_hello *h, int len, in
         h->ring_bytes > FDN__SHM_MAX_RING)
         return FDN_ERR(-EBADMSG, "shm: the peer's ring size %u is not a power of two in "
                        "%u..%u", h->ring_bytes, FDN__SHM_MIN_RING, FDN__SHM_MAX_RING);
-    if (nfds != 2)
-        return FDN_ERR(-EBADMSG, "shm: the peer's hello came with %d descriptors, not 2", nfds);
+    if (nfds != 3 || h->reserved)
+        return FDN_ERR(-EBADMSG, "shm: the peer's hello came with %d descriptors, not 3%s", nfds,
+                       h->reserved ? ", and reserved bytes set" : "");
     size_t bytes = fdn__shm_seg_bytes(h->ring_bytes);
     struct stat st;
     int seals = fcntl(fds[0], F_GET_SEALS);
@@ -913,19 +1336,28 @@ static int take_hello(struct shm_conn *c, const struct shm_hello *h, int len, in
     int rc = check_eventfd(fds[1]);
     if (rc < 0)
         return rc;
+    rc = map_peer_pool(c, fds[2], h->pool_bytes);
+    if (rc < 0)
+        return rc;
     rc = map_segment(c, fds[0], bytes);
     if (rc < 0)
         return rc;
     c->ring_bytes = h->ring_bytes;
     bind_rings(c);
     rc = create_wake_fd(c);
+    if (rc == 0)
+        rc = create_pool(c, c->pool_bytes);
     if (rc < 0)
         return rc;
-    struct shm_reply reply = {.magic = FDN__SHM_MAGIC, .version = FDN__SHM_VERSION};
-    rc = send_setup(c, &reply, sizeof reply, &c->wake_fd, 1);
+    struct shm_reply reply = {.magic = FDN__SHM_MAGIC, .version = FDN__SHM_VERSION,
+                              .pool_bytes = c->pool_bytes};
+    int out[2] = {c->wake_fd, c->pool_fd};
+    rc = send_setup(c, &reply, sizeof reply, out, 2);
     if (rc < 0)
         return rc;
+    close_fd(&c->pool_fd); /* the mappings keep the pools */
     close(fds[0]);
+    close(fds[2]);
     c->peer_wake_fd = fds[1];
     return 0;
 }
@@ -938,12 +1370,15 @@ static int take_reply(struct shm_conn *c, const struct shm_reply *r, int len, in
     if (r->status < 0)
         return FDN_ERR(r->status > -4096 ? r->status : -EPROTO,
                        "shm: the peer refused the set-up: %s", fdn_strerror(r->status));
-    if (r->version != FDN__SHM_VERSION || nfds != 1)
+    if (r->version != FDN__SHM_VERSION || nfds != 2 || r->reserved)
         return FDN_ERR(-EBADMSG, "shm: the peer's answer has version %u and %d descriptors",
                        r->version, nfds);
     int rc = check_eventfd(fds[0]);
+    if (rc == 0)
+        rc = map_peer_pool(c, fds[1], r->pool_bytes);
     if (rc < 0)
         return rc;
+    close(fds[1]);
     c->peer_wake_fd = fds[0];
     return 0;
 }
@@ -1033,14 +1468,15 @@ static void connect_complete(fdn_worker *w, struct fdn__io_op *op, const struct 
     } else if (!c->closing) {
         read_peer_cred(c);
         struct shm_hello h = {.magic = FDN__SHM_MAGIC, .version = FDN__SHM_VERSION,
-                              .ring_bytes = c->ring_bytes};
-        int fds[2] = {c->memfd, c->wake_fd};
-        int rc = send_setup(c, &h, sizeof h, fds, 2);
+                              .ring_bytes = c->ring_bytes, .pool_bytes = c->pool_bytes};
+        int fds[3] = {c->memfd, c->wake_fd, c->pool_fd};
+        int rc = send_setup(c, &h, sizeof h, fds, 3);
         if (rc < 0) {
             conn_begin_close(c, rc);
             c->ev->on_connected(c->ctx, rc);
         } else {
-            close_fd(&c->memfd); /* the mapping keeps the segment */
+            close_fd(&c->memfd); /* the mappings keep the segment and the pool */
+            close_fd(&c->pool_fd);
             arm_sock_poll(c);
         }
     }
@@ -1068,6 +1504,8 @@ static int shm_connect(fdn_worker *w, const char *addr, const struct fdn__tp_opt
     rc = create_segment(c, ring_bytes_for(opt));
     if (rc == 0)
         rc = create_wake_fd(c);
+    if (rc == 0)
+        rc = create_pool(c, pool_bytes_for(opt));
     if (rc < 0) {
         conn_destroy_unused(c);
         close(fd);
@@ -1142,6 +1580,19 @@ static int shm_send(struct fdn__tp_conn *conn, struct fdn__tp_send *s)
     return 0;
 }
 
+static fdn_pool *shm_tx_pool(struct fdn__tp_conn *conn)
+{
+    struct shm_conn *c = to_conn(conn);
+    return c->ready && !c->closing ? c->pool : NULL;
+}
+
+const void *fdn__shm_peer_pool(struct fdn__tp_conn *conn, size_t *bytes)
+{
+    struct shm_conn *c = to_conn(conn);
+    *bytes = c->in ? c->in->bytes : 0;
+    return c->in ? c->in->map : NULL;
+}
+
 static void shm_recv_pause(struct fdn__tp_conn *conn, bool paused)
 {
     /* The poller looks at the flag before each piece it delivers. */
@@ -1208,6 +1659,7 @@ static void take_accepted(struct shm_listener *l, int fd)
         return;
     }
     read_peer_cred(c);
+    c->pool_bytes = pool_bytes_for(&l->opt);
     l->ev->on_accept(l->ctx, &c->base);
 }
 
@@ -1300,7 +1752,7 @@ static void shm_listener_close(struct fdn__tp_listener *l)
 const struct fdn__transport fdn__transport_shm = {
     .name = "shm",
     .scheme = "shm://",
-    .caps = FDN__TP_RELIABLE,
+    .caps = FDN__TP_RELIABLE | FDN__TP_REFS,
     .listen = shm_listen,
     .listener_addr = shm_listener_addr,
     .listener_close = shm_listener_close,
@@ -1310,5 +1762,6 @@ const struct fdn__transport fdn__transport_shm = {
     .conn_peer_addr = shm_conn_peer_addr,
     .send = shm_send,
     .recv_pause = shm_recv_pause,
+    .tx_pool = shm_tx_pool,
     .poll = NULL,
 };

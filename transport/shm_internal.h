@@ -23,8 +23,21 @@ struct fdn__shm_stats {
     uint64_t peer_deaths;     /* connections whose peer vanished without an orderly close */
     uint64_t wakeups_sent;    /* eventfd writes to a sleeping peer */
     uint64_t segments_mapped; /* segments currently mapped by this process */
+    uint64_t bad_records;     /* connections closed for an impossible record, REF or RELEASE */
+    uint64_t refs_sent;       /* ranges of our pools lent by reference */
+    uint64_t refs_received;   /* ranges of peers' pools borrowed */
+    uint64_t releases_sent;   /* loans given back to peers */
+    uint64_t releases_received; /* loans peers gave back */
+    uint64_t loans_out;       /* now: our buffers peers hold (until RELEASE or the end) */
+    uint64_t borrowed;        /* now: peers' buffers held here (borrowed messages alive) */
+    uint64_t pools_mapped;    /* now: pools mapped, ours (until their last buffer is
+                                 freed) and peers' (until their last borrowed message is) */
 };
 
 void fdn__shm_stats_get(struct fdn__shm_stats *out);
+
+/* The peer's pool as mapped here (read-only), or NULL before set-up: where
+ * the payloads of messages borrowed over this connection lie. Owner thread. */
+const void *fdn__shm_peer_pool(struct fdn__tp_conn *conn, size_t *bytes);
 
 #endif

@@ -38,7 +38,7 @@
 #include <string.h>
 
 #define FDN__SHM_MAGIC UINT64_C(0x3130484d534e4446) /* "FDNSHM01" little-endian */
-#define FDN__SHM_VERSION 1u
+#define FDN__SHM_VERSION 2u       /* 2: records, pools and loans */
 #define FDN__SHM_DATA_OFFSET 4096u
 #define FDN__SHM_MIN_RING (4u << 10)
 #define FDN__SHM_MAX_RING (64u << 20)
@@ -85,6 +85,30 @@ static inline uint8_t *fdn__shm_data(void *seg, uint32_t ring_bytes, int dir)
     return (uint8_t *)seg + FDN__SHM_DATA_OFFSET + (size_t)ring_bytes * (unsigned)dir;
 }
 
+#define FDN__SHM_REC_BYTES 1u
+#define FDN__SHM_REC_REF 2u
+#define FDN__SHM_REC_RELEASE 3u
+#define FDN__SHM_REC_HDR 8u       /* BYTES and RELEASE headers, and alignment */
+#define FDN__SHM_REC_REF_BYTES 16u
+#define FDN__SHM_SLOTS 1024u      /* loans a producer may have outstanding */
+#define FDN__SHM_MAX_POOL (UINT32_C(1) << 31) /* offsets and lengths fit u32 */
+
+static inline uint64_t fdn__shm_align8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
+
+/* A record as read from the ring, checked for form only. */
+struct fdn__shm_rec {
+    uint8_t type;             /* FDN__SHM_REC_* */
+    uint32_t slot;            /* REF, RELEASE */
+    uint32_t offset;          /* REF */
+    uint32_t len;             /* BYTES, REF: stream bytes it stands for */
+    uint32_t rec_bytes;       /* ring bytes the record takes, padding included */
+};
+
+static inline uint64_t fdn__shm_rec_word(uint32_t type, uint32_t arg)
+{
+    return (uint64_t)type | (uint64_t)arg << 32;
+}
+
 /* ---- Consumer ------------------------------------------------------------ */
 
 /* The consumer's private view of one ring: head is the truth, known_tail
@@ -104,14 +128,15 @@ static inline void fdn__shm_rx_init(struct fdn__shm_rx *r, struct fdn__shm_ctl *
 }
 
 /* Reads the producer's tail once and checks it: it may not be behind the
- * last valid tail, nor more than size ahead of head. Returns the bytes
+ * last valid tail, nor more than size ahead of head, and it ends a record,
+ * so it is a multiple of 8. Returns the bytes
  * readable (0 when none), or -EBADMSG. The acquire load makes the bytes
  * before tail visible. */
 static inline int64_t fdn__shm_rx_avail(struct fdn__shm_rx *r)
 {
     uint64_t tail = atomic_load_explicit(&r->ctl->tail, memory_order_acquire);
     uint64_t avail = tail - r->head;
-    if (avail > r->size || avail < r->known_tail - r->head)
+    if (avail > r->size || avail < r->known_tail - r->head || (tail & 7))
         return -EBADMSG;
     r->known_tail = tail;
     return (int64_t)avail;
@@ -126,6 +151,68 @@ static inline const uint8_t *fdn__shm_rx_piece(const struct fdn__shm_rx *r, uint
     uint64_t to_end = r->size - off;
     *len = (size_t)(avail < to_end ? avail : to_end);
     return r->data + off;
+}
+
+/* One 8-byte word of the ring at position pos (a multiple of 8), read
+ * once: the peer may be changing it. */
+static inline uint64_t fdn__shm_rx_word(const struct fdn__shm_rx *r, uint64_t pos)
+{
+    const uint64_t *p = (const uint64_t *)(const void *)(r->data + (pos & (r->size - 1)));
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+/* Reads and checks the record at head, of the avail bytes readable (the
+ * last fdn__shm_rx_avail() minus what was consumed since). Returns 0 with
+ * *out filled, or -EBADMSG. */
+static inline int fdn__shm_rx_record(const struct fdn__shm_rx *r, uint64_t avail,
+                                     struct fdn__shm_rec *out)
+{
+    if (avail < FDN__SHM_REC_HDR || (r->head & 7))
+        return -EBADMSG;
+    uint64_t w = fdn__shm_rx_word(r, r->head);
+    uint32_t type = (uint32_t)w, arg = (uint32_t)(w >> 32);
+    *out = (struct fdn__shm_rec){.type = (uint8_t)type};
+    switch (type) {
+    case FDN__SHM_REC_BYTES:
+        if (arg == 0 || arg > r->size - FDN__SHM_REC_HDR ||
+            FDN__SHM_REC_HDR + fdn__shm_align8(arg) > avail)
+            return -EBADMSG;
+        out->len = arg;
+        out->rec_bytes = FDN__SHM_REC_HDR + (uint32_t)fdn__shm_align8(arg);
+        return 0;
+    case FDN__SHM_REC_REF: {
+        if (avail < FDN__SHM_REC_REF_BYTES)
+            return -EBADMSG;
+        uint64_t body = fdn__shm_rx_word(r, r->head + FDN__SHM_REC_HDR);
+        out->slot = arg;
+        out->offset = (uint32_t)body;
+        out->len = (uint32_t)(body >> 32);
+        out->rec_bytes = FDN__SHM_REC_REF_BYTES;
+        return 0;
+    }
+    case FDN__SHM_REC_RELEASE:
+        out->slot = arg;
+        out->rec_bytes = FDN__SHM_REC_HDR;
+        return 0;
+    default:
+        return -EBADMSG;
+    }
+}
+
+/* A REF's range and slot, checked against the producer's pool (its size as
+ * set up) and the consumer's loans (borrowed[slot]: lent and not yet
+ * returned). Nothing of the pool may be touched before this passes. */
+static inline bool fdn__shm_ref_ok(const struct fdn__shm_rec *r, uint64_t pool_bytes,
+                                   const bool *borrowed)
+{
+    return r->slot < FDN__SHM_SLOTS && !borrowed[r->slot] && r->len > 0 &&
+           (uint64_t)r->offset + r->len <= pool_bytes;
+}
+
+/* A RELEASE's slot, checked against the producer's loans (lent[slot]). */
+static inline bool fdn__shm_release_ok(const struct fdn__shm_rec *r, const bool *lent)
+{
+    return r->slot < FDN__SHM_SLOTS && lent[r->slot];
 }
 
 /* Marks n bytes consumed (n <= the last avail) and publishes head, so the
@@ -161,11 +248,11 @@ static inline uint64_t fdn__shm_tx_space_cached(const struct fdn__shm_tx *t)
 }
 
 /* Reads the consumer's head once and checks it: it may not be behind the
- * last valid head, nor ahead of tail. Returns the free space, or -EBADMSG. */
+ * last valid head, nor ahead of tail, and a multiple of 8 (records). Returns the free space, or -EBADMSG. */
 static inline int64_t fdn__shm_tx_space(struct fdn__shm_tx *t)
 {
     uint64_t head = atomic_load_explicit(&t->ctl->head, memory_order_acquire);
-    if (head - t->known_head > t->tail - t->known_head)
+    if (head - t->known_head > t->tail - t->known_head || (head & 7))
         return -EBADMSG;
     t->known_head = head;
     return (int64_t)fdn__shm_tx_space_cached(t);
@@ -179,6 +266,45 @@ static inline void fdn__shm_tx_write(struct fdn__shm_tx *t, const void *src, siz
     memcpy(t->data + off, src, first);
     memcpy(t->data, (const uint8_t *)src + first, n - first);
     t->tail += n;
+}
+
+/* Writes one 8-byte word at position pos (a multiple of 8, inside the
+ * space the producer owns); does not move tail. */
+static inline void fdn__shm_tx_word(struct fdn__shm_tx *t, uint64_t pos, uint64_t w)
+{
+    uint64_t *p = (uint64_t *)(void *)(t->data + (pos & (t->size - 1)));
+    __atomic_store_n(p, w, __ATOMIC_RELAXED);
+}
+
+/* Appends a REF or RELEASE record (the caller checked the space). */
+static inline void fdn__shm_tx_ref(struct fdn__shm_tx *t, uint32_t slot, uint32_t offset,
+                                   uint32_t len)
+{
+    fdn__shm_tx_word(t, t->tail, fdn__shm_rec_word(FDN__SHM_REC_REF, slot));
+    fdn__shm_tx_word(t, t->tail + 8, (uint64_t)offset | (uint64_t)len << 32);
+    t->tail += FDN__SHM_REC_REF_BYTES;
+}
+
+static inline void fdn__shm_tx_release(struct fdn__shm_tx *t, uint32_t slot)
+{
+    fdn__shm_tx_word(t, t->tail, fdn__shm_rec_word(FDN__SHM_REC_RELEASE, slot));
+    t->tail += FDN__SHM_REC_HDR;
+}
+
+/* A BYTES record in the making: open reserves its header at tail, bytes
+ * go in with fdn__shm_tx_write, close writes the header and pads to 8. */
+static inline uint64_t fdn__shm_tx_bytes_open(struct fdn__shm_tx *t)
+{
+    uint64_t at = t->tail;
+    t->tail += FDN__SHM_REC_HDR;
+    return at;
+}
+
+static inline void fdn__shm_tx_bytes_close(struct fdn__shm_tx *t, uint64_t at)
+{
+    uint64_t len = t->tail - at - FDN__SHM_REC_HDR;
+    fdn__shm_tx_word(t, at, fdn__shm_rec_word(FDN__SHM_REC_BYTES, (uint32_t)len));
+    t->tail = at + FDN__SHM_REC_HDR + fdn__shm_align8(len);
 }
 
 /* Makes every byte written so far visible to the consumer. */

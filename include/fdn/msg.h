@@ -11,6 +11,14 @@
  * every buffer of the chain to its pool. A message with more than one
  * reference is shared and must be treated as read-only.
  *
+ * Borrowed messages: a message received over shared memory without a copy
+ * (fdn_peer_msg_alloc() in <fdn/node.h>) has its payload in the sending
+ * process's memory, mapped read-only here: fdn_msg_is_borrowed() is true,
+ * it has no headroom or tailroom, and writing into its payload faults. It
+ * is freed like any other (on any thread); the sender gets the buffer back
+ * when the last reference goes, so holding one holds a buffer of the
+ * sender's pool. Sending it on copies the bytes.
+ *
  * Threads: a pool has one owner thread (its worker's), which alone may
  * allocate from it. Any thread may free: a buffer freed on another thread is
  * pushed onto a lock-free list that the owner reclaims on its next
@@ -41,6 +49,8 @@ typedef struct fdn_pool fdn_pool;
 #define FDN_POOL_NUM_CLASSES 17
 #define FDN_POOL_CLASS_PAYLOAD(cls) ((uint32_t)64 << (cls))
 #define FDN_POOL_MAX_HEADROOM 65536u
+/* class_index of a borrowed buffer (see above). */
+#define FDN_MSG_BORROWED (FDN_POOL_NUM_CLASSES + 1)
 
 typedef struct fdn_pool_config {
     size_t max_bytes;      /* memory the pool may hold; default 256 MiB */
@@ -84,7 +94,8 @@ void fdn_pool_stats_get(const fdn_pool *pool, fdn_pool_stats *out);
 typedef struct fdn_msg {
     uint8_t *data;          /* first payload byte of this buffer */
     uint32_t len;           /* payload bytes in this buffer */
-    uint32_t class_index;   /* size class, or FDN_POOL_NUM_CLASSES for a large buffer */
+    uint32_t class_index;   /* size class, FDN_POOL_NUM_CLASSES for a large buffer,
+                               FDN_MSG_BORROWED for a borrowed one */
     uint8_t *start;         /* first byte after the metadata: headroom = data - start */
     uint8_t *end;           /* one past the buffer: tailroom = end - (data + len) */
     struct fdn_msg *next;   /* next buffer of the chain, or NULL */
@@ -120,6 +131,11 @@ int fdn_msg_to_iov(const fdn_msg *msg, struct iovec *iov, int max);
 size_t fdn_msg_total_len(const fdn_msg *msg);
 
 static inline uint8_t *fdn_msg_data(const fdn_msg *m) { return m->data; }
+/* True when the payload is another process's memory, mapped read-only. */
+static inline bool fdn_msg_is_borrowed(const fdn_msg *m)
+{
+    return m->class_index == FDN_MSG_BORROWED;
+}
 static inline size_t fdn_msg_len(const fdn_msg *m) { return m->len; }
 static inline size_t fdn_msg_headroom(const fdn_msg *m) { return (size_t)(m->data - m->start); }
 static inline size_t fdn_msg_tailroom(const fdn_msg *m)

@@ -201,6 +201,23 @@ bool fdn_peer_is_up(const fdn_peer *peer);   /* false while the session resumes 
  * unknown channel. */
 int fdn_send(fdn_peer *peer, int channel, fdn_msg *msg);
 
+/* Allocates a message of len payload bytes meant for fdn_send() to this
+ * peer on this channel: the documented way to build one. When the lane
+ * that carries the channel runs over shared memory (shm, also chosen
+ * automatically for same-host peers), the buffer is in that connection's
+ * shared pool and the message crosses with no copy at all: one frame
+ * whatever max_fragment is, and the receiver's handler gets the sender's
+ * buffer itself, read-only (fdn_msg_is_borrowed() in <fdn/msg.h>).
+ * Otherwise (TCP, the lane not up, the pool full, len over 4 MiB) it is an
+ * ordinary message of the worker's pool, so callers need one code path.
+ * Either is counted (fdn_node_stats zc_allocs, zc_fallbacks). Returns 0,
+ * -EINVAL for an unknown channel, or as fdn_msg_alloc().
+ *
+ * Such a buffer is readable by that peer's process from the moment it is
+ * allocated (its whole pool is), so put in it only what that peer may
+ * see; sent to anyone else it is copied. */
+int fdn_peer_msg_alloc(fdn_peer *peer, int channel, size_t len, fdn_msg **out);
+
 /* Schedules task on the node's worker once the channel accepts messages
  * again (at once if it already does). One pending notification per channel
  * and peer; a second replaces the first. */
@@ -288,6 +305,10 @@ typedef struct fdn_node_stats {
     uint64_t resumes_refused;       /* resumptions of a session this node does not have */
     uint64_t sequence_errors;       /* a message out of sequence (a frame lost below) */
     uint64_t undelivered_msgs;      /* reliable messages unacknowledged at a session's end */
+    uint64_t zc_allocs;             /* fdn_peer_msg_alloc() from a shared pool */
+    uint64_t zc_fallbacks;          /* ... from the worker's pool (no shared pool there,
+                                       or it was full or the size too large) */
+    uint64_t zc_received;           /* messages delivered without a copy (borrowed) */
 } fdn_node_stats;
 
 void fdn_node_stats_get(const fdn_node *node, fdn_node_stats *out);

@@ -1,21 +1,30 @@
-/* libFuzzer target: the shared-memory rings (transport/shm_ring.h) over a
- * segment image that a hostile peer scribbles on.
+/* libFuzzer target: the shared-memory rings and their records
+ * (transport/shm_ring.h) over a segment image that a hostile peer
+ * scribbles on.
  *
  * The image is exactly one segment, allocated alone so that ASan sees any
- * access outside it. This side consumes ring 0 and produces into ring 1,
- * as the accepting side does; the input is a script of steps, each an
- * opcode byte and an 8-byte little-endian operand:
+ * access outside it; each side's pool is allocated alone too, so a REF that
+ * passed the checks yet reached outside its pool would be caught reading.
+ * This side consumes ring 0 and produces into ring 1, as the accepting side
+ * does; an honest peer uses the same code from the other end. The input is
+ * a script of steps, each an opcode byte and an 8-byte little-endian
+ * operand:
  *   0  the peer writes ring 0's tail          1  the peer writes ring 1's head
- *   2  this side receives what ring 0 holds   3  this side sends operand % 64 KiB bytes
- *   4  the peer writes a byte anywhere        5  the peer produces honestly into ring 0
- *   6  the peer consumes honestly from ring 1
+ *   2  this side receives what ring 0 holds   3  this side sends: BYTES of
+ *                                                 operand % 64 KiB, or a REF of
+ *                                                 its pool (operand's top bit)
+ *   4  the peer writes a byte anywhere        5  the peer produces honestly
+ *                                                 (BYTES, or a REF of its pool)
+ *   6  the peer consumes ring 1 honestly,     7  this side releases what it
+ *      releasing every loan at once              borrowed (RELEASE records)
  * The first input byte picks the ring size (4 KiB .. 64 KiB).
  *
- * Properties, besides ASan and UBSan: a position that passed the checks is
- * consistent (the readable bytes fit the ring, pieces lie inside it, the
- * producer never has more than the ring outstanding); once refused, a ring
- * is not used again (the transport closes the connection); and while the
- * peer only behaves honestly, every byte arrives, in order. */
+ * Properties, besides ASan and UBSan: a position or record that passed the
+ * checks is consistent (the readable bytes fit the ring, pieces lie inside
+ * it, a REF lies inside its pool, a RELEASE names a loan); once refused, a
+ * ring is not used again (the transport closes the connection); and while
+ * the peer only behaves honestly nothing is refused, every byte arrives in
+ * order (copied or by reference), and every loan comes back. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,17 +34,31 @@
 #include "fuzz_common.h"
 #include "transport/shm_ring.h"
 
+#define POOL_BYTES 65536u
+#define BYTE_OF_STREAM(i, k) ((uint8_t)((i) * (k)))
+#define BYTE_OF_POOL(i, k) ((uint8_t)((i) * 11 + (k)))  /* fixed: a lent buffer never changes */
+
+/* One end: its rings, its pool, its loans both ways. */
+struct end {
+    struct fdn__shm_rx rx;
+    struct fdn__shm_tx tx;
+    uint8_t *pool;                       /* what it lends: BYTE_OF_POOL */
+    bool lent[FDN__SHM_SLOTS];           /* its loans out */
+    bool borrowed[FDN__SHM_SLOTS];       /* the other's loans it holds */
+    uint32_t to_release[FDN__SHM_SLOTS];
+    uint32_t num_release;
+    uint32_t rx_bytes_left;              /* of a BYTES record being read */
+    uint64_t sent, received;             /* stream bytes */
+    uint8_t pattern_k;                   /* its stream: byte i is (uint8_t)(i * k) */
+    bool dead;
+};
+
 struct model {
     uint8_t *seg;
     size_t seg_bytes;
     uint32_t size;
-    struct fdn__shm_rx rx;     /* ours: ring 0 */
-    struct fdn__shm_tx tx;     /* ours: ring 1 */
-    struct fdn__shm_rx peer_rx; /* the honest peer's consumer of ring 1 */
-    struct fdn__shm_tx peer_tx; /* the honest peer's producer into ring 0 */
-    bool rx_dead, tx_dead, hostile;
-    uint64_t peer_sent, received; /* the honest stream into ring 0: byte i is (uint8_t)(i * 7) */
-    uint64_t sent, peer_received; /* ours into ring 1: byte i is (uint8_t)(i * 13) */
+    struct end us, peer;
+    bool hostile;
 };
 
 static uint64_t operand(const uint8_t *p)
@@ -46,94 +69,174 @@ static uint64_t operand(const uint8_t *p)
     return v;
 }
 
-static void receive(struct model *m)
+static void refused(struct model *m, struct end *e)
 {
-    if (m->rx_dead)
+    FUZZ_CHECK(m->hostile); /* an honest peer is never refused */
+    (void)e;
+    e->dead = true;
+}
+
+/* Reads stream bytes at p: the receiver's expectations of the sender's
+ * stream (only while everyone is honest). */
+static void take_stream(struct model *m, struct end *e, const struct end *from, const uint8_t *p,
+                        size_t n)
+{
+    volatile uint8_t sink = 0;
+    for (size_t i = 0; i < n; i++) {
+        sink ^= p[i];
+        if (!m->hostile)
+            FUZZ_CHECK(p[i] == BYTE_OF_STREAM(e->received + i, from->pattern_k));
+    }
+    (void)sink;
+    e->received += n;
+}
+
+/* Consumes what e's inbound ring holds, record by record, as shm.c does. */
+static void receive(struct model *m, struct end *e, struct end *from)
+{
+    if (e->dead)
         return;
-    int64_t avail = fdn__shm_rx_avail(&m->rx);
+    int64_t avail = fdn__shm_rx_avail(&e->rx);
     if (avail < 0) {
-        FUZZ_CHECK(m->hostile); /* an honest peer is never refused */
-        m->rx_dead = true;
+        refused(m, e);
         return;
     }
     FUZZ_CHECK((uint64_t)avail <= m->size);
-    FUZZ_CHECK(m->rx.known_tail - m->rx.head == (uint64_t)avail);
     uint64_t left = (uint64_t)avail;
-    int pieces = 0;
     while (left) {
-        size_t n;
-        const uint8_t *p = fdn__shm_rx_piece(&m->rx, left, &n);
-        FUZZ_CHECK(n > 0 && n <= left);
-        FUZZ_CHECK(p >= m->rx.data && p + n <= m->rx.data + m->size);
-        volatile uint8_t sink = 0;
-        for (size_t i = 0; i < n; i++) {
-            sink ^= p[i]; /* every byte handed to core is read */
-            if (!m->hostile)
-                FUZZ_CHECK(p[i] == (uint8_t)((m->received + i) * 7));
+        if (e->rx_bytes_left) {
+            size_t n;
+            const uint8_t *p = fdn__shm_rx_piece(&e->rx, e->rx_bytes_left, &n);
+            FUZZ_CHECK(n > 0 && n <= left);
+            FUZZ_CHECK(p >= e->rx.data && p + n <= e->rx.data + m->size);
+            take_stream(m, e, from, p, n);
+            e->rx_bytes_left -= (uint32_t)n;
+            uint64_t used = n + (e->rx_bytes_left ? 0 : fdn__shm_align8(e->rx.head + n) -
+                                                            (e->rx.head + n));
+            fdn__shm_rx_consume(&e->rx, used);
+            left -= used;
+            continue;
         }
-        (void)sink;
-        m->received += n;
-        fdn__shm_rx_consume(&m->rx, n);
-        left -= n;
-        FUZZ_CHECK(++pieces <= 2);
+        struct fdn__shm_rec r;
+        if (fdn__shm_rx_record(&e->rx, left, &r) < 0) {
+            refused(m, e);
+            return;
+        }
+        FUZZ_CHECK(r.rec_bytes <= left && r.rec_bytes % 8 == 0);
+        if (r.type == FDN__SHM_REC_BYTES) {
+            FUZZ_CHECK(r.len > 0 && FDN__SHM_REC_HDR + r.len <= r.rec_bytes);
+            fdn__shm_rx_consume(&e->rx, FDN__SHM_REC_HDR);
+            left -= FDN__SHM_REC_HDR;
+            e->rx_bytes_left = r.len;
+            continue;
+        }
+        if (r.type == FDN__SHM_REC_REF) {
+            if (!fdn__shm_ref_ok(&r, POOL_BYTES, e->borrowed)) {
+                refused(m, e);
+                return;
+            }
+            /* The bytes lie in the lender's pool; every one is read. */
+            volatile uint8_t sink = 0;
+            for (uint32_t i = 0; i < r.len; i++) {
+                sink ^= from->pool[r.offset + i];
+                if (!m->hostile)
+                    FUZZ_CHECK(from->pool[r.offset + i] ==
+                               BYTE_OF_POOL(r.offset + i, from->pattern_k));
+            }
+            (void)sink;
+            e->received += r.len;
+            e->borrowed[r.slot] = true;
+        } else {
+            FUZZ_CHECK(r.type == FDN__SHM_REC_RELEASE);
+            if (!fdn__shm_release_ok(&r, e->lent)) {
+                refused(m, e);
+                return;
+            }
+            e->lent[r.slot] = false;
+        }
+        fdn__shm_rx_consume(&e->rx, r.rec_bytes);
+        left -= r.rec_bytes;
     }
 }
 
-static void send_bytes(struct model *m, uint64_t want)
+static int64_t space_of(struct model *m, struct end *e)
 {
-    if (m->tx_dead)
-        return;
-    int64_t space = fdn__shm_tx_space(&m->tx);
+    if (e->dead)
+        return -1;
+    int64_t space = fdn__shm_tx_space(&e->tx);
     if (space < 0) {
-        FUZZ_CHECK(m->hostile);
-        m->tx_dead = true;
-        return;
+        refused(m, e);
+        return -1;
     }
-    FUZZ_CHECK((uint64_t)space <= m->size);
-    FUZZ_CHECK(m->tx.tail - m->tx.known_head <= m->size);
-    uint8_t buf[65536];
-    size_t n = (size_t)(want % sizeof buf);
-    if (n > (uint64_t)space)
-        n = (size_t)space;
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (uint8_t)((m->sent + i) * 13);
-    fdn__shm_tx_write(&m->tx, buf, n);
-    fdn__shm_tx_publish(&m->tx);
-    m->sent += n;
+    FUZZ_CHECK((uint64_t)space <= m->size && space % 8 == 0);
+    FUZZ_CHECK(e->tx.tail - e->tx.known_head <= m->size);
+    return space;
 }
 
-/* The honest peer, using the same code from the other end. */
-static void peer_produce(struct model *m, uint64_t want)
+/* Writes e's RELEASE records for what it let go of. */
+static void write_releases(struct model *m, struct end *e)
 {
-    int64_t space = fdn__shm_tx_space(&m->peer_tx);
-    if (space <= 0)
-        return; /* refused only once we or the script broke ring 0 */
-    uint8_t buf[4096];
-    size_t n = (size_t)(want % sizeof buf);
-    if (n > (uint64_t)space)
-        n = (size_t)space;
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (uint8_t)((m->peer_sent + i) * 7);
-    fdn__shm_tx_write(&m->peer_tx, buf, n);
-    fdn__shm_tx_publish(&m->peer_tx);
-    m->peer_sent += n;
+    int64_t space = space_of(m, e);
+    if (space < 0)
+        return;
+    while (e->num_release && space >= FDN__SHM_REC_HDR) {
+        fdn__shm_tx_release(&e->tx, e->to_release[--e->num_release]);
+        space -= FDN__SHM_REC_HDR;
+    }
+    fdn__shm_tx_publish(&e->tx);
 }
 
+static void release_all(struct model *m, struct end *e)
+{
+    for (uint32_t s = 0; s < FDN__SHM_SLOTS; s++) {
+        if (e->borrowed[s]) {
+            e->borrowed[s] = false;
+            e->to_release[e->num_release++] = s;
+        }
+    }
+    write_releases(m, e);
+}
+
+/* e sends: a REF of a range of its pool when asked and a slot is free,
+ * else a BYTES record of the stream. */
+static void produce(struct model *m, struct end *e, uint64_t want)
+{
+    int64_t space = space_of(m, e);
+    if (space < 2 * FDN__SHM_REC_HDR)
+        return;
+    size_t n = (size_t)(want % 65536) + 1;
+    if (want >> 63) {
+        uint32_t slot = (uint32_t)(want >> 32) % FDN__SHM_SLOTS;
+        uint32_t off = (uint32_t)(want >> 16) % POOL_BYTES;
+        if (n > POOL_BYTES - off)
+            n = POOL_BYTES - off;
+        if (!e->lent[slot] && space >= FDN__SHM_REC_REF_BYTES) {
+            fdn__shm_tx_ref(&e->tx, slot, off, (uint32_t)n);
+            e->lent[slot] = true;
+            e->sent += n;
+            fdn__shm_tx_publish(&e->tx);
+            return;
+        }
+    }
+    if (n > (uint64_t)space - FDN__SHM_REC_HDR)
+        n = (size_t)space - FDN__SHM_REC_HDR;
+    uint8_t buf[65536];
+    for (size_t i = 0; i < n; i++)
+        buf[i] = BYTE_OF_STREAM(e->sent + i, e->pattern_k);
+    uint64_t at = fdn__shm_tx_bytes_open(&e->tx);
+    fdn__shm_tx_write(&e->tx, buf, n);
+    fdn__shm_tx_bytes_close(&e->tx, at);
+    FUZZ_CHECK(e->tx.tail - e->tx.known_head <= m->size);
+    fdn__shm_tx_publish(&e->tx);
+    e->sent += n;
+}
+
+/* The honest peer consumes what we sent and gives every loan back. */
 static void peer_consume(struct model *m)
 {
-    int64_t avail = fdn__shm_rx_avail(&m->peer_rx);
-    if (avail <= 0)
-        return;
-    while (avail) {
-        size_t n;
-        const uint8_t *p = fdn__shm_rx_piece(&m->peer_rx, (uint64_t)avail, &n);
-        for (size_t i = 0; i < n; i++)
-            if (!m->hostile)
-                FUZZ_CHECK(p[i] == (uint8_t)((m->peer_received + i) * 13));
-        m->peer_received += n;
-        fdn__shm_rx_consume(&m->peer_rx, n);
-        avail -= (int64_t)n;
-    }
+    receive(m, &m->peer, &m->us);
+    if (!m->peer.dead)
+        release_all(m, &m->peer);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -142,51 +245,82 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    struct model m = {.size = FDN__SHM_MIN_RING << (data[0] % 5)};
-    m.seg_bytes = fdn__shm_seg_bytes(m.size);
-    m.seg = aligned_alloc(64, m.seg_bytes);
-    if (!m.seg)
+    struct model *m = calloc(1, sizeof *m);
+    if (!m)
         return 0;
-    memset(m.seg, 0, m.seg_bytes);
-    fdn__shm_rx_init(&m.rx, fdn__shm_ctl(m.seg, 0), fdn__shm_data(m.seg, m.size, 0), m.size);
-    fdn__shm_tx_init(&m.tx, fdn__shm_ctl(m.seg, 1), fdn__shm_data(m.seg, m.size, 1), m.size);
-    fdn__shm_rx_init(&m.peer_rx, fdn__shm_ctl(m.seg, 1), fdn__shm_data(m.seg, m.size, 1),
-                     m.size);
-    fdn__shm_tx_init(&m.peer_tx, fdn__shm_ctl(m.seg, 0), fdn__shm_data(m.seg, m.size, 0),
-                     m.size);
+    m->size = FDN__SHM_MIN_RING << (data[0] % 5);
+    m->seg_bytes = fdn__shm_seg_bytes(m->size);
+    m->seg = aligned_alloc(64, m->seg_bytes);
+    m->us.pool = malloc(POOL_BYTES);
+    m->peer.pool = malloc(POOL_BYTES);
+    if (!m->seg || !m->us.pool || !m->peer.pool)
+        goto out;
+    memset(m->seg, 0, m->seg_bytes);
+    m->us.pattern_k = 13;
+    m->peer.pattern_k = 7;
+    for (uint32_t i = 0; i < POOL_BYTES; i++) {
+        m->us.pool[i] = BYTE_OF_POOL(i, m->us.pattern_k);
+        m->peer.pool[i] = BYTE_OF_POOL(i, m->peer.pattern_k);
+    }
+    fdn__shm_rx_init(&m->us.rx, fdn__shm_ctl(m->seg, 0), fdn__shm_data(m->seg, m->size, 0),
+                     m->size);
+    fdn__shm_tx_init(&m->us.tx, fdn__shm_ctl(m->seg, 1), fdn__shm_data(m->seg, m->size, 1),
+                     m->size);
+    fdn__shm_rx_init(&m->peer.rx, fdn__shm_ctl(m->seg, 1), fdn__shm_data(m->seg, m->size, 1),
+                     m->size);
+    fdn__shm_tx_init(&m->peer.tx, fdn__shm_ctl(m->seg, 0), fdn__shm_data(m->seg, m->size, 0),
+                     m->size);
     for (size_t at = 1; at + 9 <= size; at += 9) {
         uint64_t v = operand(data + at + 1);
-        switch (data[at] % 7) {
+        switch (data[at] % 8) {
         case 0:
-            m.hostile = true;
-            atomic_store_explicit(&fdn__shm_ctl(m.seg, 0)->tail, v, memory_order_relaxed);
+            m->hostile = true;
+            atomic_store_explicit(&fdn__shm_ctl(m->seg, 0)->tail, v, memory_order_relaxed);
             break;
         case 1:
-            m.hostile = true;
-            atomic_store_explicit(&fdn__shm_ctl(m.seg, 1)->head, v, memory_order_relaxed);
+            m->hostile = true;
+            atomic_store_explicit(&fdn__shm_ctl(m->seg, 1)->head, v, memory_order_relaxed);
             break;
         case 2:
-            receive(&m);
+            receive(m, &m->us, &m->peer);
             break;
         case 3:
-            send_bytes(&m, v);
+            produce(m, &m->us, v);
             break;
         case 4:
-            m.hostile = true;
-            m.seg[v % m.seg_bytes] = (uint8_t)(v >> 56);
+            m->hostile = true;
+            m->seg[v % m->seg_bytes] = (uint8_t)(v >> 56);
             break;
         case 5:
-            peer_produce(&m, v);
+            produce(m, &m->peer, v);
             break;
         case 6:
-            peer_consume(&m);
+            peer_consume(m);
+            break;
+        case 7:
+            release_all(m, &m->us);
             break;
         }
     }
-    if (!m.hostile) {
-        receive(&m);
-        FUZZ_CHECK(m.received == m.peer_sent);
+    if (!m->hostile) {
+        /* Drain both ways: everything arrives, every loan comes back. */
+        receive(m, &m->us, &m->peer);
+        FUZZ_CHECK(m->us.received == m->peer.sent);
+        for (int round = 0; round < 4; round++) {
+            peer_consume(m);
+            release_all(m, &m->us);
+            receive(m, &m->us, &m->peer);
+            receive(m, &m->peer, &m->us);
+        }
+        FUZZ_CHECK(!m->us.dead && !m->peer.dead);
+        FUZZ_CHECK(m->peer.received == m->us.sent);
+        for (uint32_t s = 0; s < FDN__SHM_SLOTS; s++)
+            FUZZ_CHECK(!m->us.lent[s] && !m->peer.lent[s]);
     }
-    free(m.seg);
+out:
+    free(m->seg);
+    free(m->us.pool);
+    free(m->peer.pool);
+    free(m);
     return 0;
 }

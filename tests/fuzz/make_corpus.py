@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of the fuzz targets into tests/fuzz/corpus/<target>/.
 
+shm_ring: written here, in the step format fuzz_shm_ring.c reads (its header
+    comment is the reference): honest traffic both ways (bytes, loans by
+    reference, releases, the ring wrapping) and hostile segments (positions
+    out of range, a record of no known type, a REF outside the pool or of a
+    slot in use, a RELEASE of nothing lent or twice, scribbles).
 reassembly: written here, in the record format fuzz_reassembly.c reads (its
     header comment is the reference): a handful of valid conversations (whole
     messages, fragmented ones, channels interleaved, credit consumed and
@@ -127,6 +132,91 @@ def reassembly_seeds():
     }
 
 
+# ---- fuzz_shm_ring's input format ---------------------------------------------
+
+SHM_TAIL0, SHM_HEAD1, SHM_RECV, SHM_SEND, SHM_POKE, SHM_PEER_SEND, SHM_PEER_RECV, SHM_RELEASE = range(8)
+SHM_DATA0 = 4096          # ring 0's bytes in the segment (transport/shm_ring.h)
+REC_BYTES, REC_REF, REC_RELEASE = 1, 2, 3
+
+
+def step(op, value=0):
+    return struct.pack("<BQ", op, value & (2**64 - 1))
+
+
+def lend(slot, offset, n):
+    """SEND / PEER_SEND operand asking for a REF (top bit) of n bytes at offset."""
+    return (1 << 63) | (slot << 32) | ((offset & 0xFFFF) << 16) | ((n - 1) & 0xFFFF)
+
+
+def poke_words(pos, *words):
+    """The hostile peer writes 8-byte record words into ring 0 at pos, byte by byte."""
+    out = b""
+    for i, word in enumerate(words):
+        for j, byte in enumerate(struct.pack("<Q", word)):
+            at = SHM_DATA0 + pos + 8 * i + j
+            out += step(SHM_POKE, (byte << 56) | at)
+    return out
+
+
+def rec(kind, arg):
+    return kind | (arg << 32)
+
+
+def shm_seed(ring_sel, *steps):
+    return bytes([ring_sel]) + b"".join(steps)
+
+
+def shm_ring_seeds():
+    return {
+        # Honest.
+        "honest_both_ways": shm_seed(0, step(SHM_PEER_SEND, 1000), step(SHM_RECV),
+                                     step(SHM_SEND, 3000), step(SHM_PEER_RECV),
+                                     step(SHM_PEER_SEND, lend(3, 100, 2000)), step(SHM_RECV),
+                                     step(SHM_RELEASE), step(SHM_PEER_RECV)),
+        "loans_both_ways": shm_seed(1, step(SHM_SEND, lend(0, 0, 65535)),
+                                    step(SHM_SEND, lend(1, 5, 8)), step(SHM_SEND, 100),
+                                    step(SHM_PEER_RECV), step(SHM_RECV),
+                                    step(SHM_PEER_SEND, lend(7, 9, 1)),
+                                    step(SHM_PEER_SEND, lend(8, 9, 1)), step(SHM_RECV),
+                                    step(SHM_RELEASE), step(SHM_PEER_RECV),
+                                    step(SHM_SEND, lend(0, 0, 10)), step(SHM_PEER_RECV)),
+        "wrap_64k": shm_seed(4, *(step(SHM_PEER_SEND, 40000) + step(SHM_RECV) +
+                                  step(SHM_SEND, 30000) + step(SHM_PEER_RECV)
+                                  for _ in range(6))),
+        # Hostile positions.
+        "tail_too_far": shm_seed(0, step(SHM_PEER_SEND, 100), step(SHM_TAIL0, 8192),
+                                 step(SHM_RECV)),
+        "tail_backwards": shm_seed(0, step(SHM_PEER_SEND, 500), step(SHM_RECV),
+                                   step(SHM_TAIL0, 8), step(SHM_RECV)),
+        "tail_unaligned": shm_seed(0, step(SHM_PEER_SEND, 100), step(SHM_TAIL0, 13),
+                                   step(SHM_RECV)),
+        "head_ahead": shm_seed(0, step(SHM_SEND, 100), step(SHM_HEAD1, 4096),
+                               step(SHM_SEND, 10)),
+        # Hostile records.
+        "record_unknown": shm_seed(0, poke_words(0, rec(9, 0)), step(SHM_TAIL0, 8),
+                                   step(SHM_RECV)),
+        "ref_out_of_pool": shm_seed(0, poke_words(0, rec(REC_REF, 0), 65530 | (100 << 32)),
+                                    step(SHM_TAIL0, 16), step(SHM_RECV)),
+        "ref_slot_range": shm_seed(0, poke_words(0, rec(REC_REF, 5000), 0 | (8 << 32)),
+                                   step(SHM_TAIL0, 16), step(SHM_RECV)),
+        "ref_slot_in_use": shm_seed(0, poke_words(0, rec(REC_REF, 2), 0 | (8 << 32),
+                                                  rec(REC_REF, 2), 8 | (8 << 32)),
+                                    step(SHM_TAIL0, 32), step(SHM_RECV)),
+        "release_not_lent": shm_seed(0, poke_words(0, rec(REC_RELEASE, 4)), step(SHM_TAIL0, 8),
+                                     step(SHM_RECV)),
+        "release_twice": shm_seed(0, step(SHM_SEND, lend(6, 0, 64)),
+                                  poke_words(0, rec(REC_RELEASE, 6), rec(REC_RELEASE, 6)),
+                                  step(SHM_TAIL0, 8), step(SHM_RECV), step(SHM_TAIL0, 16),
+                                  step(SHM_RECV)),
+        "bytes_cut": shm_seed(0, poke_words(0, rec(REC_BYTES, 100)), step(SHM_TAIL0, 64),
+                              step(SHM_RECV)),
+        "scribble": shm_seed(2, step(SHM_PEER_SEND, 3000), step(SHM_POKE, (0x5A << 56) | 4100),
+                             step(SHM_POKE, (0x03 << 56) | 4096), step(SHM_RECV),
+                             step(SHM_SEND, lend(1, 0, 100)), step(SHM_POKE, (0x77 << 56) | 8200),
+                             step(SHM_PEER_RECV)),
+    }
+
+
 def write_dir(directory, files):
     directory.mkdir(parents=True, exist_ok=True)
     for name, data in sorted(files.items()):
@@ -143,6 +233,7 @@ def main():
     args = parser.parse_args()
 
     write_dir(args.out / "reassembly", reassembly_seeds())
+    write_dir(args.out / "shm_ring", shm_ring_seeds())
     if args.build:
         generator = args.build / "tests" / "fuzz" / "fuzz_make_corpus"
         if not generator.exists():

@@ -150,6 +150,9 @@ static void teardown(void)
     struct fdn__shm_stats st;
     fdn__shm_stats_get(&st);
     CHECK_EQ(st.segments_mapped, 0);
+    CHECK_EQ(st.pools_mapped, 0);
+    CHECK_EQ(st.loans_out, 0);
+    CHECK_EQ(st.borrowed, 0);
     CHECK_EQ(count_fds(), fds_at_setup);
 }
 
@@ -165,6 +168,9 @@ struct endpoint {
     bool paused;
     int pause_every;
     bool echo;
+    bool keep_refs;           /* keep borrowed messages (on_recv_msg) in kept[] */
+    fdn_msg *kept[8];
+    int num_kept;
     uint64_t tx_seed, tx_bytes;
     uint64_t sends_queued, sends_reported, sends_ok, sends_failed;
 };
@@ -174,6 +180,8 @@ struct test_send {
     struct endpoint *ep;
     uint64_t seq;
     uint8_t *copy;
+    fdn_msg *msg;            /* a message of the connection's pool, lent */
+    fdn_msg *iov_msg[10];
     struct iovec iov[10];
 };
 
@@ -229,6 +237,27 @@ static void send_copy(struct endpoint *ep, const uint8_t *data, size_t len)
     ep->tx_bytes += len;
 }
 
+/* Sends len bytes of the pattern from a buffer of the connection's own
+ * pool, which the transport lends by reference. */
+static void send_lent(struct endpoint *ep, size_t len)
+{
+    fdn_pool *pool = fdn__tp_tx_pool(ep->conn);
+    CHECK(pool != NULL);
+    struct test_send *t = calloc(1, sizeof *t);
+    CHECK(t != NULL);
+    t->ep = ep;
+    CHECK_OK(fdn_msg_alloc(pool, len, &t->msg));
+    size_t at = (size_t)((ep->tx_seed + ep->tx_bytes) % PATTERN_LEN);
+    for (size_t i = 0; i < len; i++)
+        fdn_msg_data(t->msg)[i] = pattern[(at + i) % PATTERN_LEN];
+    t->iov[0] = (struct iovec){fdn_msg_data(t->msg), len};
+    t->iov_msg[0] = t->msg;
+    t->s.iovcnt = 1;
+    t->s.iov_msg = t->iov_msg;
+    CHECK_OK(submit(ep, t));
+    ep->tx_bytes += len;
+}
+
 static void ep_on_connected(void *ctx, int err)
 {
     struct endpoint *ep = ctx;
@@ -269,7 +298,23 @@ static void ep_on_sent(void *ctx, struct fdn__tp_send *s, int err)
     else
         ep->sends_failed++;
     free(t->copy);
+    fdn_msg_free(t->msg);   /* the transport keeps its own reference while lent */
     free(t);
+}
+
+static int ep_on_recv_msg(void *ctx, fdn_msg *m)
+{
+    struct endpoint *ep = ctx;
+    CHECK(fdn_msg_is_borrowed(m));
+    if (!ep->keep_refs) {
+        int rc = ep_on_recv(ctx, fdn_msg_data(m), fdn_msg_len(m));
+        fdn_msg_free(m);
+        return rc;
+    }
+    CHECK(ep->num_kept < 8);
+    ep->kept[ep->num_kept++] = m;
+    ep->rx_bytes += fdn_msg_len(m);
+    return 0;
 }
 
 static void ep_on_closed(void *ctx, int err)
@@ -284,6 +329,7 @@ static void ep_on_closed(void *ctx, int err)
 static const struct fdn__tp_conn_events ep_events = {
     .on_connected = ep_on_connected,
     .on_recv = ep_on_recv,
+    .on_recv_msg = ep_on_recv_msg,
     .on_sent = ep_on_sent,
     .on_closed = ep_on_closed,
 };
@@ -372,7 +418,7 @@ static void test_registry_and_bad_addresses(void)
     const char *rest;
     CHECK(fdn__transport_for("shm://@x", &rest) == tp);
     CHECK(strcmp(rest, "@x") == 0);
-    CHECK_EQ(tp->caps, FDN__TP_RELIABLE);
+    CHECK_EQ(tp->caps, FDN__TP_RELIABLE | FDN__TP_REFS);
     struct fdn__tp_conn *c;
     struct fdn__tp_listener *l;
     struct endpoint ep = {0};
@@ -655,11 +701,16 @@ static void test_peer_killed(void)
 /* ---- A hostile peer, by hand --------------------------------------------- */
 
 struct raw_peer {
-    int sock, memfd, efd, peer_efd;
+    int sock, memfd, efd, peer_efd, pool_fd, peer_pool_fd;
     uint32_t ring;
     uint8_t *seg;
     size_t seg_bytes;
+    uint8_t *pool;            /* ours, RAW_POOL_BYTES */
+    const uint8_t *peer_pool; /* the server's, read-only */
+    uint32_t peer_pool_bytes;
 };
+
+#define RAW_POOL_BYTES (1u << 20)
 
 static int raw_send(int sock, const void *msg, size_t len, const int *fds, int nfds)
 {
@@ -682,14 +733,17 @@ static int raw_send(int sock, const void *msg, size_t len, const int *fds, int n
     return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
 }
 
-enum raw_flaw { RAW_OK, RAW_UNSEALED, RAW_SHORT, RAW_THREE_FDS, RAW_PIPE, RAW_BAD_RING };
+enum raw_flaw {
+    RAW_OK, RAW_UNSEALED, RAW_SHORT, RAW_TWO_FDS, RAW_PIPE, RAW_BAD_RING, RAW_POOL_UNSEALED,
+    RAW_POOL_SIZE
+};
 
 /* Connects to addr and sends a hello with the given flaw. The segment is
  * ours to scribble on afterwards. */
 static void raw_connect(struct raw_peer *r, const char *addr, enum raw_flaw flaw)
 {
     memset(r, 0, sizeof *r);
-    r->peer_efd = -1;
+    r->peer_efd = r->peer_pool_fd = -1;
     r->ring = 4096;
     r->seg_bytes = fdn__shm_seg_bytes(r->ring);
     r->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -710,14 +764,22 @@ static void raw_connect(struct raw_peer *r, const char *addr, enum raw_flaw flaw
     r->seg = mmap(NULL, r->seg_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
     CHECK(r->seg != MAP_FAILED);
     r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    r->pool_fd = memfd_create("raw-pool", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    CHECK(r->pool_fd >= 0);
+    CHECK(ftruncate(r->pool_fd, RAW_POOL_BYTES) == 0);
+    if (flaw != RAW_POOL_UNSEALED)
+        CHECK(fcntl(r->pool_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0);
+    r->pool = mmap(NULL, RAW_POOL_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, r->pool_fd, 0);
+    CHECK(r->pool != MAP_FAILED);
     int pipefd[2];
     CHECK(pipe2(pipefd, O_CLOEXEC) == 0);
     struct {
         uint64_t magic;
-        uint32_t version, ring_bytes;
-    } hello = {FDN__SHM_MAGIC, FDN__SHM_VERSION, flaw == RAW_BAD_RING ? 5000 : r->ring};
-    int fds[3] = {r->memfd, flaw == RAW_PIPE ? pipefd[1] : r->efd, r->efd};
-    CHECK(raw_send(r->sock, &hello, sizeof hello, fds, flaw == RAW_THREE_FDS ? 3 : 2) == 0);
+        uint32_t version, ring_bytes, pool_bytes, reserved;
+    } hello = {FDN__SHM_MAGIC, FDN__SHM_VERSION, flaw == RAW_BAD_RING ? 5000 : r->ring,
+               flaw == RAW_POOL_SIZE ? 2 * RAW_POOL_BYTES : RAW_POOL_BYTES, 0};
+    int fds[3] = {r->memfd, flaw == RAW_PIPE ? pipefd[1] : r->efd, r->pool_fd};
+    CHECK(raw_send(r->sock, &hello, sizeof hello, fds, flaw == RAW_TWO_FDS ? 2 : 3) == 0);
     close(pipefd[0]);
     close(pipefd[1]);
 }
@@ -729,6 +791,7 @@ static int raw_answer(struct raw_peer *r)
         uint64_t magic;
         uint32_t version;
         int32_t status;
+        uint32_t pool_bytes, reserved;
     } reply;
     union {
         struct cmsghdr align;
@@ -742,19 +805,50 @@ static int raw_answer(struct raw_peer *r)
         return n == 0 ? -ECONNRESET : -errno;
     CHECK_EQ(n, sizeof reply);
     struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    if (cm && cm->cmsg_type == SCM_RIGHTS)
+    if (cm && cm->cmsg_type == SCM_RIGHTS) {
+        CHECK_EQ(cm->cmsg_len, CMSG_LEN(2 * sizeof(int)));
         memcpy(&r->peer_efd, CMSG_DATA(cm), sizeof(int));
+        memcpy(&r->peer_pool_fd, CMSG_DATA(cm) + sizeof(int), sizeof(int));
+        /* The server's pool is read-only to us, whatever we try. */
+        CHECK(mmap(NULL, reply.pool_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, r->peer_pool_fd,
+                   0) == MAP_FAILED);
+        CHECK(write(r->peer_pool_fd, "x", 1) < 0);
+        r->peer_pool = mmap(NULL, reply.pool_bytes, PROT_READ, MAP_SHARED, r->peer_pool_fd, 0);
+        CHECK(r->peer_pool != MAP_FAILED);
+        r->peer_pool_bytes = reply.pool_bytes;
+    }
     return reply.status;
 }
 
 static void raw_close(struct raw_peer *r)
 {
     munmap(r->seg, r->seg_bytes);
+    munmap(r->pool, RAW_POOL_BYTES);
     close(r->sock);
     close(r->memfd);
     close(r->efd);
+    close(r->pool_fd);
     if (r->peer_efd >= 0)
         close(r->peer_efd);
+    if (r->peer_pool_fd >= 0)
+        close(r->peer_pool_fd);
+    if (r->peer_pool)
+        munmap((void *)r->peer_pool, r->peer_pool_bytes);
+}
+
+/* Writes one record word into the ring the raw peer produces (ring 0). */
+static void raw_word(struct raw_peer *r, uint64_t pos, uint64_t word)
+{
+    uint8_t *data = fdn__shm_data(r->seg, r->ring, 0);
+    memcpy(data + (pos & (r->ring - 1)), &word, 8);
+}
+
+/* A BYTES record of the pattern at pos; returns the position after it. */
+static uint64_t raw_bytes(struct raw_peer *r, uint64_t pos, size_t len)
+{
+    raw_word(r, pos, fdn__shm_rec_word(FDN__SHM_REC_BYTES, (uint32_t)len));
+    memcpy(fdn__shm_data(r->seg, r->ring, 0) + ((pos + 8) & (r->ring - 1)), pattern, len);
+    return pos + 8 + fdn__shm_align8(len);
 }
 
 static bool readable(int fd)
@@ -770,7 +864,8 @@ static void test_bad_setups_refused(void)
     struct acceptor a;
     char addr[ADDR_MAX];
     start_listener(&a, "@", addr, sizeof addr);
-    enum raw_flaw flaws[] = {RAW_UNSEALED, RAW_SHORT, RAW_THREE_FDS, RAW_PIPE, RAW_BAD_RING};
+    enum raw_flaw flaws[] = {RAW_UNSEALED, RAW_SHORT, RAW_TWO_FDS, RAW_PIPE, RAW_BAD_RING,
+                             RAW_POOL_UNSEALED, RAW_POOL_SIZE};
     for (size_t i = 0; i < FDN_ARRAY_SIZE(flaws); i++) {
         struct fdn__shm_stats before, after;
         fdn__shm_stats_get(&before);
@@ -809,16 +904,16 @@ static void test_corrupt_ring_closes(void)
         RUN_UNTIL(r.peer_efd >= 0 || raw_answer(&r) == 0);
         struct fdn__shm_ctl *in = fdn__shm_ctl(r.seg, 0), *out = fdn__shm_ctl(r.seg, 1);
         uint8_t *in_data = fdn__shm_data(r.seg, r.ring, 0);
+        (void)in_data;
         if (kind == 0) {
             /* First some honest bytes, which arrive. */
-            memcpy(in_data, pattern, 1000);
-            atomic_store(&in->tail, 1000);
+            atomic_store(&in->tail, raw_bytes(&r, 0, 1000));
             RUN_UNTIL(server.rx_bytes == 1000);
-            CHECK_EQ(atomic_load(&in->head), 1000);
-            atomic_store(&in->tail, 1000 + r.ring + 1); /* more than the ring holds */
+            CHECK_EQ(atomic_load(&in->head), 1008);
+            atomic_store(&in->tail, 1008 + r.ring + 8); /* more than the ring holds */
         } else if (kind == 1) {
-            atomic_store(&in->tail, 3000);
-            RUN_UNTIL(server.rx_bytes == 3000);
+            atomic_store(&in->tail, raw_bytes(&r, 0, 2992));
+            RUN_UNTIL(server.rx_bytes == 2992);
             atomic_store(&in->tail, 2000);              /* backwards */
         } else if (kind == 2) {
             atomic_store(&in->tail, UINT64_MAX - 5);    /* far behind head */
@@ -845,6 +940,130 @@ static void test_corrupt_ring_closes(void)
     RUN_UNTIL(server.rx_bytes == 12345);
     close_and_wait(&client);
     RUN_UNTIL(server.closed_calls == 1);
+    stop_listener(&a);
+    teardown();
+}
+
+/* A lent buffer crosses by reference both ways between two endpoints, and
+ * comes back when the receiver lets it go. */
+static void test_lend_both_ways(void)
+{
+    setup();
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    start_listener(&a, "@", addr, sizeof addr);
+    struct endpoint client = {.check_rx = true}, server = {.check_rx = true, .keep_refs = true};
+    connect_pair(&a, addr, NULL, &client, &server);
+    struct fdn__shm_stats st0, st;
+    fdn__shm_stats_get(&st0);
+    send_lent(&client, 100000);
+    send_pattern(&client, 3000);      /* copied, after it in order */
+    send_lent(&client, 5);
+    RUN_UNTIL(server.num_kept == 2 && client.sends_reported == 3);
+    CHECK_EQ(server.rx_bytes, 103005);
+    size_t bytes;
+    const uint8_t *pool = fdn__shm_peer_pool(server.conn, &bytes);
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *d = fdn_msg_data(server.kept[i]);
+        CHECK(d >= pool && d + fdn_msg_len(server.kept[i]) <= pool + bytes);
+    }
+    check_pattern(0, fdn_msg_data(server.kept[0]), 100000);
+    check_pattern(103000, fdn_msg_data(server.kept[1]), 5);
+    fdn__shm_stats_get(&st);
+    CHECK_EQ(st.refs_sent - st0.refs_sent, 2);
+    CHECK_EQ(st.loans_out, 2);        /* reported sent, still lent */
+    for (int i = 0; i < 2; i++)
+        fdn_msg_free(server.kept[i]);
+    RUN_UNTIL((fdn__shm_stats_get(&st), st.loans_out == 0));
+    CHECK_EQ(st.releases_received - st0.releases_received, 2);
+    /* And the other way, without keeping: released at once. */
+    server.tx_seed = 0;
+    client.rx_seed = 0;
+    send_lent(&server, 70000);
+    RUN_UNTIL(client.rx_bytes == 70000);
+    RUN_UNTIL((fdn__shm_stats_get(&st), st.loans_out == 0));
+    close_and_wait(&client);
+    RUN_UNTIL(server.closed_calls == 1);
+    stop_listener(&a);
+    teardown();
+}
+
+/* Impossible records close the connection with -EBADMSG, counted as bad
+ * records: an unknown type, a REF outside the pool or with a slot out of
+ * range or already lent, a RELEASE of a buffer not lent, or twice. A valid
+ * REF first shows the raw peer's bytes arriving by reference. */
+static void test_corrupt_records_close(void)
+{
+    setup();
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    start_listener(&a, "@", addr, sizeof addr);
+    for (int kind = 0; kind < 6; kind++) {
+        struct fdn__shm_stats before, after;
+        fdn__shm_stats_get(&before);
+        struct raw_peer r;
+        raw_connect(&r, addr, RAW_OK);
+        struct endpoint server = {.keep_refs = true};
+        take_accepted(&a, &server);
+        RUN_UNTIL(r.peer_efd >= 0 || raw_answer(&r) == 0);
+        struct fdn__shm_ctl *in = fdn__shm_ctl(r.seg, 0), *out = fdn__shm_ctl(r.seg, 1);
+        uint64_t pos = 0;
+        if (kind == 0) {
+            raw_word(&r, 0, fdn__shm_rec_word(9, 0));
+            pos = 8;
+        } else if (kind == 1 || kind == 2) {
+            raw_word(&r, 0, fdn__shm_rec_word(FDN__SHM_REC_REF, kind == 1 ? 0 : 5000));
+            raw_word(&r, 8, (uint64_t)(RAW_POOL_BYTES - 8) | (uint64_t)(kind == 1 ? 100 : 8) << 32);
+            pos = 16;
+        } else if (kind == 3) {
+            /* A REF the server takes, then the same slot again. */
+            memcpy(r.pool + 4096, pattern, 1000);
+            raw_word(&r, 0, fdn__shm_rec_word(FDN__SHM_REC_REF, 2));
+            raw_word(&r, 8, 4096u | (uint64_t)1000 << 32);
+            atomic_store(&in->tail, 16);
+            RUN_UNTIL(server.num_kept == 1);
+            check_pattern(0, fdn_msg_data(server.kept[0]), 1000);
+            size_t bytes;
+            const uint8_t *pool = fdn__shm_peer_pool(server.conn, &bytes);
+            CHECK(fdn_msg_data(server.kept[0]) == pool + 4096 && bytes == RAW_POOL_BYTES);
+            raw_word(&r, 16, fdn__shm_rec_word(FDN__SHM_REC_REF, 2));
+            raw_word(&r, 24, 0u | (uint64_t)8 << 32);
+            pos = 32;
+        } else if (kind == 4) {
+            raw_word(&r, 0, fdn__shm_rec_word(FDN__SHM_REC_RELEASE, 3));
+            pos = 8;
+        } else {
+            /* The server lends; we release it, then release it again. */
+            send_lent(&server, 2000);
+            RUN_UNTIL(atomic_load(&out->tail) == 16);
+            uint64_t w0, w1;
+            memcpy(&w0, fdn__shm_data(r.seg, r.ring, 1), 8);
+            memcpy(&w1, fdn__shm_data(r.seg, r.ring, 1) + 8, 8);
+            CHECK_EQ((uint32_t)w0, FDN__SHM_REC_REF);
+            CHECK_EQ((uint32_t)(w1 >> 32), 2000);
+            CHECK((uint32_t)w1 + 2000 <= r.peer_pool_bytes);
+            check_pattern(0, r.peer_pool + (uint32_t)w1, 2000); /* read where it lies */
+            raw_word(&r, 0, fdn__shm_rec_word(FDN__SHM_REC_RELEASE, (uint32_t)(w0 >> 32)));
+            atomic_store(&in->tail, 8);
+            RUN_UNTIL((fdn__shm_stats_get(&after), after.loans_out == 0));
+            raw_word(&r, 8, fdn__shm_rec_word(FDN__SHM_REC_RELEASE, (uint32_t)(w0 >> 32)));
+            pos = 16;
+        }
+        atomic_store(&in->tail, pos);
+        RUN_UNTIL(server.closed_calls == 1);
+        CHECK_EQ(server.closed_err, -EBADMSG);
+        CHECK(strstr(fdn_errmsg(), "impossible record") != NULL);
+        fdn__shm_stats_get(&after);
+        CHECK_EQ(after.bad_records, before.bad_records + 1);
+        CHECK_EQ(after.bad_rings, before.bad_rings);
+        for (int i = 0; i < server.num_kept; i++) /* still readable after the close */
+            check_pattern(0, fdn_msg_data(server.kept[i]), fdn_msg_len(server.kept[i]));
+        for (int i = 0; i < server.num_kept; i++)
+            fdn_msg_free(server.kept[i]);
+        fdn__shm_stats_get(&after);
+        CHECK_EQ(after.pools_mapped, 0);
+        raw_close(&r);
+    }
     stop_listener(&a);
     teardown();
 }
@@ -1031,6 +1250,8 @@ int main(int argc, char **argv)
     RUN(test_peer_killed);
     RUN(test_bad_setups_refused);
     RUN(test_corrupt_ring_closes);
+    RUN(test_lend_both_ways);
+    RUN(test_corrupt_records_close);
     RUN(test_two_nodes);
     free(pattern);
     return 0;
