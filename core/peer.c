@@ -842,6 +842,10 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
     case FDN__FRAME_PONG:
         return 0;
     case FDN__FRAME_CLOSE:
+        /* A join refused: only this lane is lost (its close follows), and
+         * the session resumes (see join_session). */
+        if (h->close_reason == FDN__CLOSE_SESSION_UNKNOWN && l->index != 0)
+            return 0;
         /* The peer is leaving and says why; its transport close follows,
          * possibly as a reset (it may close with our bytes unread), which
          * must not turn an orderly goodbye into an error. */
@@ -1702,9 +1706,15 @@ static int join_session(struct fdn__lane *l, const struct fdn__handshake_result 
 {
     fdn_peer *tmp = l->peer;
     fdn_peer *q = find_session(tmp->node, tmp, res);
-    if (!q)
-        return FDN_ERR(-EPROTO, "%s joins lane %u of a session we do not have", tmp->addr,
+    /* Not fatal to the session: the join may have crossed a resumption
+     * (a stale connection holds the lane, or the session is between
+     * connections). -ESTALE sends SESSION_UNKNOWN, which the client takes
+     * as the loss of that lane, and it resumes. */
+    if (!q) {
+        tmp->node->stats.resumes_refused++;
+        return FDN_ERR(-ESTALE, "%s joins lane %u of a session we do not have", tmp->addr,
                        res->lane);
+    }
     move_lane(l, q, res->lane);
     return 0;
 }

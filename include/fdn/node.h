@@ -302,7 +302,8 @@ typedef struct fdn_node_stats {
     uint64_t sessions_interrupted;  /* sessions that lost their connections */
     uint64_t sessions_resumed;      /* ... and got them back (each side counts) */
     uint64_t sessions_expired;      /* ... and did not within session_timeout_ns */
-    uint64_t resumes_refused;       /* resumptions of a session this node does not have */
+    uint64_t resumes_refused;       /* resumptions, and joins of a lane, of a session
+                                       this node does not have (or not that lane now) */
     uint64_t sequence_errors;       /* a message out of sequence (a frame lost below) */
     uint64_t undelivered_msgs;      /* reliable messages unacknowledged at a session's end */
     uint64_t zc_allocs;             /* fdn_peer_msg_alloc() from a shared pool */
