@@ -2078,7 +2078,6 @@ static void after_recv(struct fdn__lane *l, int rc, size_t len)
     if (rc == 0)
         end_rx_turn_if_due(l, len);
     on_recv_result(l, rc);
-    return 0; /* the transport is closed already, or the session goes on */
 }
 
 /* What decoding received bytes found: a sequence gap resumes the session,
