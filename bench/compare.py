@@ -363,10 +363,12 @@ class FdnPerf(Tool):
                 "loopback); the receiver reads into provided buffers and core copies what it "
                 "keeps"),
         "shm": ("Foundation node on each side over the shm transport; {op}: the message is "
-                "built with fdn_peer_msg_alloc in the connection's shared pool and crosses by "
-                "reference, no copy at all (a 16-byte REF record beside the frame header in "
-                "the ring; the receiver's handler gets the sender's buffer read-only and gives "
-                "it back with a RELEASE record); no system call while both sides are busy. bw "
+                "built with fdn_peer_msg_alloc; from 1 KiB (the node's lend_min) it is in the "
+                "connection's shared pool and crosses by reference, no copy at all (a 16-byte "
+                "REF record beside the frame header in the ring; the receiver's handler gets "
+                "the sender's buffer read-only and gives it back with a RELEASE record); below "
+                "1 KiB it is copied into the ring and out of it (two user-space copies); no "
+                "system call while both sides are busy. bw "
                 "without --verify: the server never reads the payload; lat: the echo is the "
                 "server's copy (transport/shm.c)"),
     }

@@ -226,6 +226,7 @@ int fdn_node_create(const fdn_node_config *cfg, fdn_node **out)
     n->bulk_inflight_bytes = cfg->bulk_inflight_bytes ? cfg->bulk_inflight_bytes : 1 << 20;
     n->lanes = cfg->lanes ? cfg->lanes : 2;
     n->zerocopy_min = cfg->zerocopy_min;
+    n->lend_min = cfg->lend_min ? cfg->lend_min : FDN__LEND_MIN_DEFAULT;
     n->no_same_host_shm = cfg->no_same_host_shm;
     n->handshake_timeout_ns = cfg->handshake_timeout_ns ? cfg->handshake_timeout_ns
                                                         : 5000000000ull;

@@ -71,6 +71,9 @@
 #define FDN__ACK_EVERY 32u
 #define FDN__ACK_DELAY_NS (2ull * 1000 * 1000)
 #define FDN__REDIAL_MIN_NS (10ull * 1000 * 1000)
+/* fdn_peer_msg_alloc lends from this size on by default: below it a copy
+ * into the ring costs less than a loan and its release (PERFORMANCE.md). */
+#define FDN__LEND_MIN_DEFAULT 1024u
 /* The first redial after a session that was up lost its connections: soon,
  * since the peer was there a moment ago (a redial that fails backs off from
  * FDN__REDIAL_MIN_NS); jittered like the others. */
@@ -291,6 +294,7 @@ struct fdn_node {
     uint32_t bulk_inflight_bytes;  /* lanes with bulk channels only */
     uint8_t lanes;
     uint32_t zerocopy_min;         /* 0: never */
+    uint32_t lend_min;             /* fdn_peer_msg_alloc lends from this size on */
     uint64_t handshake_timeout_ns;
     uint64_t session_timeout_ns;
     uint64_t max_message;          /* largest of all channels */

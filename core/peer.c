@@ -2416,8 +2416,9 @@ int fdn_peer_msg_alloc(fdn_peer *p, int channel, size_t len, fdn_msg **out)
     fdn_node *n = p->node;
     if (channel < 0 || channel >= n->num_channels)
         return FDN_ERR(-EINVAL, "no channel %d", channel);
-    fdn_pool *zc = p->state == FDN__PEER_UP ? lane_zc_pool(lane_at(p, p->channel_lane[channel]))
-                                            : NULL;
+    fdn_pool *zc = p->state == FDN__PEER_UP && len >= n->lend_min
+                       ? lane_zc_pool(lane_at(p, p->channel_lane[channel]))
+                       : NULL;
     if (zc && fdn_msg_alloc(zc, len, out) == 0) {
         n->stats.zc_allocs++;
         return 0;

@@ -56,6 +56,9 @@ static void usage(FILE *to)
             "  -I, --inflight BYTES     bytes this end hands to the transport per\n"
             "                           connection before they are sent (the node's\n"
             "                           max_inflight_bytes; default: the library's 256K)\n"
+            "  -L, --lend-min BYTES     messages of at least this size cross shm by\n"
+            "                           reference (the node's lend_min; default: the\n"
+            "                           library's 1K; 1: every message)\n"
             "  -a, --cpu N              pin this end to CPU N\n"
             "  -T, --transport NAME     tcp or shm (default: the address's scheme, else tcp);\n"
             "                           given, tcp is TCP even to this host (no same-host\n"
@@ -200,6 +203,11 @@ static int apply_option(int c, const char *arg, struct perf_options *o, struct r
             return usage_error("--inflight %s: 1 .. 64M bytes", arg);
         o->inflight = (uint32_t)v;
         return -1;
+    case 'L':
+        if (!parse_size(arg, &v))
+            return usage_error("--lend-min %s: 1 .. 64M bytes", arg);
+        o->lend_min = (uint32_t)v;
+        return -1;
     case 'a':
         if (!cli_parse_u64(arg, 0, INT_MAX, &v))
             return usage_error("--cpu %s: a CPU number", arg);
@@ -271,6 +279,7 @@ static int parse_options(int argc, char **argv, struct perf_options *o)
         {"channel", required_argument, NULL, 'C'},
         {"window", required_argument, NULL, 'W'},
         {"inflight", required_argument, NULL, 'I'},
+        {"lend-min", required_argument, NULL, 'L'},
         {"cpu", required_argument, NULL, 'a'},
         {"transport", required_argument, NULL, 'T'},
         {"session-timeout", required_argument, NULL, 'S'},
@@ -291,7 +300,7 @@ static int parse_options(int argc, char **argv, struct perf_options *o)
     struct raw_options raw = {0};
     int c;
     optind = 2;
-    while ((c = getopt_long(argc, argv, "l:c:s:t:n:w:C:W:I:a:T:S:k:jVh", long_options, NULL)) != -1)
+    while ((c = getopt_long(argc, argv, "l:c:s:t:n:w:C:W:I:L:a:T:S:k:jVh", long_options, NULL)) != -1)
         if ((status = apply_option(c, optarg, o, &raw)) >= 0)
             return status;
     if (optind < argc)

@@ -52,6 +52,7 @@ struct perf_options {
     const char *secret_file;    /* NULL: the library's default path */
     uint32_t window;            /* messages queued at the sender on data and perf
                                    (max_queued); 0: fill the credit window */
+    uint32_t lend_min;          /* the node's lend_min; 0 default */
     uint32_t inflight;          /* bytes handed to the transport and not yet sent
                                    (max_inflight_bytes); 0 default */
     uint64_t session_timeout_ns; /* the node's session_timeout_ns; 0 default */

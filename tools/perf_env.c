@@ -154,6 +154,7 @@ static int open_node(struct perf_env *env, const struct perf_options *o)
         .max_inflight_bytes = o->inflight, /* 0 keeps the library's default */
         .session_timeout_ns = o->session_timeout_ns,
         .no_same_host_shm = o->transport_given && strcmp(o->transport, "tcp") == 0,
+        .lend_min = o->lend_min,   /* 0 keeps the library's default */
     };
     describe_channels(o, &cfg, user);
     rc = fdn_node_create(&cfg, &env->node);

@@ -16,8 +16,9 @@ perf=${1:?usage: perf_smoke.sh PATH/TO/fdn-perf [tcp|shm]}
 transport=${2:-tcp}
 # --transport tcp keeps a tcp:// address on TCP (not the same-host shm).
 case $transport in
-tcp) listen=tcp://127.0.0.1:0 other=shm lat_size=64 bw_size=4096 bw_iters=2000 ;;
-shm) listen=shm://@ other=tcp lat_size=8 bw_size=262144 bw_iters=500 ;;
+tcp) listen=tcp://127.0.0.1:0 other=shm lend=() lat_size=64 bw_size=4096 bw_iters=2000 ;;
+# shm: --lend-min 1 lends even the 8-byte pings (the default copies them).
+shm) listen=shm://@ other=tcp lat_size=8 bw_size=262144 bw_iters=500 lend=(--lend-min 1) ;;
 *) echo "unknown transport '$transport'" >&2; exit 2 ;;
 esac
 work=$(mktemp -d)
@@ -52,7 +53,7 @@ done
 echo "server on $addr"
 
 "$perf" lat --connect "$addr" --transport "$transport" --secret-file "$secret" \
-    --size "$lat_size" --iters 2000 --json >"$work/lat.json"
+    "${lend[@]}" --size "$lat_size" --iters 2000 --json >"$work/lat.json"
 "$perf" bw --connect "$addr" --transport "$transport" --secret-file "$secret" \
     --iters "$bw_iters" --size "$bw_size" --json >"$work/bw.json"
 # Exit status 3 would mean the stream was not delivered intact.

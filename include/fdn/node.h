@@ -121,6 +121,12 @@ typedef struct fdn_node_config {
                                         has acknowledged the data, so it ties
                                         max_inflight_bytes to the round trip; measured
                                         on loopback, it cut 1 MiB streaming to a tenth */
+    uint32_t lend_min;               /* fdn_peer_msg_alloc lends (no copy, over shm)
+                                        only messages of at least this many bytes;
+                                        smaller ones are ordinary messages, copied: a
+                                        loan and its release cost more than copying a
+                                        small payload (docs/PERFORMANCE.md). 0:
+                                        default 1 KiB; 1: lend every message */
     bool no_same_host_shm;           /* false (default): peers on this host talk through
                                         shared memory (shm://) even when given tcp://
                                         addresses. Each tcp:// listener also listens
@@ -208,7 +214,8 @@ int fdn_send(fdn_peer *peer, int channel, fdn_msg *msg);
  * shared pool and the message crosses with no copy at all: one frame
  * whatever max_fragment is, and the receiver's handler gets the sender's
  * buffer itself, read-only (fdn_msg_is_borrowed() in <fdn/msg.h>).
- * Otherwise (TCP, the lane not up, the pool full, len over 4 MiB) it is an
+ * Otherwise (TCP, the lane not up, the pool full, len under the node's
+ * lend_min or over 4 MiB) it is an
  * ordinary message of the worker's pool, so callers need one code path.
  * Either is counted (fdn_node_stats zc_allocs, zc_fallbacks). Returns 0,
  * -EINVAL for an unknown channel, or as fdn_msg_alloc().
@@ -308,7 +315,8 @@ typedef struct fdn_node_stats {
     uint64_t undelivered_msgs;      /* reliable messages unacknowledged at a session's end */
     uint64_t zc_allocs;             /* fdn_peer_msg_alloc() from a shared pool */
     uint64_t zc_fallbacks;          /* ... from the worker's pool (no shared pool there,
-                                       or it was full or the size too large) */
+                                       or it was full, or the size under lend_min or
+                                       too large) */
     uint64_t zc_received;           /* messages delivered without a copy (borrowed) */
 } fdn_node_stats;
 

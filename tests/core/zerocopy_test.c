@@ -79,7 +79,8 @@ static void make_node(struct side *s, bool no_shm, bool data_on_lane_1)
 {
     memset(s, 0, sizeof *s);
     fdn_node_config cfg = {.worker = w, .secret = secret, .secret_len = sizeof secret,
-                           .no_same_host_shm = no_shm, .session_timeout_ns = 300000000};
+                           .no_same_host_shm = no_shm, .session_timeout_ns = 300000000,
+                           .lend_min = 1};   /* every size by reference */
     if (data_on_lane_1)
         cfg.data.lane = 1;
     CHECK_OK(fdn_node_create(&cfg, &s->node));
