@@ -1,6 +1,7 @@
 /* Nodes: configuration, the channel table, listeners, and the lifecycle of
  * peers. The protocol of one connection is in core/peer.c. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 
 #include "base/compiler.h"
 #include "base/error.h"
+#include "base/log.h"
 #include "core/node_internal.h"
 #include "core/worker_internal.h"
 
@@ -272,6 +274,27 @@ int fdn_channel_set_request_handler(fdn_node *n, int channel, fdn_request_fn fn,
 }
 
 void fdn_node_stats_get(const fdn_node *n, fdn_node_stats *out) { *out = n->stats; }
+
+/* ---- Saying why connections end ------------------------------------------ */
+
+void fdn__node_log_end(const fdn_node *n, int level, const char *addr, int lane,
+                       const char *transport, const char *fmt, ...)
+{
+    if (!fdn__log_enabled(level))
+        return;
+    char reason[FDN__LOG_LINE_MAX / 2], where[24];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    if (lane > 0)
+        snprintf(where, sizeof where, "lane %d", lane);
+    else
+        snprintf(where, sizeof where, "%s", lane == 0 ? "all lanes" : "lane ?");
+    /* The first 4 bytes of the node id tell this process's nodes apart. */
+    fdn__log(level, "node %02x%02x%02x%02x: %s %s (%s): %s", n->node_id[0], n->node_id[1],
+             n->node_id[2], n->node_id[3], addr, where, transport ? transport : "?", reason);
+}
 
 /* ---- Listeners ----------------------------------------------------------- */
 

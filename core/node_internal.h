@@ -221,6 +221,11 @@ struct fdn__lane {
      * layer"): NULL when the node has no fault rule, and then no fault code
      * runs at all. */
     struct fdn__lane_faults *faults;
+
+    /* Why this node closed the connection itself (a reset by the fault
+     * layer, a handshake timeout), for the line on_closed says; "" when it
+     * did not. */
+    char end_why[96];
 };
 
 struct fdn_peer {
@@ -229,6 +234,7 @@ struct fdn_peer {
     enum fdn__peer_state state;
     bool outbound;
     bool close_received;           /* the peer sent CLOSE: its reason stands */
+    uint64_t close_reason_in;      /* ... and that reason (enum fdn__close_reason) */
     bool announced_up;             /* peer_up was reported */
     int down_reason;
     char addr[FDN__ADDR_MAX];      /* the peer's address, scheme first, for logs */
@@ -313,6 +319,16 @@ struct fdn_node {
     uint64_t fault_conns;
     struct fdn__fault_stats fault_totals;
 };
+
+/* Says that a connection or a session ended, and why, in one line at
+ * level (FDN_LOG_WARN when abnormal, FDN_LOG_INFO when orderly): the node's
+ * short id, the peer's address, the lane (1.., 0 for every lane of the
+ * session, -1 when not known yet), the transport and the reason in words.
+ * Every end goes through here, so that none is missed (docs/RELIABILITY.md,
+ * "Every disconnect is counted and logged"). */
+void fdn__node_log_end(const fdn_node *n, int level, const char *addr, int lane,
+                       const char *transport, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 
 /* core/peer.c */
 int fdn__peer_create(fdn_node *node, bool outbound, fdn_peer **out);

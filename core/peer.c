@@ -26,14 +26,18 @@
  * core/node_internal.h. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
+#include <fdn/error.h>
+
 #include "base/compiler.h"
 #include "base/error.h"
+#include "base/log.h"
 #include "core/node_internal.h"
 #include "core/worker_internal.h"
 
@@ -329,6 +333,57 @@ static void note_peer_addr(fdn_peer *p, struct fdn__tp_conn *conn)
 
 /* ---- Failure and teardown ------------------------------------------------ */
 
+/* Says why lane l of p (NULL: the whole session) ended: the one line every
+ * end gets (fdn__node_log_end). */
+static void say_end(const fdn_peer *p, const struct fdn__lane *l, int level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void say_end(const fdn_peer *p, const struct fdn__lane *l, int level, const char *fmt, ...)
+{
+    if (!fdn__log_enabled(level))
+        return;
+    char reason[FDN__LOG_LINE_MAX / 2];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    /* Every lane uses the transport lane 0 reached, which p->addr names. */
+    fdn__node_log_end(p->node, level, p->addr, l ? l->index + 1 : 0, fdn_peer_transport(p), "%s",
+                      reason);
+}
+
+/* A session's end in words: the errno's class, as the counters have it. */
+static const char *fail_words(const fdn_peer *p, int reason, enum fdn__close_reason wire)
+{
+    switch (reason) {
+    case 0: return wire == FDN__CLOSE_GOING_AWAY ? "node going away" : "closed by this node";
+    case -EACCES: return "auth failed";
+    case -EPROTONOSUPPORT: case -EPERM: return "handshake failed";
+    case -EPROTO: case -EBADMSG: return "protocol error";
+    case -EMSGSIZE: case -ENOSPC: return "limit exceeded";
+    case -ETIMEDOUT: return p->announced_up ? "session expired" : "handshake timeout";
+    case -ESTALE: return "resume refused";
+    case -ECONNRESET: return "peer restarted";
+    default: return fdn_strerror(reason);
+    }
+}
+
+/* A lost connection in words: what this node did to it (end_why), else
+ * what the transport says. */
+static void loss_words(const struct fdn__lane *l, int err, char *buf, size_t len)
+{
+    if (l->end_why[0])
+        snprintf(buf, len, "%s", l->end_why);
+    else if (err == 0)
+        snprintf(buf, len, "end of stream without CLOSE");
+    else if (err == -ECONNRESET)
+        snprintf(buf, len, "connection reset");
+    else if (err == -ECANCELED)
+        snprintf(buf, len, "connection closed by this node");
+    else
+        snprintf(buf, len, "%s", fdn_strerror(err));
+}
+
 static void count_failure(fdn_peer *p, int reason)
 {
     fdn_node *n = p->node;
@@ -354,13 +409,25 @@ static void count_failure(fdn_peer *p, int reason)
  * (bounded by CLOSE_FLUSH_NS), then closes the transports. The peer is freed
  * once every transport reports on_closed, from a task of its own, so that a
  * callback that closes its peer never pulls it from under its caller. */
-void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
+static void peer_fail_at(fdn_peer *p, const struct fdn__lane *at, int reason,
+                         enum fdn__close_reason wire_reason)
 {
     if (closing(p))
         return;
     fdn_node *n = p->node;
-    if (reason < 0)
+    if (reason < 0) {
         count_failure(p, reason);
+        /* The detail the failing call recorded; the words alone when it
+         * begins with them ("handshake failed (cluster_mismatch): ..."). */
+        const char *words = fail_words(p, reason, wire_reason);
+        const char *detail = fdn__errmsg_detail();
+        if (strncmp(detail, words, strlen(words)) == 0)
+            say_end(p, at, FDN_LOG_WARN, "%s", detail);
+        else
+            say_end(p, at, FDN_LOG_WARN, "%s: %s", words, detail);
+    } else {
+        say_end(p, at, FDN_LOG_INFO, "%s", fail_words(p, reason, wire_reason));
+    }
     p->state = FDN__PEER_CLOSING;
     p->down_reason = reason;
     timer_stop(n->worker, &p->deadline);
@@ -388,6 +455,11 @@ void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
         else
             fdn_timer_arm(n->worker, &l->timer, CLOSE_FLUSH_NS);
     }
+}
+
+void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
+{
+    peer_fail_at(p, NULL, reason, wire_reason);
 }
 
 static void fail_pending_requests(fdn_peer *p)
@@ -819,6 +891,7 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
          * possibly as a reset (it may close with our bytes unread), which
          * must not turn an orderly goodbye into an error. */
         p->close_received = true;
+        p->close_reason_in = h->close_reason;
         p->down_reason = h->close_reason == FDN__CLOSE_NORMAL ||
                                  h->close_reason == FDN__CLOSE_GOING_AWAY
                              ? 0
@@ -1001,6 +1074,7 @@ static int fault_release_fired(fdn_worker *w, fdn_task *t)
 static void fault_reset(struct fdn__lane *l)
 {
     l->faults->reset = true;
+    snprintf(l->end_why, sizeof l->end_why, "reset by the fault layer");
     close_transport(l);
 }
 
@@ -1181,6 +1255,7 @@ static bool fault_tx(struct fdn__lane *l, struct fdn__batch *b, int *niov, size_
     case FDN__FAULT_RESET:
         fdn__sched_frame_done(p->sched, f);
         lf->reset = true;   /* the batch so far goes out; then the transport closes */
+        snprintf(l->end_why, sizeof l->end_why, "reset by the fault layer");
         return false;
     default:
         *bytes += add_frame(b, niov, f);
@@ -1344,11 +1419,18 @@ static int lane_timer(fdn_worker *w, fdn_task *t)
     (void)w;
     struct fdn__lane *l = t->arg;
     fdn_peer *p = l->peer;
-    if (closing(p) || p->announced_up)
+    uint64_t ms = p->node->handshake_timeout_ns / 1000000;
+    if (closing(p)) {
         close_transport(l);
-    else
-        fdn__peer_fail(p, FDN_ERR(-ETIMEDOUT, "handshake with %s timed out", p->addr),
-                       FDN__CLOSE_HANDSHAKE_FAILED);
+    } else if (p->announced_up) {
+        p->node->stats.handshake_timeouts++;
+        snprintf(l->end_why, sizeof l->end_why, "handshake timeout: none within %" PRIu64 " ms",
+                 ms);
+        close_transport(l);
+    } else {
+        peer_fail_at(p, l, FDN_ERR(-ETIMEDOUT, "none within %" PRIu64 " ms", ms),
+                     FDN__CLOSE_HANDSHAKE_FAILED);
+    }
     return FDN_TASK_DONE;
 }
 
@@ -1530,7 +1612,8 @@ static int deadline_fired(fdn_worker *w, fdn_task *t)
     (void)w;
     fdn_peer *p = t->arg;
     if (p->state == FDN__PEER_RESUMING)
-        fdn__peer_fail(p, FDN_ERR(-ETIMEDOUT, "session with %s did not resume in time", p->addr),
+        fdn__peer_fail(p, FDN_ERR(-ETIMEDOUT, "not resumed within %" PRIu64 " ms",
+                                  p->node->session_timeout_ns / 1000000),
                        FDN__CLOSE_NORMAL);
     return FDN_TASK_DONE;
 }
@@ -1727,8 +1810,12 @@ static int resume_inbound(struct fdn__lane *l, const struct fdn__handshake_resul
         return FDN_ERR(-ESTALE, "%s resumes session %016" PRIx64 ", which we do not have",
                        tmp->addr, res->session);
     }
-    if (q->state == FDN__PEER_UP)
+    if (q->state == FDN__PEER_UP) {
+        /* The peer found our connections dead before we did. */
+        say_end(q, NULL, FDN_LOG_WARN,
+                "connections lost: the peer resumed the session on a new connection");
         peer_suspend(q);
+    }
     memcpy(q->addr, tmp->addr, sizeof q->addr);   /* it may come by another transport */
     move_lane(l, q, 0);
     return session_rebound(q);
@@ -1783,11 +1870,13 @@ static int on_handshake_done(struct fdn__lane *l)
 /* Lane 0 could not connect to a dial choice that has a successor (a
  * same-host shortcut the peer does not offer): the lane goes, unseen, and
  * the next choice is dialled. Returns false when there is none to try. */
-static bool dial_next_choice(fdn_peer *p, struct fdn__lane *l)
+static bool dial_next_choice(fdn_peer *p, struct fdn__lane *l, int err)
 {
     if (closing(p) || l->index != 0 || p->lanes[0] != l ||
         p->dial_at + 1u >= p->num_dial_choices)
         return false;
+    say_end(p, l, FDN_LOG_DEBUG, "connect failed: %s; dialling %s instead", fdn_strerror(err),
+            p->dial_choices[p->dial_at + 1u]);
     lane_detach(p, l);
     int rc = dial_choice(p, p->dial_at + 1u);
     if (rc < 0 && p->state == FDN__PEER_RESUMING)
@@ -1802,7 +1891,7 @@ static void on_connected(void *ctx, int err)
     struct fdn__lane *l = ctx;
     fdn_peer *p = l->peer;
     if (err < 0) {
-        if (dial_next_choice(p, l))
+        if (dial_next_choice(p, l, err))
             return;
         if (p->down_reason == 0 && !p->announced_up)
             p->down_reason = err;
@@ -1814,7 +1903,7 @@ static void on_connected(void *ctx, int err)
     }
     int rc = start_handshake(l);
     if (rc < 0)
-        fdn__peer_fail(p, rc, FDN__CLOSE_PROTOCOL_ERROR);
+        peer_fail_at(p, l, rc, FDN__CLOSE_PROTOCOL_ERROR);
 }
 
 static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
@@ -1829,6 +1918,8 @@ static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
     if (rc == -EILSEQ && resumable(l->peer) && l->peer->state == FDN__PEER_UP) {
         /* A frame lost or repeated below us: drop the connections and
          * resume, which sends again exactly what is missing. */
+        say_end(l->peer, l, FDN_LOG_WARN, "sequence error: %s; session interrupted, resuming",
+                fdn__errmsg_detail());
         peer_suspend(l->peer);
     } else if (rc < 0) {
         enum fdn__close_reason why = rc == -EACCES || rc == -EPERM || rc == -EPROTONOSUPPORT
@@ -1836,9 +1927,30 @@ static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
                                      : rc == -EMSGSIZE || rc == -ENOSPC ? FDN__CLOSE_LIMIT_EXCEEDED
                                      : rc == -ESTALE                    ? FDN__CLOSE_SESSION_UNKNOWN
                                                                         : FDN__CLOSE_PROTOCOL_ERROR;
-        fdn__peer_fail(l->peer, rc, why);
+        peer_fail_at(l->peer, l, rc, why);
     }
     return 0; /* the transport is closed already, or the session goes on */
+}
+
+/* A session that cannot resume lost a connection (the peer said goodbye, or
+ * it never came up): says how it ends. */
+static void say_closed_under_us(const fdn_peer *p, const struct fdn__lane *l, int err)
+{
+    bool orderly = p->close_received ? p->close_reason_in == FDN__CLOSE_NORMAL ||
+                                           p->close_reason_in == FDN__CLOSE_GOING_AWAY
+                                     : p->down_reason == 0;
+    int level = orderly ? FDN_LOG_INFO : FDN_LOG_WARN;
+    char why[160];
+    loss_words(l, err, why, sizeof why);
+    if (p->close_received)
+        say_end(p, l, level, "closed by the peer: %s", fdn__close_reason_name(p->close_reason_in));
+    else if (!l->hs)
+        say_end(p, l, level, "connect failed: %s", fdn_strerror(p->down_reason));
+    else if (!p->announced_up)
+        say_end(p, l, level, "handshake failed: %s", err == 0 ? "the peer closed the connection"
+                                                             : why);
+    else
+        say_end(p, l, level, "%s", why);
 }
 
 /* A lane's transport is gone. A dying lane only waits to be reaped. Else,
@@ -1860,9 +1972,13 @@ static void on_closed(void *ctx, int err)
         return;
     }
     if (!closing(p) && resumable(p)) {
+        char why[160];
+        loss_words(l, err, why, sizeof why);
         if (p->state == FDN__PEER_UP) {
+            say_end(p, l, FDN_LOG_WARN, "%s; session interrupted, resuming", why);
             peer_suspend(p);          /* l goes with the others */
         } else {
+            say_end(p, l, FDN_LOG_INFO, "redial failed: %s; trying again", why);
             lane_detach(p, l);        /* a redial that failed */
             schedule_redial(p);
         }
@@ -1875,6 +1991,7 @@ static void on_closed(void *ctx, int err)
             p->down_reason = err;
         if (p->down_reason == 0 && p->state != FDN__PEER_UP && !p->announced_up)
             p->down_reason = -ECONNABORTED;
+        say_closed_under_us(p, l, err);
         p->state = FDN__PEER_CLOSING;
         timer_stop(w, &p->deadline);
         timer_stop(w, &p->redial);
@@ -1900,7 +2017,8 @@ void fdn__peer_attach(fdn_peer *p, struct fdn__tp_conn *conn)
     struct fdn__lane *l;
     if (lane_create(p, 0, &l) < 0) {
         fdn__tp_conn_close(conn);
-        fdn__peer_fail(p, -ENOMEM, FDN__CLOSE_NORMAL);
+        fdn__peer_fail(p, FDN_ERR(-ENOMEM, "no memory for a connection's lane"),
+                       FDN__CLOSE_NORMAL);
         return;
     }
     l->conn = conn;

@@ -267,6 +267,10 @@ int fdn__resume_decode(const uint8_t *payload, size_t i, const struct fdn__wire_
  * "unknown" for values outside the enum. */
 const char *fdn__wire_error_name(enum fdn__wire_error e);
 
+/* A CLOSE reason in words ("idle timeout"), for logs; "unknown" outside
+ * the enum. */
+const char *fdn__close_reason_name(uint64_t reason);
+
 /* The errno a decoding failure with this reason returns (0 for FDN__WIRE_OK). */
 int fdn__wire_error_errno(enum fdn__wire_error e);
 
