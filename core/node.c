@@ -1,6 +1,7 @@
 /* Nodes: configuration, the channel table, listeners, and the lifecycle of
  * peers. The protocol of one connection is in core/peer.c. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,6 +28,13 @@ static const fdn_channel_config default_channels[FDN_CHANNEL_FIRST_USER] = {
     [FDN_CHANNEL_GOSSIP] = {.name = "gossip", .priority = 7, .delivery = FDN_BEST_EFFORT,
                             .max_message = 64 << 10},
 };
+
+/* Liveness defaults: a ping after 1 s of silence, dead after 5 s; the
+ * check runs every keepalive / 2, which a keepalive under 1 ms would turn
+ * into a busy timer. */
+#define DEFAULT_KEEPALIVE_NS (1000ull * 1000 * 1000)
+#define DEFAULT_IDLE_TIMEOUT_NS (5000ull * 1000 * 1000)
+#define MIN_KEEPALIVE_NS (1000ull * 1000)
 
 /* The largest credit window the handshake can carry (32 bits on the wire). */
 #define MAX_WINDOW UINT32_MAX
@@ -136,6 +144,14 @@ static int check_config(const fdn_node_config *cfg)
         return FDN_ERR(-EINVAL, "cluster name over %d bytes", FDN__HS_CLUSTER_NAME_MAX);
     if (cfg->lanes > FDN_MAX_LANES)
         return FDN_ERR(-EINVAL, "%u lanes, at most %d", cfg->lanes, FDN_MAX_LANES);
+    uint64_t keepalive = cfg->keepalive_ns ? cfg->keepalive_ns : DEFAULT_KEEPALIVE_NS;
+    uint64_t idle = cfg->idle_timeout_ns ? cfg->idle_timeout_ns : DEFAULT_IDLE_TIMEOUT_NS;
+    if (keepalive < MIN_KEEPALIVE_NS)
+        return FDN_ERR(-EINVAL, "keepalive_ns %" PRIu64 " under 1 ms", keepalive);
+    if (idle <= keepalive)
+        return FDN_ERR(-EINVAL, "idle_timeout_ns %" PRIu64 " must be more than keepalive_ns %"
+                       PRIu64 " (a quiet lane must have time to ping before it is dead)",
+                       idle, keepalive);
     /* Received messages keep their kind and id in the headroom. */
     fdn_msg *probe;
     if (fdn_msg_alloc(fdn_worker_pool(cfg->worker), 0, &probe) == 0) {
@@ -233,6 +249,8 @@ int fdn_node_create(const fdn_node_config *cfg, fdn_node **out)
                                                         : 5000000000ull;
     n->session_timeout_ns = cfg->session_timeout_ns ? cfg->session_timeout_ns
                                                     : 10000000000ull;
+    n->keepalive_ns = cfg->keepalive_ns ? cfg->keepalive_ns : DEFAULT_KEEPALIVE_NS;
+    n->idle_timeout_ns = cfg->idle_timeout_ns ? cfg->idle_timeout_ns : DEFAULT_IDLE_TIMEOUT_NS;
     rc = build_channels(n, cfg);
     if (rc == 0)
         rc = setup_faults(n, cfg);

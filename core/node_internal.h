@@ -222,9 +222,21 @@ struct fdn__lane {
      * runs at all. */
     struct fdn__lane_faults *faults;
 
+    /* Liveness (core/peer.c, "Liveness"): a timer every keepalive_ns / 2
+     * while the lane is up compares bytes_received with what it saw last,
+     * so receiving costs nothing more. */
+    fdn_timer heartbeat;
+    uint64_t hb_seen_bytes;        /* bytes_received at the last check */
+    uint64_t hb_quiet_since;       /* the check that last saw bytes arrive */
+    uint64_t hb_last_check;
+    uint64_t hb_last_ping;
+    uint64_t hb_pings;             /* PING tokens */
+    bool peer_idle;                /* the peer closed this lane for idleness: a
+                                      loss to resume from, not a goodbye */
+
     /* Why this node closed the connection itself (a reset by the fault
-     * layer, a handshake timeout), for the line on_closed says; "" when it
-     * did not. */
+     * layer, a handshake timeout, an idle timeout), for the line on_closed
+     * says; "" when it did not. */
     char end_why[96];
 };
 
@@ -293,6 +305,8 @@ struct fdn_node {
     uint32_t zerocopy_min;         /* 0: never */
     uint64_t handshake_timeout_ns;
     uint64_t session_timeout_ns;
+    uint64_t keepalive_ns;         /* liveness, per lane (core/peer.c, "Liveness") */
+    uint64_t idle_timeout_ns;
     uint64_t max_message;          /* largest of all channels */
 
     struct fdn__channel channels[FDN_MAX_CHANNELS];

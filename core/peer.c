@@ -124,6 +124,7 @@ static void queue_handshake_output(struct fdn__lane *l)
 /* ---- Lanes --------------------------------------------------------------- */
 
 static int lane_timer(fdn_worker *w, fdn_task *t);
+static int heartbeat_fired(fdn_worker *w, fdn_task *t);
 static int rx_resume_task(fdn_worker *w, fdn_task *t);
 static int tx_resume_task(fdn_worker *w, fdn_task *t);
 
@@ -147,6 +148,7 @@ static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
     l->index = (uint8_t)index;
     l->max_inflight_bytes = n->max_inflight_bytes;
     fdn_timer_init(&l->timer, lane_timer, l, FDN_PRIO_HIGHEST);
+    fdn_timer_init(&l->heartbeat, heartbeat_fired, l, FDN_PRIO_HIGHEST);
     fdn_task_init(&l->rx_resume, rx_resume_task, l, FDN_PRIO_DEFAULT);
     fdn_task_init(&l->tx_resume, tx_resume_task, l, FDN_PRIO_DEFAULT);
     if (n->faults) {
@@ -162,6 +164,7 @@ static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
 
 static void lane_free(struct fdn__lane *l)
 {
+    timer_stop(l->peer->node->worker, &l->heartbeat);
     fdn__worker_cancel_task(l->peer->node->worker, &l->rx_resume);
     fdn__worker_cancel_task(l->peer->node->worker, &l->tx_resume);
     if (l->faults)
@@ -273,6 +276,7 @@ static void lane_detach(fdn_peer *p, struct fdn__lane *l)
     fdn_worker *w = p->node->worker;
     p->lanes[l->index] = NULL;
     timer_stop(w, &l->timer);
+    timer_stop(w, &l->heartbeat);
     if (l->faults)
         fault_release_held(l);
     l->dying = true;
@@ -374,6 +378,8 @@ static void loss_words(const struct fdn__lane *l, int err, char *buf, size_t len
 {
     if (l->end_why[0])
         snprintf(buf, len, "%s", l->end_why);
+    else if (l->peer_idle)
+        snprintf(buf, len, "idle timeout at the peer: it received nothing from us");
     else if (err == 0)
         snprintf(buf, len, "end of stream without CLOSE");
     else if (err == -ECONNRESET)
@@ -443,6 +449,7 @@ static void peer_fail_at(fdn_peer *p, const struct fdn__lane *at, int reason,
         if (!l || l->closed)
             continue;
         fdn_timer_cancel(n->worker, &l->timer);
+        timer_stop(n->worker, &l->heartbeat);
         /* A peer that failed authentication gets nothing but a closed
          * connection (and a counter here): not even the reason. Every lane
          * says it, so that no lane's end looks like a loss to resume from. */
@@ -885,8 +892,16 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
         pump(l);
         return 0;
     case FDN__FRAME_PONG:
+        p->node->stats.pongs_received++;
         return 0;
     case FDN__FRAME_CLOSE:
+        if (h->close_reason == FDN__CLOSE_IDLE_TIMEOUT) {
+            /* The peer heard nothing from us on this lane for too long and
+             * drops the connection: a loss, which the session resumes
+             * from, not the end of the session. */
+            l->peer_idle = true;
+            return 0;
+        }
         /* The peer is leaving and says why; its transport close follows,
          * possibly as a reset (it may close with our bytes unread), which
          * must not turn an orderly goodbye into an error. */
@@ -1408,6 +1423,100 @@ static void on_sent(void *ctx, struct fdn__tp_send *send, int err)
     pump(l);
 }
 
+/* ---- Liveness ------------------------------------------------------------ */
+
+/* Every lane that is up checks, every keepalive_ns / 2, whether it has
+ * received anything since its last check. bytes_received, which receiving
+ * counts anyway, is the stamp: the data path pays nothing more, and no
+ * timer is armed per frame. A lane quiet for keepalive_ns sends a PING (the
+ * peer answers PONG on the same lane; any byte counts). A lane quiet for
+ * idle_timeout_ns is dead, as a silent partition leaves it: it says CLOSE
+ * "idle timeout" (best effort: the path may be gone) and closes its
+ * transport, and on_closed resumes the session as after any lost
+ * connection. Each end checks on its own; a CLOSE "idle timeout" received
+ * is a loss to resume from too, not a goodbye.
+ *
+ * A check that runs over keepalive_ns late finds the worker was not running
+ * (stopped, descheduled, a long task): the silence it measured was its own,
+ * not the peer's. Whatever arrived meanwhile is read in the same pass before
+ * the check runs (a pass reaps completions before it runs tasks), and more
+ * may be on its way; so the lane's clock restarts and it pings at once,
+ * rather than close a connection that may well be fine. A worker stalled for
+ * longer than the peer's idle_timeout_ns finds its connections closed by the
+ * peer when it wakes, and resumes. */
+
+static int heartbeat_fired(fdn_worker *w, fdn_task *t);
+
+static void heartbeat_start(struct fdn__lane *l)
+{
+    fdn_node *n = l->peer->node;
+    uint64_t now = fdn_now_ns();
+    l->hb_seen_bytes = l->bytes_received;
+    l->hb_quiet_since = now;
+    l->hb_last_check = now;
+    l->hb_last_ping = now;
+    fdn_timer_arm(n->worker, &l->heartbeat, n->keepalive_ns / 2);
+}
+
+static void send_ping(struct fdn__lane *l, uint64_t now)
+{
+    if (queue_simple(l, FDN__FRAME_PING, 0, ++l->hb_pings) < 0)
+        return;   /* the control queue is full: the next check pings */
+    l->hb_last_ping = now;
+    l->peer->node->stats.pings_sent++;
+    pump(l);
+}
+
+/* Closes a lane nothing came from for quiet_ns; on_closed says so. */
+static void idle_timeout(struct fdn__lane *l, uint64_t quiet_ns)
+{
+    l->peer->node->stats.idle_timeouts++;
+    snprintf(l->end_why, sizeof l->end_why, "idle timeout: nothing received for %" PRIu64 " ms",
+             quiet_ns / 1000000);
+    queue_simple(l, FDN__FRAME_CLOSE, 0, FDN__CLOSE_IDLE_TIMEOUT);
+    pump(l);
+    close_transport(l);
+}
+
+static int heartbeat_fired(fdn_worker *w, fdn_task *t)
+{
+    struct fdn__lane *l = t->arg;
+    fdn_node *n = l->peer->node;
+    if (!l->up || l->dying || l->close_sent || closing(l->peer))
+        return FDN_TASK_DONE;
+    uint64_t now = fdn_now_ns();
+    if (now - l->hb_last_check > n->keepalive_ns) {
+        n->stats.heartbeat_stalls++;
+        say_end(l->peer, l, FDN_LOG_DEBUG, "liveness check %" PRIu64 " ms late (the worker did "
+                "not run): the lane's clock restarts", (now - l->hb_last_check) / 1000000);
+        l->hb_seen_bytes = l->bytes_received;
+        l->hb_quiet_since = now;
+        send_ping(l, now);
+    } else if (l->bytes_received != l->hb_seen_bytes) {
+        l->hb_seen_bytes = l->bytes_received;
+        l->hb_quiet_since = now;
+    }
+    l->hb_last_check = now;
+    uint64_t quiet = now - l->hb_quiet_since;
+    if (quiet >= n->idle_timeout_ns) {
+        idle_timeout(l, quiet);
+        return FDN_TASK_DONE;
+    }
+    if (quiet >= n->keepalive_ns && now - l->hb_last_ping >= n->keepalive_ns)
+        send_ping(l, now);
+    fdn_timer_arm(w, &l->heartbeat, n->keepalive_ns / 2);
+    return FDN_TASK_DONE;
+}
+
+/* The lane's handshake is done and its channels are known: it carries
+ * traffic within its bounds, and its liveness is checked from now on. */
+static void lane_set_up(fdn_peer *p, struct fdn__lane *l)
+{
+    l->up = true;
+    lane_configure(p, l);
+    heartbeat_start(l);
+}
+
 /* ---- Handshake ----------------------------------------------------------- */
 
 /* The lane's timer: the handshake deadline; while closing, the flush bound.
@@ -1515,8 +1624,7 @@ static int open_session(fdn_peer *p, const struct fdn__handshake_result *res)
         p->rx[d->id].max_message = d->max_message;
     }
     map_lanes(p);
-    p->lanes[0]->up = true;
-    lane_configure(p, p->lanes[0]);
+    lane_set_up(p, p->lanes[0]);
     p->state = FDN__PEER_UP;
     p->announced_up = true;
     n->stats.peers_up++;
@@ -1554,9 +1662,8 @@ static void move_lane(struct fdn__lane *l, fdn_peer *q, unsigned index)
     fdn_worker_schedule(tmp->node->worker, &tmp->finish);
     l->peer = q;
     l->index = (uint8_t)index;
-    l->up = true;
     q->lanes[index] = l;
-    lane_configure(q, l);
+    lane_set_up(q, l);
 }
 
 /* An accepted connection's handshake named a lane > 0 of a session: the
@@ -1684,8 +1791,7 @@ static int session_rebound(fdn_peer *p)
     p->state = FDN__PEER_UP;
     p->resume_wait = true;
     p->resume_have = false;
-    p->lanes[0]->up = true;
-    lane_configure(p, p->lanes[0]);
+    lane_set_up(p, p->lanes[0]);
     p->node->stats.sessions_resumed++;
     int rc = send_resume(p);
     if (rc < 0)
@@ -1860,8 +1966,7 @@ static int on_handshake_done(struct fdn__lane *l)
     /* A lane we dialed must reach the node lane 0 reached. */
     if (memcmp(res->peer_node_id, p->peer_node_id, sizeof p->peer_node_id) != 0)
         return FDN_ERR(-EPROTO, "lane %u of %s reached another node", l->index, p->addr);
-    l->up = true;
-    lane_configure(p, l);
+    lane_set_up(p, l);
     return 0;
 }
 
@@ -1964,6 +2069,7 @@ static void on_closed(void *ctx, int err)
     l->conn = NULL;
     l->closed = true;
     timer_stop(w, &l->timer);
+    timer_stop(w, &l->heartbeat);
     fdn__worker_cancel_task(w, &l->rx_resume);
     fdn__worker_cancel_task(w, &l->tx_resume);
     if (l->dying) {

@@ -115,6 +115,17 @@ typedef struct fdn_node_config {
     uint64_t session_timeout_ns;     /* how long a session whose connections are lost
                                         may take to resume before it ends with
                                         -ETIMEDOUT; default 10 s */
+    uint64_t keepalive_ns;           /* a lane that has received nothing for this long
+                                        sends a PING (the peer answers PONG); default
+                                        1 s, at least 1 ms */
+    uint64_t idle_timeout_ns;        /* a lane that has received nothing for this long
+                                        is dead: it is closed (CLOSE "idle timeout",
+                                        best effort) and its session resumes as after
+                                        any lost connection, so a silent partition is
+                                        noticed without waiting for TCP. Default 5 s;
+                                        must be more than keepalive_ns. The lane's
+                                        clock is read every keepalive_ns / 2, so the
+                                        end comes up to that much later */
     uint32_t zerocopy_min;           /* send frames of at least this many payload bytes
                                         with zero-copy (SEND_ZC); 0 (default): never.
                                         A zero-copy send completes only when the peer
@@ -288,6 +299,12 @@ typedef struct fdn_node_stats {
     uint64_t resumes_refused;       /* resumptions of a session this node does not have */
     uint64_t sequence_errors;       /* a message out of sequence (a frame lost below) */
     uint64_t undelivered_msgs;      /* reliable messages unacknowledged at a session's end */
+    uint64_t idle_timeouts;         /* lanes closed because nothing came for idle_timeout_ns */
+    uint64_t pings_sent;            /* PINGs on lanes quiet for keepalive_ns */
+    uint64_t pongs_received;
+    uint64_t heartbeat_stalls;      /* a lane's liveness check ran over keepalive_ns late:
+                                       the worker had not run, so the silence it saw was
+                                       not the peer's; the lane's clock restarted */
 } fdn_node_stats;
 
 void fdn_node_stats_get(const fdn_node *node, fdn_node_stats *out);
