@@ -171,6 +171,16 @@ struct fdn__pending_request {
 };
 
 #define FDN__PENDING_BUCKETS 256
+
+/* Live connections accepted from one remote host (its transport's
+ * conn_peer_host), kept while there is at least one. */
+struct fdn__host_conns {
+    struct fdn__host_conns *next;  /* hash chain */
+    uint32_t conns;
+    char host[FDN__ADDR_MAX];
+};
+
+#define FDN__HOST_BUCKETS 64
 #define FDN__MAX_LANES FDN_MAX_LANES
 
 /* One connection of a peer. Lane 0 opens the session (its handshake makes
@@ -233,6 +243,11 @@ struct fdn__lane {
     uint64_t hb_pings;             /* PING tokens */
     bool peer_idle;                /* the peer closed this lane for idleness: a
                                       loss to resume from, not a goodbye */
+
+    /* An accepted connection holds its place in the accept limits until its
+     * transport is gone (host) and until it authenticates (pending). */
+    struct fdn__host_conns *host;
+    bool pending;
 
     /* Why this node closed the connection itself (a reset by the fault
      * layer, a handshake timeout, an idle timeout), for the line on_closed
@@ -322,6 +337,13 @@ struct fdn_node {
     bool no_same_host_shm;
     fdn_peer *peers;
     fdn_node_stats stats;
+
+    /* Accept limits (core/node.c, "Accept limits"): live accepted
+     * connections per remote host, and those not authenticated yet. */
+    uint32_t max_conns_per_addr;
+    uint32_t max_pending_handshakes;
+    uint32_t pending_handshakes;
+    struct fdn__host_conns *hosts[FDN__HOST_BUCKETS];
     uint64_t next_request_id;
     bool destroying;
 
@@ -344,11 +366,20 @@ void fdn__node_log_end(const fdn_node *n, int level, const char *addr, int lane,
                        const char *transport, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
+/* Accept limits. An accepted connection holds a place among its host's
+ * connections and among the pending handshakes (core/node.c, on_accept);
+ * fdn__node_authenticated gives the pending one back once its handshake
+ * succeeds, fdn__node_release what it still holds once it is gone. */
+void fdn__node_authenticated(fdn_node *n);
+void fdn__node_release(fdn_node *n, struct fdn__host_conns *host, bool pending);
+
 /* core/peer.c */
 int fdn__peer_create(fdn_node *node, bool outbound, fdn_peer **out);
 /* Inbound: takes an accepted connection as the peer's lane 0, which speaks
- * second; its handshake says whether it opens a session or joins one. */
-void fdn__peer_attach(fdn_peer *peer, struct fdn__tp_conn *conn);
+ * second; its handshake says whether it opens a session or joins one. The
+ * connection's places in the accept limits (host's, and a pending
+ * handshake) pass to its lane, or are given back if it cannot have one. */
+void fdn__peer_attach(fdn_peer *peer, struct fdn__tp_conn *conn, struct fdn__host_conns *host);
 /* Outbound: dials addr (with its scheme) as lane 0. */
 int fdn__peer_dial(fdn_peer *peer, const char *addr);
 void fdn__peer_fail(fdn_peer *peer, int reason, enum fdn__close_reason wire_reason);

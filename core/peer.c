@@ -162,8 +162,18 @@ static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
     return 0;
 }
 
+/* An accepted connection gives back its places in the accept limits
+ * (core/node.c): once its transport is gone, or its lane is freed first. */
+static void release_places(struct fdn__lane *l)
+{
+    fdn__node_release(l->peer->node, l->host, l->pending);
+    l->host = NULL;
+    l->pending = false;
+}
+
 static void lane_free(struct fdn__lane *l)
 {
+    release_places(l);
     timer_stop(l->peer->node->worker, &l->heartbeat);
     fdn__worker_cancel_task(l->peer->node->worker, &l->rx_resume);
     fdn__worker_cancel_task(l->peer->node->worker, &l->tx_resume);
@@ -1953,6 +1963,10 @@ static int on_handshake_done(struct fdn__lane *l)
     fdn_peer *p = l->peer;
     const struct fdn__handshake_result *res = fdn__handshake_result(l->hs);
     fdn_timer_cancel(p->node->worker, &l->timer);
+    if (l->pending) {   /* authenticated: no longer counts as pending */
+        l->pending = false;
+        fdn__node_authenticated(p->node);
+    }
     if (!p->outbound) {
         if (res->lane != 0)
             return join_session(l, res);
@@ -2068,6 +2082,7 @@ static void on_closed(void *ctx, int err)
     fdn_worker *w = p->node->worker;
     l->conn = NULL;
     l->closed = true;
+    release_places(l);
     timer_stop(w, &l->timer);
     timer_stop(w, &l->heartbeat);
     fdn__worker_cancel_task(w, &l->rx_resume);
@@ -2118,16 +2133,19 @@ static const struct fdn__tp_conn_events lane_conn_events = {
 };
 
 /* An accepted connection is lane 0 of a fresh peer, which speaks second. */
-void fdn__peer_attach(fdn_peer *p, struct fdn__tp_conn *conn)
+void fdn__peer_attach(fdn_peer *p, struct fdn__tp_conn *conn, struct fdn__host_conns *host)
 {
     struct fdn__lane *l;
     if (lane_create(p, 0, &l) < 0) {
+        fdn__node_release(p->node, host, true);
         fdn__tp_conn_close(conn);
         fdn__peer_fail(p, FDN_ERR(-ENOMEM, "no memory for a connection's lane"),
                        FDN__CLOSE_NORMAL);
         return;
     }
     l->conn = conn;
+    l->host = host;
+    l->pending = true;
     p->lanes[0] = l;
     note_peer_addr(p, conn);
     fdn__tp_conn_start(conn, &lane_conn_events, l);

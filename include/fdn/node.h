@@ -126,6 +126,16 @@ typedef struct fdn_node_config {
                                         must be more than keepalive_ns. The lane's
                                         clock is read every keepalive_ns / 2, so the
                                         end comes up to that much later */
+    uint32_t max_conns_per_addr;     /* live connections accepted from one place, lanes
+                                        included: one IP address over TCP, one process
+                                        over shm. A connection beyond it is closed at
+                                        once, before anything is allocated for it, and
+                                        counted (refused_per_addr). Default 64 */
+    uint32_t max_pending_handshakes; /* accepted connections not yet authenticated, for
+                                        the whole node; beyond it a new one is closed
+                                        at once (refused_pending). Default 256. A
+                                        pending connection waits at most
+                                        handshake_timeout_ns */
     uint32_t zerocopy_min;           /* send frames of at least this many payload bytes
                                         with zero-copy (SEND_ZC); 0 (default): never.
                                         A zero-copy send completes only when the peer
@@ -305,6 +315,8 @@ typedef struct fdn_node_stats {
     uint64_t heartbeat_stalls;      /* a lane's liveness check ran over keepalive_ns late:
                                        the worker had not run, so the silence it saw was
                                        not the peer's; the lane's clock restarted */
+    uint64_t refused_per_addr;      /* accepted connections closed at once: max_conns_per_addr */
+    uint64_t refused_pending;       /* ... max_pending_handshakes */
 } fdn_node_stats;
 
 void fdn_node_stats_get(const fdn_node *node, fdn_node_stats *out);
