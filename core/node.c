@@ -374,9 +374,10 @@ void fdn__node_release(fdn_node *n, struct fdn__host_conns *host, bool pending)
 }
 
 /* Closes an accepted connection that gets nothing, and says why. */
-static void refuse(fdn_node *n, struct fdn__tp_conn *conn, const char *addr, const char *why)
+static void refuse(fdn_node *n, struct fdn__tp_conn *conn, const char *addr, int level,
+                   const char *why)
 {
-    fdn__node_log_end(n, FDN_LOG_WARN, addr, -1, conn->tp->name, "refused: %s", why);
+    fdn__node_log_end(n, level, addr, -1, conn->tp->name, "refused: %s", why);
     fdn__tp_conn_close(conn);
 }
 
@@ -386,14 +387,14 @@ static void on_accept(void *ctx, struct fdn__tp_conn *conn)
 {
     struct fdn__listener *l = ctx;
     fdn_node *n = l->node;
-    if (n->destroying) {
-        fdn__tp_conn_close(conn);
-        return;
-    }
     char addr[FDN__ADDR_MAX], host[FDN__ADDR_MAX], why[2 * FDN__ADDR_MAX];
     int len = snprintf(addr, sizeof addr, "%s", conn->tp->scheme);
     if (fdn__tp_conn_peer_addr(conn, addr + len, sizeof addr - (size_t)len) < 0)
         snprintf(addr + len, sizeof addr - (size_t)len, "?");
+    if (n->destroying) {
+        refuse(n, conn, addr, FDN_LOG_INFO, "node going away");
+        return;
+    }
     if (fdn__tp_conn_peer_host(conn, host, sizeof host) < 0)
         snprintf(host, sizeof host, "%s", addr);
     struct fdn__host_conns *h = *host_slot(n, host);
@@ -401,21 +402,21 @@ static void on_accept(void *ctx, struct fdn__tp_conn *conn)
         n->stats.refused_per_addr++;
         snprintf(why, sizeof why, "too many connections from %s (%u, max_conns_per_addr)", host,
                  h->conns);
-        refuse(n, conn, addr, why);
+        refuse(n, conn, addr, FDN_LOG_WARN, why);
         return;
     }
     if (n->pending_handshakes >= n->max_pending_handshakes) {
         n->stats.refused_pending++;
         snprintf(why, sizeof why, "too many pending handshakes (%u, max_pending_handshakes)",
                  n->pending_handshakes);
-        refuse(n, conn, addr, why);
+        refuse(n, conn, addr, FDN_LOG_WARN, why);
         return;
     }
     fdn_peer *p;
     if (!(h = admit(n, host)) || fdn__peer_create(n, false, &p) < 0) {
         if (h)
             fdn__node_release(n, h, true);
-        refuse(n, conn, addr, "out of memory");
+        refuse(n, conn, addr, FDN_LOG_WARN, "out of memory");
         return;
     }
     fdn__peer_attach(p, conn, h);
