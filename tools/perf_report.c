@@ -135,9 +135,9 @@ void perf_report_bw(const struct perf_options *o, const struct perf_bw_result *r
                (unsigned long long)r->confirmed_bytes, seconds,
                (double)r->server_span_ns / NS_PER_S, rate, gbytes);
         printf(", \"session\": {\"interrupted\": %llu, \"resumed\": %llu, "
-               "\"retransmitted\": %llu}",
+               "\"retransmitted\": %llu, \"idle_timeouts\": %llu}",
                (unsigned long long)r->interrupted, (unsigned long long)r->resumed,
-               (unsigned long long)r->retransmitted);
+               (unsigned long long)r->retransmitted, (unsigned long long)r->idle_timeouts);
         if (r->verified)
             print_verify_json(&r->verify);
         printf("}\n");
@@ -150,10 +150,10 @@ void perf_report_bw(const struct perf_options *o, const struct perf_bw_result *r
     printf("%14s %10s %10s\n", "messages/s", "GB/s", "Gbit/s");
     printf("%14.1f %10.3f %10.3f\n", rate, gbytes, gbytes * 8);
     if (r->interrupted)
-        printf("session: lost its connections %llu times, resumed %llu times, %llu messages "
-               "sent again\n",
-               (unsigned long long)r->interrupted, (unsigned long long)r->resumed,
-               (unsigned long long)r->retransmitted);
+        printf("session: lost its connections %llu times (%llu found silent), resumed %llu "
+               "times, %llu messages sent again\n",
+               (unsigned long long)r->interrupted, (unsigned long long)r->idle_timeouts,
+               (unsigned long long)r->resumed, (unsigned long long)r->retransmitted);
     if (r->verified)
         print_verify_table(&r->verify, intact);
 }

@@ -13,10 +13,13 @@
 #              of undelivered messages, exits 1 and neither hangs nor crashes;
 #              a new run against the restarted server is intact
 #   partition  two network namespaces joined by a veth pair; nftables in the
-#              client's drops everything it sends and its connections are
-#              killed (as a liveness check would): healed before the session
-#              timeout, the run resumes and ends intact; kept past it, the
-#              client ends with -ETIMEDOUT and says so
+#              client's drops everything it sends. With its connections
+#              killed and healed before the session timeout, the run resumes
+#              and ends intact; left alive (a silent partition), the
+#              client's heartbeat (--idle-timeout 300) finds them dead, says
+#              "idle timeout" and counts it, and the run resumes once healed
+#              and ends intact; kept past the session timeout, the client
+#              ends with -ETIMEDOUT and says so
 #   tbf        the same namespaces with a tbf bottleneck (50 Mbit/s) on the
 #              client's side, and FDN_FAULTS on both ends (client: drop, dup,
 #              delay, reorder, reset of what it sends; server: drop, dup, reset
@@ -273,7 +276,27 @@ mode_partition() {
     local status=0
     wait "$client" || status=$?
     check_intact $status resumed
-    # 2. Past the session timeout (2 s): the client ends and says why.
+    # 2. Silent: the same partition, but nothing kills the connections, so
+    #    TCP alone would retransmit for minutes. The client's heartbeat
+    #    (nothing received for 300 ms) declares them dead, and the session
+    #    resumes once healed, 1.5 s later.
+    run_client "$ns_a" --duration 4 --size 512 --session-timeout 10 --idle-timeout 300 &
+    client=$!
+    sleep 1
+    partition
+    sleep 1.5
+    heal
+    status=0
+    wait "$client" || status=$?
+    check_intact $status resumed
+    python3 - "$work/bw.json" <<'EOF' || fail "the heartbeat did not find the partition"
+import json, sys
+s = json.load(open(sys.argv[1]))["session"]
+assert s["idle_timeouts"] > 0, s
+EOF
+    grep -q "idle timeout: nothing received for [0-9]* ms; session interrupted" "$work/bw.err" ||
+        fail "the client did not say it found a connection silent"
+    # 3. Past the session timeout (2 s): the client ends and says why.
     run_client "$ns_a" --duration 30 --size 512 --session-timeout 2 &
     client=$!
     sleep 1
