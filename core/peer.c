@@ -394,6 +394,8 @@ static void loss_words(const struct fdn__lane *l, int err, char *buf, size_t len
         snprintf(buf, len, "end of stream without CLOSE");
     else if (err == -ECONNRESET)
         snprintf(buf, len, "connection reset");
+    else if (err == -ECONNABORTED)
+        snprintf(buf, len, "connection aborted");
     else if (err == -ECANCELED)
         snprintf(buf, len, "connection closed by this node");
     else
