@@ -233,14 +233,17 @@ struct fdn__lane {
     struct fdn__lane_faults *faults;
 
     /* Liveness (core/peer.c, "Liveness"): a timer every keepalive_ns / 2
-     * while the lane is up compares bytes_received with what it saw last,
-     * so receiving costs nothing more. */
+     * while the lane is up compares bytes_received and bytes_sent with
+     * what it saw last, so the data path costs nothing more. */
     fdn_timer heartbeat;
     uint64_t hb_seen_bytes;        /* bytes_received at the last check */
     uint64_t hb_quiet_since;       /* the check that last saw bytes arrive */
+    uint64_t hb_seen_sent;         /* bytes_sent at the last check */
+    uint64_t hb_mute_since;        /* the check that last saw bytes leave */
     uint64_t hb_last_check;
     uint64_t hb_last_ping;
-    uint64_t hb_pings;             /* PING tokens */
+    uint64_t pings_sent;           /* also the next PING's token */
+    uint64_t pongs_received;
     bool peer_idle;                /* the peer closed this lane for idleness: a
                                       loss to resume from, not a goodbye */
 

@@ -904,6 +904,7 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
         pump(l);
         return 0;
     case FDN__FRAME_PONG:
+        l->pongs_received++;
         p->node->stats.pongs_received++;
         return 0;
     case FDN__FRAME_CLOSE:
@@ -1440,8 +1441,12 @@ static void on_sent(void *ctx, struct fdn__tp_send *send, int err)
 /* Every lane that is up checks, every keepalive_ns / 2, whether it has
  * received anything since its last check. bytes_received, which receiving
  * counts anyway, is the stamp: the data path pays nothing more, and no
- * timer is armed per frame. A lane quiet for keepalive_ns sends a PING (the
- * peer answers PONG on the same lane; any byte counts). A lane quiet for
+ * timer is armed per frame. A lane that has received nothing for
+ * keepalive_ns sends a PING (the peer answers PONG on the same lane; any
+ * byte counts). So does a lane that has sent nothing for that long: a lane
+ * that only streams one way receives nothing but PONGs, and its own PING
+ * may wait behind a megabyte in flight on a slow link, so the receiving
+ * end's PINGs are what keep it alive. A lane that has received nothing for
  * idle_timeout_ns is dead, as a silent partition leaves it: it says CLOSE
  * "idle timeout" (best effort: the path may be gone) and closes its
  * transport, and on_closed resumes the session as after any lost
@@ -1465,6 +1470,8 @@ static void heartbeat_start(struct fdn__lane *l)
     uint64_t now = fdn_now_ns();
     l->hb_seen_bytes = l->bytes_received;
     l->hb_quiet_since = now;
+    l->hb_seen_sent = l->bytes_sent;
+    l->hb_mute_since = now;
     l->hb_last_check = now;
     l->hb_last_ping = now;
     fdn_timer_arm(n->worker, &l->heartbeat, n->keepalive_ns / 2);
@@ -1472,9 +1479,10 @@ static void heartbeat_start(struct fdn__lane *l)
 
 static void send_ping(struct fdn__lane *l, uint64_t now)
 {
-    if (queue_simple(l, FDN__FRAME_PING, 0, ++l->hb_pings) < 0)
+    if (queue_simple(l, FDN__FRAME_PING, 0, l->pings_sent + 1) < 0)
         return;   /* the control queue is full: the next check pings */
     l->hb_last_ping = now;
+    l->pings_sent++;
     l->peer->node->stats.pings_sent++;
     pump(l);
 }
@@ -1508,13 +1516,18 @@ static int heartbeat_fired(fdn_worker *w, fdn_task *t)
         l->hb_seen_bytes = l->bytes_received;
         l->hb_quiet_since = now;
     }
+    if (l->bytes_sent != l->hb_seen_sent) {
+        l->hb_seen_sent = l->bytes_sent;
+        l->hb_mute_since = now;
+    }
     l->hb_last_check = now;
     uint64_t quiet = now - l->hb_quiet_since;
     if (quiet >= n->idle_timeout_ns) {
         idle_timeout(l, quiet);
         return FDN_TASK_DONE;
     }
-    if (quiet >= n->keepalive_ns && now - l->hb_last_ping >= n->keepalive_ns)
+    if ((quiet >= n->keepalive_ns || now - l->hb_mute_since >= n->keepalive_ns) &&
+        now - l->hb_last_ping >= n->keepalive_ns)
         send_ping(l, now);
     fdn_timer_arm(w, &l->heartbeat, n->keepalive_ns / 2);
     return FDN_TASK_DONE;
@@ -2496,6 +2509,8 @@ int fdn_peer_lane_stats(const fdn_peer *p, int lane, fdn_lane_stats *out)
             .bytes_received = l->bytes_received,
             .inflight_bytes = l->inflight_bytes,
             .max_inflight_bytes = l->max_inflight_bytes,
+            .pings_sent = l->pings_sent,
+            .pongs_received = l->pongs_received,
         };
     }
     return 0;

@@ -115,9 +115,9 @@ typedef struct fdn_node_config {
     uint64_t session_timeout_ns;     /* how long a session whose connections are lost
                                         may take to resume before it ends with
                                         -ETIMEDOUT; default 10 s */
-    uint64_t keepalive_ns;           /* a lane that has received nothing for this long
-                                        sends a PING (the peer answers PONG); default
-                                        1 s, at least 1 ms */
+    uint64_t keepalive_ns;           /* a lane that has received nothing, or sent
+                                        nothing, for this long sends a PING (the peer
+                                        answers PONG); default 1 s, at least 1 ms */
     uint64_t idle_timeout_ns;        /* a lane that has received nothing for this long
                                         is dead: it is closed (CLOSE "idle timeout",
                                         best effort) and its session resumes as after
@@ -337,6 +337,9 @@ typedef struct fdn_lane_stats {
     uint64_t bytes_received;
     uint64_t inflight_bytes;         /* handed to the transport, not yet sent */
     uint64_t max_inflight_bytes;     /* its bound (max_ or bulk_inflight_bytes) */
+    uint64_t pings_sent;             /* liveness: PINGs on this connection (it had
+                                        received, or sent, nothing for keepalive_ns) */
+    uint64_t pongs_received;
 } fdn_lane_stats;
 
 /* The lanes agreed with the peer (1 until it is up). */

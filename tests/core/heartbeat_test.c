@@ -94,20 +94,28 @@ static void make_node(struct side *s, fdn_worker *wk, const fdn_node_config *ext
     CHECK_OK(fdn_node_create(&cfg, &s->node));
     fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
     fdn_node_set_events(s->node, &ev);
+    /* Each test streams on one of them: one sequence of tags. */
     CHECK_OK(fdn_channel_set_handler(s->node, FDN_CHANNEL_COORDINATION, on_message, s));
+    CHECK_OK(fdn_channel_set_handler(s->node, FDN_CHANNEL_DATA, on_message, s));
 }
 
-/* Message `tag` from s's worker's pool, as make_tagged_msg() builds it. */
-static void send_tagged(struct side *s, uint32_t tag)
+/* Message `tag` of len bytes from s's worker's pool, as make_tagged_msg()
+ * builds it. */
+static fdn_msg *tagged(struct side *s, size_t len, uint32_t tag)
 {
     fdn_msg *m;
-    CHECK_OK(fdn_msg_alloc(fdn_worker_pool(s->worker), 200, &m));
+    CHECK_OK(fdn_msg_alloc(fdn_worker_pool(s->worker), len, &m));
     uint8_t *d = fdn_msg_data(m);
     memcpy(d, &tag, 4);
     for (size_t i = 4; i < fdn_msg_len(m); i++)
         d[i] = (uint8_t)(i * 131 + tag);
+    return m;
+}
+
+static void send_tagged(struct side *s, uint32_t tag)
+{
     CHECK(s->peer != NULL);
-    CHECK_OK(fdn_send(s->peer, FDN_CHANNEL_COORDINATION, m));
+    CHECK_OK(fdn_send(s->peer, FDN_CHANNEL_COORDINATION, tagged(s, 200, tag)));
 }
 
 static bool all_lanes_up(const fdn_peer *p)
@@ -230,6 +238,7 @@ struct a_view {
     char addr[128];              /* in: where to connect; out: where A listens */
     uint32_t first_tag, count;   /* messages to send */
     bool up;                     /* every lane */
+    fdn_lane_stats data_lane;    /* lane 2 */
     uint32_t arrivals, bad;
     int ups, downs;
     fdn_node_stats stats;
@@ -264,6 +273,8 @@ static void a_look(void *arg)
 {
     struct a_view *v = arg;
     v->up = all_lanes_up(v->a->peer);
+    if (v->a->peer)
+        CHECK_OK(fdn_peer_lane_stats(v->a->peer, 2, &v->data_lane));
     v->arrivals = v->a->arrivals;
     v->bad = v->a->bad;
     v->ups = v->a->ups;
@@ -415,6 +426,43 @@ static void frozen_peer(bool a_serves)
 }
 
 static void test_frozen_server(void) { frozen_peer(true); }
+
+/* B streams on the data channel, which has lane 2 to itself; A only
+ * receives there (its ACKs and credit go on lane 1). A's lane 2 has sent
+ * nothing, so it pings: on a slow link that is what keeps B's lane 2
+ * alive, whose own PINGs would wait behind the stream. */
+static void test_one_way_stream(void)
+{
+    struct side a, b;
+    struct a_view v = {.a = &a, .cfg = &liveness};
+    start_a(&a);
+    pair_a_b(&b, &v, true);
+    uint32_t sent = 0;
+    uint64_t start = fdn_now_ns();
+    while (fdn_now_ns() - start < 30 * KEEPALIVE_NS) {
+        fdn_msg *m = tagged(&b, 32 << 10, sent);
+        int rc;
+        while ((rc = fdn_send(b.peer, FDN_CHANNEL_DATA, m)) == -EAGAIN)
+            if (fdn_worker_progress(w) == 0)
+                fdn_worker_wait(w, 1000000);
+        CHECK_OK(rc);
+        sent++;
+        fdn_worker_progress(w);
+    }
+    RUN_UNTIL((look(&v), v.arrivals == sent));
+    fdn_node_stats nb;
+    fdn_node_stats_get(b.node, &nb);
+    fdn_lane_stats bl;
+    CHECK_OK(fdn_peer_lane_stats(b.peer, 2, &bl));
+    printf("   %u messages; lane 2: the receiver sent %" PRIu64 " pings, the sender %" PRIu64
+           "\n", sent, v.data_lane.pings_sent, bl.pings_sent);
+    /* About one per keepalive + a check period: ~16 in 30 keepalives. */
+    CHECK(v.data_lane.pings_sent >= 5);
+    CHECK_EQ(v.bad, 0);
+    CHECK_EQ(v.stats.idle_timeouts + nb.idle_timeouts, 0);
+    CHECK_EQ(v.stats.sessions_interrupted + nb.sessions_interrupted, 0);
+    teardown_a_b(&b);
+}
 static void test_frozen_client(void) { frozen_peer(false); }
 
 /* Both nodes on one worker, which stops for 3 idle timeouts (a stopped
@@ -453,6 +501,7 @@ int main(void)
     harness_start((size_t)256 << 20);
     RUN(test_config_checked);
     RUN(test_quiet_session_stays_up);
+    RUN(test_one_way_stream);
     RUN(test_frozen_server);
     RUN(test_frozen_client);
     RUN(test_worker_pause_is_not_peer_silence);
