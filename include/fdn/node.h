@@ -123,9 +123,9 @@ typedef struct fdn_node_config {
                                         best effort) and its session resumes as after
                                         any lost connection, so a silent partition is
                                         noticed without waiting for TCP. Default 5 s;
-                                        must be more than keepalive_ns. The lane's
-                                        clock is read every keepalive_ns / 2, so the
-                                        end comes up to that much later */
+                                        must be more than keepalive_ns. Lanes are
+                                        checked every keepalive_ns / 2, so the end
+                                        comes up to keepalive_ns after the timeout */
     uint32_t max_conns_per_addr;     /* live connections accepted from one place, lanes
                                         included: one IP address over TCP, one process
                                         over shm. A connection beyond it is closed at
