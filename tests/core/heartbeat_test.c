@@ -30,6 +30,14 @@ static const uint8_t secret[] = "liveness is a property of lanes!";
 static const fdn_node_config liveness = {.keepalive_ns = KEEPALIVE_NS,
                                          .idle_timeout_ns = IDLE_NS};
 
+/* For the tests that must see no idle timeout at all while two threads
+ * run: a loaded 2-core machine may deschedule one of them for 100 ms, which
+ * would be a true silence; 250 ms is far beyond what it does. */
+#define STEADY_KEEPALIVE_NS (25 * MS)
+#define STEADY_IDLE_NS (250 * MS)
+static const fdn_node_config steady = {.keepalive_ns = STEADY_KEEPALIVE_NS,
+                                       .idle_timeout_ns = STEADY_IDLE_NS};
+
 /* FDN_TEST_SAME_HOST_SHM=1 runs the suite through shared memory (the
  * same-host shortcut takes over the tcp:// addresses). */
 static bool over_shm(void)
@@ -292,7 +300,7 @@ static struct a_view *look(struct a_view *v)
 static void pair_a_b(struct side *b, struct a_view *v, bool a_serves)
 {
     on_a(a_create, v);
-    make_node(b, w, &liveness);
+    make_node(b, w, v->cfg);
     if (a_serves) {
         on_a(a_listen, v);
         CHECK_OK(fdn_node_connect(b->node, v->addr, &b->peer));
@@ -332,16 +340,16 @@ static void test_config_checked(void)
     CHECK_EQ(fdn_node_create(&cfg, &n), -EINVAL);
 }
 
-/* A quiet, healthy session over 15 idle periods: pings keep every lane
+/* A quiet, healthy session over 12 idle periods: pings keep every lane
  * alive, nothing times out, nothing resumes. */
 static void test_quiet_session_stays_up(void)
 {
     struct side a, b;
-    struct a_view v = {.a = &a, .cfg = &liveness};
+    struct a_view v = {.a = &a, .cfg = &steady};
     start_a(&a);
     pair_a_b(&b, &v, true);
     uint64_t start = fdn_now_ns();
-    RUN_UNTIL(fdn_now_ns() - start >= 15 * IDLE_NS);
+    RUN_UNTIL(fdn_now_ns() - start >= 12 * STEADY_IDLE_NS);
     CHECK(all_lanes_up(b.peer));
     look(&v);
     CHECK(v.up);
@@ -349,8 +357,8 @@ static void test_quiet_session_stays_up(void)
     fdn_node_stats_get(b.node, &nb);
     printf("   A: %" PRIu64 " pings, %" PRIu64 " pongs; B: %" PRIu64 " pings, %" PRIu64 " pongs\n",
            v.stats.pings_sent, v.stats.pongs_received, nb.pings_sent, nb.pongs_received);
-    /* A lane pings after 20 ms of quiet: hundreds in 1.5 s. */
-    CHECK(v.stats.pongs_received + nb.pongs_received >= 15);
+    /* A lane pings after 25 ms of quiet: over a hundred in 3 s. */
+    CHECK(v.stats.pongs_received + nb.pongs_received >= 24);
     CHECK(v.stats.pings_sent + nb.pings_sent >= v.stats.pongs_received + nb.pongs_received);
     CHECK_EQ(v.stats.idle_timeouts + nb.idle_timeouts, 0);
     CHECK_EQ(v.stats.sessions_interrupted + nb.sessions_interrupted, 0);
@@ -404,9 +412,12 @@ static void frozen_peer(bool a_serves)
     for (; to_a < 4 * PER_PHASE; to_a++)
         send_tagged(&b, to_a);
 
-    RUN_UNTIL(all_lanes_up(b.peer) && b.arrivals == PER_PHASE &&
-              (look(&v), v.up && v.arrivals == 4 * PER_PHASE));
-    fdn_node_stats_get(b.node, &nb);
+    RUN_UNTIL(b.arrivals == PER_PHASE && (look(&v), v.arrivals == 4 * PER_PHASE));
+    /* Settled: both ends up, every interruption resumed (should a loaded
+     * machine stall a thread long enough to add one, it resumes too). */
+    RUN_UNTIL(all_lanes_up(b.peer) &&
+              (fdn_node_stats_get(b.node, &nb), nb.sessions_resumed == nb.sessions_interrupted) &&
+              (look(&v), v.up && v.stats.sessions_resumed == v.stats.sessions_interrupted));
     printf("   B noticed after %" PRIu64 " ms; B: %" PRIu64 " idle timeouts, %" PRIu64
            " interrupted, %" PRIu64 " resumed; A: %" PRIu64 " idle timeouts, %" PRIu64
            " late checks, %" PRIu64 " resumed\n", noticed_ns / MS, nb.idle_timeouts,
@@ -416,9 +427,7 @@ static void frozen_peer(bool a_serves)
     CHECK_EQ(v.arrivals, 4 * PER_PHASE);
     CHECK_EQ(b.arrivals, PER_PHASE);
     CHECK(nb.sessions_resumed >= 1);
-    CHECK_EQ(nb.sessions_resumed, nb.sessions_interrupted);
     CHECK(v.stats.sessions_resumed >= 1);
-    CHECK_EQ(v.stats.sessions_resumed, v.stats.sessions_interrupted);
     CHECK_EQ(nb.sessions_expired + v.stats.sessions_expired, 0);
     CHECK_EQ(v.downs + b.downs, 0);
     CHECK_EQ(v.ups + b.ups, 2);   /* resumed, not reconnected as a new session */
@@ -434,12 +443,12 @@ static void test_frozen_server(void) { frozen_peer(true); }
 static void test_one_way_stream(void)
 {
     struct side a, b;
-    struct a_view v = {.a = &a, .cfg = &liveness};
+    struct a_view v = {.a = &a, .cfg = &steady};
     start_a(&a);
     pair_a_b(&b, &v, true);
     uint32_t sent = 0;
     uint64_t start = fdn_now_ns();
-    while (fdn_now_ns() - start < 30 * KEEPALIVE_NS) {
+    while (fdn_now_ns() - start < 30 * STEADY_KEEPALIVE_NS) {
         fdn_msg *m = tagged(&b, 32 << 10, sent);
         int rc;
         while ((rc = fdn_send(b.peer, FDN_CHANNEL_DATA, m)) == -EAGAIN)
