@@ -4,7 +4,8 @@
 # from outside. Each mode is one meson test of the `fault` suite:
 #
 #   sskill     ss -K kills the client's connections every 50 ms while it
-#              streams; the run must end intact (0 lost, duplicated, reordered,
+#              streams (from the moment its session is up); the run must end
+#              intact (0 lost, duplicated, reordered,
 #              corrupted) and must have resumed at least once
 #   sigkill    the server is killed with SIGKILL mid-stream: without a restart
 #              the client ends at its --session-timeout (-ETIMEDOUT); with a
@@ -167,6 +168,19 @@ start_killer() {
     killer_pid=$!
 }
 
+# Waits until the client (pid $2) has both lanes to port $1 established, or
+# has gone. The second lane is dialled only once the first authenticated,
+# so the session is up: a kill before that would be a failed connect, which
+# nothing resumes, not a loss.
+wait_session_up() {
+    local port=$1 client=$2
+    for _ in $(seq 500); do
+        (( $(ss -Htn state established dst 127.0.0.1 dport = ":$port" | wc -l) >= 2 )) && return
+        kill -0 "$client" 2>/dev/null || return
+        sleep 0.01
+    done
+}
+
 stop_killer() {
     kill "$killer_pid" 2>/dev/null
     wait "$killer_pid" 2>/dev/null
@@ -211,9 +225,14 @@ mode_sskill() {
     need_root
     need_ss_kill
     start_server "" tcp://127.0.0.1:0
-    start_killer "" "$(port_of "$addr")" 0.05
-    run_client "" --duration 3 --size 512
-    local status=$?
+    local port
+    port=$(port_of "$addr")
+    run_client "" --duration 3 --size 512 &
+    local client=$!
+    wait_session_up "$port" "$client"
+    start_killer "" "$port" 0.05
+    local status=0
+    wait "$client" || status=$?
     stop_killer
     check_intact $status resumed
     stop_server
