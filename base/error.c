@@ -23,6 +23,18 @@ int fdn__error(int code, const char *file, int line, const char *fmt, ...)
 
 const char *fdn_errmsg(void) { return errmsg; }
 
+const char *fdn__errmsg_detail(void)
+{
+    /* Past "file.c:LINE: "; a message without that prefix is returned whole. */
+    const char *colon = strchr(errmsg, ':');
+    if (colon && colon[1] >= '0' && colon[1] <= '9') {
+        const char *rest = strstr(colon + 1, ": ");
+        if (rest)
+            return rest + 2;
+    }
+    return errmsg;
+}
+
 const char *fdn_strerror(int err)
 {
     /* strerror() may use a shared buffer for unknown values; strerrordesc_np

@@ -13,4 +13,8 @@ int fdn__error(int code, const char *file, int line, const char *fmt, ...)
 
 #define FDN_ERR(code, ...) fdn__error((code), __FILE__, __LINE__, __VA_ARGS__)
 
+/* The last detail without its "file.c:LINE: " prefix, for log lines that
+ * say why something failed. */
+const char *fdn__errmsg_detail(void);
+
 #endif

@@ -81,6 +81,17 @@ client() { # name, then environment assignments
 status=0
 client clean FDN_FAULTS= || status=1
 
+client faulted "FDN_FAULTS=seed=$seed,drop=0.01" &
+client_pid=$!
+# The kills start once the session is up (both lanes connected: the second
+# is dialled only after the first has authenticated). A connection killed
+# before that is a failed connect, which nothing resumes, not a loss.
+for _ in $(seq 200); do
+    lanes=$(ss -Htn state established dst 127.0.0.1 dport = ":$port" 2>/dev/null | wc -l)
+    [[ $lanes -ge 2 ]] && break
+    kill -0 "$client_pid" 2>/dev/null || break
+    sleep 0.01
+done
 (
     while :; do
         ss -K dst 127.0.0.1 dport = ":$port" >/dev/null 2>&1
@@ -88,7 +99,7 @@ client clean FDN_FAULTS= || status=1
     done
 ) &
 killer_pid=$!
-client faulted "FDN_FAULTS=seed=$seed,drop=0.01" || status=1
+wait "$client_pid" || status=1
 kill "$killer_pid" 2>/dev/null
 wait "$killer_pid" 2>/dev/null
 killer_pid=

@@ -1,6 +1,8 @@
 /* Nodes: configuration, the channel table, listeners, and the lifecycle of
  * peers. The protocol of one connection is in core/peer.c. */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 
 #include "base/compiler.h"
 #include "base/error.h"
+#include "base/log.h"
 #include "core/node_internal.h"
 #include "core/worker_internal.h"
 
@@ -25,6 +28,17 @@ static const fdn_channel_config default_channels[FDN_CHANNEL_FIRST_USER] = {
     [FDN_CHANNEL_GOSSIP] = {.name = "gossip", .priority = 7, .delivery = FDN_BEST_EFFORT,
                             .max_message = 64 << 10},
 };
+
+/* Liveness defaults: a ping after 1 s of silence, dead after 5 s; the
+ * check runs every keepalive / 2, which a keepalive under 1 ms would turn
+ * into a busy timer. */
+#define DEFAULT_KEEPALIVE_NS (1000ull * 1000 * 1000)
+#define DEFAULT_IDLE_TIMEOUT_NS (5000ull * 1000 * 1000)
+#define MIN_KEEPALIVE_NS (1000ull * 1000)
+
+/* Accept limits: 64 connections from one host is 32 sessions of 2 lanes. */
+#define DEFAULT_MAX_CONNS_PER_ADDR 64
+#define DEFAULT_MAX_PENDING_HANDSHAKES 256
 
 /* The largest credit window the handshake can carry (32 bits on the wire). */
 #define MAX_WINDOW UINT32_MAX
@@ -134,6 +148,14 @@ static int check_config(const fdn_node_config *cfg)
         return FDN_ERR(-EINVAL, "cluster name over %d bytes", FDN__HS_CLUSTER_NAME_MAX);
     if (cfg->lanes > FDN_MAX_LANES)
         return FDN_ERR(-EINVAL, "%u lanes, at most %d", cfg->lanes, FDN_MAX_LANES);
+    uint64_t keepalive = cfg->keepalive_ns ? cfg->keepalive_ns : DEFAULT_KEEPALIVE_NS;
+    uint64_t idle = cfg->idle_timeout_ns ? cfg->idle_timeout_ns : DEFAULT_IDLE_TIMEOUT_NS;
+    if (keepalive < MIN_KEEPALIVE_NS)
+        return FDN_ERR(-EINVAL, "keepalive_ns %" PRIu64 " under 1 ms", keepalive);
+    if (idle <= keepalive)
+        return FDN_ERR(-EINVAL, "idle_timeout_ns %" PRIu64 " must be more than keepalive_ns %"
+                       PRIu64 " (a quiet lane must have time to ping before it is dead)",
+                       idle, keepalive);
     /* Received messages keep their kind and id in the headroom. */
     fdn_msg *probe;
     if (fdn_msg_alloc(fdn_worker_pool(cfg->worker), 0, &probe) == 0) {
@@ -232,6 +254,12 @@ int fdn_node_create(const fdn_node_config *cfg, fdn_node **out)
                                                         : 5000000000ull;
     n->session_timeout_ns = cfg->session_timeout_ns ? cfg->session_timeout_ns
                                                     : 10000000000ull;
+    n->max_conns_per_addr = cfg->max_conns_per_addr ? cfg->max_conns_per_addr
+                                                    : DEFAULT_MAX_CONNS_PER_ADDR;
+    n->max_pending_handshakes = cfg->max_pending_handshakes ? cfg->max_pending_handshakes
+                                                            : DEFAULT_MAX_PENDING_HANDSHAKES;
+    n->keepalive_ns = cfg->keepalive_ns ? cfg->keepalive_ns : DEFAULT_KEEPALIVE_NS;
+    n->idle_timeout_ns = cfg->idle_timeout_ns ? cfg->idle_timeout_ns : DEFAULT_IDLE_TIMEOUT_NS;
     rc = build_channels(n, cfg);
     if (rc == 0)
         rc = setup_faults(n, cfg);
@@ -274,17 +302,125 @@ int fdn_channel_set_request_handler(fdn_node *n, int channel, fdn_request_fn fn,
 
 void fdn_node_stats_get(const fdn_node *n, fdn_node_stats *out) { *out = n->stats; }
 
+/* ---- Saying why connections end ------------------------------------------ */
+
+void fdn__node_log_end(const fdn_node *n, int level, const char *addr, int lane,
+                       const char *transport, const char *fmt, ...)
+{
+    if (!fdn__log_enabled(level))
+        return;
+    char reason[FDN__LOG_LINE_MAX / 2], where[24];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    if (lane > 0)
+        snprintf(where, sizeof where, "lane %d", lane);
+    else
+        snprintf(where, sizeof where, "%s", lane == 0 ? "all lanes" : "lane ?");
+    /* The first 4 bytes of the node id tell this process's nodes apart. */
+    fdn__log(level, "node %02x%02x%02x%02x: %s %s (%s): %s", n->node_id[0], n->node_id[1],
+             n->node_id[2], n->node_id[3], addr, where, transport ? transport : "?", reason);
+}
+
+/* ---- Accept limits ------------------------------------------------------- */
+
+/* Anyone who can reach a listener can open connections: a flood from one
+ * place, or from many that never finish a handshake, must not cost the node
+ * its memory or its peers. An accepted connection beyond max_conns_per_addr
+ * live ones from its host (lanes included), or beyond max_pending_handshakes
+ * not yet authenticated in all, is closed at once, before a peer or a lane
+ * is allocated for it; it is counted and said. An admitted connection's lane
+ * holds its places until its handshake succeeds (the pending one) and its
+ * transport is gone (its host's). */
+
+static struct fdn__host_conns **host_slot(fdn_node *n, const char *host)
+{
+    uint32_t h = 2166136261u;   /* FNV-1a */
+    for (const char *c = host; *c; c++)
+        h = (h ^ (uint8_t)*c) * 16777619u;
+    struct fdn__host_conns **at = &n->hosts[h % FDN__HOST_BUCKETS];
+    while (*at && strcmp((*at)->host, host) != 0)
+        at = &(*at)->next;
+    return at;
+}
+
+/* Takes a place for a connection from host; NULL when out of memory. */
+static struct fdn__host_conns *admit(fdn_node *n, const char *host)
+{
+    struct fdn__host_conns **at = host_slot(n, host);
+    if (!*at) {
+        struct fdn__host_conns *h = calloc(1, sizeof *h);
+        if (!h)
+            return NULL;
+        snprintf(h->host, sizeof h->host, "%s", host);
+        *at = h;
+    }
+    (*at)->conns++;
+    n->pending_handshakes++;
+    return *at;
+}
+
+void fdn__node_authenticated(fdn_node *n) { n->pending_handshakes--; }
+
+void fdn__node_release(fdn_node *n, struct fdn__host_conns *host, bool pending)
+{
+    if (pending)
+        n->pending_handshakes--;
+    if (host && --host->conns == 0) {
+        struct fdn__host_conns **at = host_slot(n, host->host);
+        *at = host->next;
+        free(host);
+    }
+}
+
+/* Closes an accepted connection that gets nothing, and says why. */
+static void refuse(fdn_node *n, struct fdn__tp_conn *conn, const char *addr, int level,
+                   const char *why)
+{
+    fdn__node_log_end(n, level, addr, -1, conn->tp->name, "refused: %s", why);
+    fdn__tp_conn_close(conn);
+}
+
 /* ---- Listeners ----------------------------------------------------------- */
 
 static void on_accept(void *ctx, struct fdn__tp_conn *conn)
 {
     struct fdn__listener *l = ctx;
-    fdn_peer *p;
-    if (l->node->destroying || fdn__peer_create(l->node, false, &p) < 0) {
-        fdn__tp_conn_close(conn);
+    fdn_node *n = l->node;
+    char addr[FDN__ADDR_MAX], host[FDN__ADDR_MAX], why[2 * FDN__ADDR_MAX];
+    int len = snprintf(addr, sizeof addr, "%s", conn->tp->scheme);
+    if (fdn__tp_conn_peer_addr(conn, addr + len, sizeof addr - (size_t)len) < 0)
+        snprintf(addr + len, sizeof addr - (size_t)len, "?");
+    if (n->destroying) {
+        refuse(n, conn, addr, FDN_LOG_INFO, "node going away");
         return;
     }
-    fdn__peer_attach(p, conn);
+    if (fdn__tp_conn_peer_host(conn, host, sizeof host) < 0)
+        snprintf(host, sizeof host, "%s", addr);
+    struct fdn__host_conns *h = *host_slot(n, host);
+    if (h && h->conns >= n->max_conns_per_addr) {
+        n->stats.refused_per_addr++;
+        snprintf(why, sizeof why, "too many connections from %s (%u, max_conns_per_addr)", host,
+                 h->conns);
+        refuse(n, conn, addr, FDN_LOG_WARN, why);
+        return;
+    }
+    if (n->pending_handshakes >= n->max_pending_handshakes) {
+        n->stats.refused_pending++;
+        snprintf(why, sizeof why, "too many pending handshakes (%u, max_pending_handshakes)",
+                 n->pending_handshakes);
+        refuse(n, conn, addr, FDN_LOG_WARN, why);
+        return;
+    }
+    fdn_peer *p;
+    if (!(h = admit(n, host)) || fdn__peer_create(n, false, &p) < 0) {
+        if (h)
+            fdn__node_release(n, h, true);
+        refuse(n, conn, addr, FDN_LOG_WARN, "out of memory");
+        return;
+    }
+    fdn__peer_attach(p, conn, h);
 }
 
 static void on_listener_closed(void *ctx, int err)

@@ -178,6 +178,16 @@ struct fdn__pending_request {
 };
 
 #define FDN__PENDING_BUCKETS 256
+
+/* Live connections accepted from one remote host (its transport's
+ * conn_peer_host), kept while there is at least one. */
+struct fdn__host_conns {
+    struct fdn__host_conns *next;  /* hash chain */
+    uint32_t conns;
+    char host[FDN__ADDR_MAX];
+};
+
+#define FDN__HOST_BUCKETS 64
 #define FDN__MAX_LANES FDN_MAX_LANES
 
 /* One connection of a peer. Lane 0 opens the session (its handshake makes
@@ -230,6 +240,31 @@ struct fdn__lane {
      * layer"): NULL when the node has no fault rule, and then no fault code
      * runs at all. */
     struct fdn__lane_faults *faults;
+
+    /* Liveness (core/peer.c, "Liveness"): a timer every keepalive_ns / 2
+     * while the lane is up compares bytes_received and bytes_sent with
+     * what it saw last, so the data path costs nothing more. */
+    fdn_timer heartbeat;
+    uint64_t hb_seen_bytes;        /* bytes_received at the last check */
+    uint64_t hb_quiet_since;       /* the check that last saw bytes arrive */
+    uint64_t hb_seen_sent;         /* bytes_sent at the last check */
+    uint64_t hb_mute_since;        /* the check that last saw bytes leave */
+    uint64_t hb_last_check;
+    uint64_t hb_last_ping;
+    uint64_t pings_sent;           /* also the next PING's token */
+    uint64_t pongs_received;
+    bool peer_idle;                /* the peer closed this lane for idleness: a
+                                      loss to resume from, not a goodbye */
+
+    /* An accepted connection holds its place in the accept limits until its
+     * transport is gone (host) and until it authenticates (pending). */
+    struct fdn__host_conns *host;
+    bool pending;
+
+    /* Why this node closed the connection itself (a reset by the fault
+     * layer, a handshake timeout, an idle timeout), for the line on_closed
+     * says; "" when it did not. */
+    char end_why[96];
 };
 
 struct fdn_peer {
@@ -238,6 +273,7 @@ struct fdn_peer {
     enum fdn__peer_state state;
     bool outbound;
     bool close_received;           /* the peer sent CLOSE: its reason stands */
+    uint64_t close_reason_in;      /* ... and that reason (enum fdn__close_reason) */
     bool announced_up;             /* peer_up was reported */
     int down_reason;
     char addr[FDN__ADDR_MAX];      /* the peer's address, scheme first, for logs */
@@ -297,6 +333,8 @@ struct fdn_node {
     uint32_t lend_min;             /* fdn_peer_msg_alloc lends from this size on */
     uint64_t handshake_timeout_ns;
     uint64_t session_timeout_ns;
+    uint64_t keepalive_ns;         /* liveness, per lane (core/peer.c, "Liveness") */
+    uint64_t idle_timeout_ns;
     uint64_t max_message;          /* largest of all channels */
 
     struct fdn__channel channels[FDN_MAX_CHANNELS];
@@ -312,6 +350,13 @@ struct fdn_node {
     bool no_same_host_shm;
     fdn_peer *peers;
     fdn_node_stats stats;
+
+    /* Accept limits (core/node.c, "Accept limits"): live accepted
+     * connections per remote host, and those not authenticated yet. */
+    uint32_t max_conns_per_addr;
+    uint32_t max_pending_handshakes;
+    uint32_t pending_handshakes;
+    struct fdn__host_conns *hosts[FDN__HOST_BUCKETS];
     uint64_t next_request_id;
     bool destroying;
 
@@ -324,11 +369,30 @@ struct fdn_node {
     struct fdn__fault_stats fault_totals;
 };
 
+/* Says that a connection or a session ended, and why, in one line at
+ * level (FDN_LOG_WARN when abnormal, FDN_LOG_INFO when orderly): the node's
+ * short id, the peer's address, the lane (1.., 0 for every lane of the
+ * session, -1 when not known yet), the transport and the reason in words.
+ * Every end goes through here, so that none is missed (docs/RELIABILITY.md,
+ * "Every disconnect is counted and logged"). */
+void fdn__node_log_end(const fdn_node *n, int level, const char *addr, int lane,
+                       const char *transport, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* Accept limits. An accepted connection holds a place among its host's
+ * connections and among the pending handshakes (core/node.c, on_accept);
+ * fdn__node_authenticated gives the pending one back once its handshake
+ * succeeds, fdn__node_release what it still holds once it is gone. */
+void fdn__node_authenticated(fdn_node *n);
+void fdn__node_release(fdn_node *n, struct fdn__host_conns *host, bool pending);
+
 /* core/peer.c */
 int fdn__peer_create(fdn_node *node, bool outbound, fdn_peer **out);
 /* Inbound: takes an accepted connection as the peer's lane 0, which speaks
- * second; its handshake says whether it opens a session or joins one. */
-void fdn__peer_attach(fdn_peer *peer, struct fdn__tp_conn *conn);
+ * second; its handshake says whether it opens a session or joins one. The
+ * connection's places in the accept limits (host's, and a pending
+ * handshake) pass to its lane, or are given back if it cannot have one. */
+void fdn__peer_attach(fdn_peer *peer, struct fdn__tp_conn *conn, struct fdn__host_conns *host);
 /* Outbound: dials addr (with its scheme) as lane 0. */
 int fdn__peer_dial(fdn_peer *peer, const char *addr);
 void fdn__peer_fail(fdn_peer *peer, int reason, enum fdn__close_reason wire_reason);

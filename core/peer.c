@@ -26,14 +26,18 @@
  * core/node_internal.h. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
+#include <fdn/error.h>
+
 #include "base/compiler.h"
 #include "base/error.h"
+#include "base/log.h"
 #include "core/node_internal.h"
 #include "core/pool.h"
 #include "core/worker_internal.h"
@@ -125,6 +129,7 @@ static void queue_handshake_output(struct fdn__lane *l)
 /* ---- Lanes --------------------------------------------------------------- */
 
 static int lane_timer(fdn_worker *w, fdn_task *t);
+static int heartbeat_fired(fdn_worker *w, fdn_task *t);
 static int rx_resume_task(fdn_worker *w, fdn_task *t);
 static int tx_resume_task(fdn_worker *w, fdn_task *t);
 
@@ -148,6 +153,7 @@ static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
     l->index = (uint8_t)index;
     l->max_inflight_bytes = n->max_inflight_bytes;
     fdn_timer_init(&l->timer, lane_timer, l, FDN_PRIO_HIGHEST);
+    fdn_timer_init(&l->heartbeat, heartbeat_fired, l, FDN_PRIO_HIGHEST);
     fdn_task_init(&l->rx_resume, rx_resume_task, l, FDN_PRIO_DEFAULT);
     fdn_task_init(&l->tx_resume, tx_resume_task, l, FDN_PRIO_DEFAULT);
     if (n->faults) {
@@ -161,8 +167,19 @@ static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
     return 0;
 }
 
+/* An accepted connection gives back its places in the accept limits
+ * (core/node.c): once its transport is gone, or its lane is freed first. */
+static void release_places(struct fdn__lane *l)
+{
+    fdn__node_release(l->peer->node, l->host, l->pending);
+    l->host = NULL;
+    l->pending = false;
+}
+
 static void lane_free(struct fdn__lane *l)
 {
+    release_places(l);
+    timer_stop(l->peer->node->worker, &l->heartbeat);
     fdn__worker_cancel_task(l->peer->node->worker, &l->rx_resume);
     fdn__worker_cancel_task(l->peer->node->worker, &l->tx_resume);
     if (l->faults)
@@ -274,6 +291,7 @@ static void lane_detach(fdn_peer *p, struct fdn__lane *l)
     fdn_worker *w = p->node->worker;
     p->lanes[l->index] = NULL;
     timer_stop(w, &l->timer);
+    timer_stop(w, &l->heartbeat);
     if (l->faults)
         fault_release_held(l);
     l->dying = true;
@@ -334,6 +352,61 @@ static void note_peer_addr(fdn_peer *p, struct fdn__tp_conn *conn)
 
 /* ---- Failure and teardown ------------------------------------------------ */
 
+/* Says why lane l of p (NULL: the whole session) ended: the one line every
+ * end gets (fdn__node_log_end). */
+static void say_end(const fdn_peer *p, const struct fdn__lane *l, int level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void say_end(const fdn_peer *p, const struct fdn__lane *l, int level, const char *fmt, ...)
+{
+    if (!fdn__log_enabled(level))
+        return;
+    char reason[FDN__LOG_LINE_MAX / 2];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    /* Every lane uses the transport lane 0 reached, which p->addr names. */
+    fdn__node_log_end(p->node, level, p->addr, l ? l->index + 1 : 0, fdn_peer_transport(p), "%s",
+                      reason);
+}
+
+/* A session's end in words: the errno's class, as the counters have it. */
+static const char *fail_words(const fdn_peer *p, int reason, enum fdn__close_reason wire)
+{
+    switch (reason) {
+    case 0: return wire == FDN__CLOSE_GOING_AWAY ? "node going away" : "closed by this node";
+    case -EACCES: return "auth failed";
+    case -EPROTONOSUPPORT: case -EPERM: return "handshake failed";
+    case -EPROTO: case -EBADMSG: return "protocol error";
+    case -EMSGSIZE: case -ENOSPC: return "limit exceeded";
+    case -ETIMEDOUT: return p->announced_up ? "session expired" : "handshake timeout";
+    case -ESTALE: return "resume refused";
+    case -ECONNRESET: return "peer restarted";
+    default: return fdn_strerror(reason);
+    }
+}
+
+/* A lost connection in words: what this node did to it (end_why), else
+ * what the transport says. */
+static void loss_words(const struct fdn__lane *l, int err, char *buf, size_t len)
+{
+    if (l->end_why[0])
+        snprintf(buf, len, "%s", l->end_why);
+    else if (l->peer_idle)
+        snprintf(buf, len, "idle timeout at the peer: it received nothing from us");
+    else if (err == 0)
+        snprintf(buf, len, "end of stream without CLOSE");
+    else if (err == -ECONNRESET)
+        snprintf(buf, len, "connection reset");
+    else if (err == -ECONNABORTED)
+        snprintf(buf, len, "connection aborted");
+    else if (err == -ECANCELED)
+        snprintf(buf, len, "connection closed by this node");
+    else
+        snprintf(buf, len, "%s", fdn_strerror(err));
+}
+
 static void count_failure(fdn_peer *p, int reason)
 {
     fdn_node *n = p->node;
@@ -359,13 +432,25 @@ static void count_failure(fdn_peer *p, int reason)
  * (bounded by CLOSE_FLUSH_NS), then closes the transports. The peer is freed
  * once every transport reports on_closed, from a task of its own, so that a
  * callback that closes its peer never pulls it from under its caller. */
-void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
+static void peer_fail_at(fdn_peer *p, const struct fdn__lane *at, int reason,
+                         enum fdn__close_reason wire_reason)
 {
     if (closing(p))
         return;
     fdn_node *n = p->node;
-    if (reason < 0)
+    if (reason < 0) {
         count_failure(p, reason);
+        /* The detail the failing call recorded; the words alone when it
+         * begins with them ("handshake failed (cluster_mismatch): ..."). */
+        const char *words = fail_words(p, reason, wire_reason);
+        const char *detail = fdn__errmsg_detail();
+        if (strncmp(detail, words, strlen(words)) == 0)
+            say_end(p, at, FDN_LOG_WARN, "%s", detail);
+        else
+            say_end(p, at, FDN_LOG_WARN, "%s: %s", words, detail);
+    } else {
+        say_end(p, at, FDN_LOG_INFO, "%s", fail_words(p, reason, wire_reason));
+    }
     p->state = FDN__PEER_CLOSING;
     p->down_reason = reason;
     timer_stop(n->worker, &p->deadline);
@@ -381,6 +466,7 @@ void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
         if (!l || l->closed)
             continue;
         fdn_timer_cancel(n->worker, &l->timer);
+        timer_stop(n->worker, &l->heartbeat);
         /* A peer that failed authentication gets nothing but a closed
          * connection (and a counter here): not even the reason. Every lane
          * says it, so that no lane's end looks like a loss to resume from. */
@@ -393,6 +479,11 @@ void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
         else
             fdn_timer_arm(n->worker, &l->timer, CLOSE_FLUSH_NS);
     }
+}
+
+void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
+{
+    peer_fail_at(p, NULL, reason, wire_reason);
 }
 
 static void fail_pending_requests(fdn_peer *p)
@@ -840,16 +931,26 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
         pump(l);
         return 0;
     case FDN__FRAME_PONG:
+        l->pongs_received++;
+        p->node->stats.pongs_received++;
         return 0;
     case FDN__FRAME_CLOSE:
         /* A join refused: only this lane is lost (its close follows), and
          * the session resumes (see join_session). */
         if (h->close_reason == FDN__CLOSE_SESSION_UNKNOWN && l->index != 0)
             return 0;
+        if (h->close_reason == FDN__CLOSE_IDLE_TIMEOUT) {
+            /* The peer heard nothing from us on this lane for too long and
+             * drops the connection: a loss, which the session resumes
+             * from, not the end of the session. */
+            l->peer_idle = true;
+            return 0;
+        }
         /* The peer is leaving and says why; its transport close follows,
          * possibly as a reset (it may close with our bytes unread), which
          * must not turn an orderly goodbye into an error. */
         p->close_received = true;
+        p->close_reason_in = h->close_reason;
         p->down_reason = h->close_reason == FDN__CLOSE_NORMAL ||
                                  h->close_reason == FDN__CLOSE_GOING_AWAY
                              ? 0
@@ -1107,6 +1208,7 @@ static int fault_release_fired(fdn_worker *w, fdn_task *t)
 static void fault_reset(struct fdn__lane *l)
 {
     l->faults->reset = true;
+    snprintf(l->end_why, sizeof l->end_why, "reset by the fault layer");
     close_transport(l);
 }
 
@@ -1296,6 +1398,7 @@ static bool fault_tx(struct fdn__lane *l, struct fdn__batch *b, int *niov, size_
     case FDN__FAULT_RESET:
         fdn__sched_frame_done(p->sched, f);
         lf->reset = true;   /* the batch so far goes out; then the transport closes */
+        snprintf(l->end_why, sizeof l->end_why, "reset by the fault layer");
         return false;
     default:
         *bytes += add_frame(b, niov, f);
@@ -1556,6 +1659,112 @@ static void on_sent(void *ctx, struct fdn__tp_send *send, int err)
     pump(l);
 }
 
+/* ---- Liveness ------------------------------------------------------------ */
+
+/* Every lane that is up checks, every keepalive_ns / 2, whether it has
+ * received anything since its last check. bytes_received, which receiving
+ * counts anyway, is the stamp: the data path pays nothing more, and no
+ * timer is armed per frame. A lane that has received nothing for
+ * keepalive_ns sends a PING (the peer answers PONG on the same lane; any
+ * byte counts). So does a lane that has sent nothing for that long: a lane
+ * that only streams one way receives nothing but PONGs, and its own PING
+ * may wait behind a megabyte in flight on a slow link, so the receiving
+ * end's PINGs are what keep it alive. A lane that has received nothing for
+ * idle_timeout_ns is dead, as a silent partition leaves it: it says CLOSE
+ * "idle timeout" (best effort: the path may be gone) and closes its
+ * transport, and on_closed resumes the session as after any lost
+ * connection. Each end checks on its own; a CLOSE "idle timeout" received
+ * is a loss to resume from too, not a goodbye.
+ *
+ * A check that runs over keepalive_ns late finds the worker was not running
+ * (stopped, descheduled, a long task): the silence it measured was its own,
+ * not the peer's. Whatever arrived meanwhile is read in the same pass before
+ * the check runs (a pass reaps completions before it runs tasks), and more
+ * may be on its way; so the lane's clock restarts and it pings at once,
+ * rather than close a connection that may well be fine. A worker stalled for
+ * longer than the peer's idle_timeout_ns finds its connections closed by the
+ * peer when it wakes, and resumes. */
+
+static int heartbeat_fired(fdn_worker *w, fdn_task *t);
+
+static void heartbeat_start(struct fdn__lane *l)
+{
+    fdn_node *n = l->peer->node;
+    uint64_t now = fdn_now_ns();
+    l->hb_seen_bytes = l->bytes_received;
+    l->hb_quiet_since = now;
+    l->hb_seen_sent = l->bytes_sent;
+    l->hb_mute_since = now;
+    l->hb_last_check = now;
+    l->hb_last_ping = now;
+    fdn_timer_arm(n->worker, &l->heartbeat, n->keepalive_ns / 2);
+}
+
+static void send_ping(struct fdn__lane *l, uint64_t now)
+{
+    if (queue_simple(l, FDN__FRAME_PING, 0, l->pings_sent + 1) < 0)
+        return;   /* the control queue is full: the next check pings */
+    l->hb_last_ping = now;
+    l->pings_sent++;
+    l->peer->node->stats.pings_sent++;
+    pump(l);
+}
+
+/* Closes a lane nothing came from for quiet_ns; on_closed says so. */
+static void idle_timeout(struct fdn__lane *l, uint64_t quiet_ns)
+{
+    l->peer->node->stats.idle_timeouts++;
+    snprintf(l->end_why, sizeof l->end_why, "idle timeout: nothing received for %" PRIu64 " ms",
+             quiet_ns / 1000000);
+    queue_simple(l, FDN__FRAME_CLOSE, 0, FDN__CLOSE_IDLE_TIMEOUT);
+    pump(l);
+    close_transport(l);
+}
+
+static int heartbeat_fired(fdn_worker *w, fdn_task *t)
+{
+    struct fdn__lane *l = t->arg;
+    fdn_node *n = l->peer->node;
+    if (!l->up || l->dying || l->close_sent || closing(l->peer))
+        return FDN_TASK_DONE;
+    uint64_t now = fdn_now_ns();
+    if (now - l->hb_last_check > n->keepalive_ns) {
+        n->stats.heartbeat_stalls++;
+        say_end(l->peer, l, FDN_LOG_DEBUG, "liveness check %" PRIu64 " ms late (the worker did "
+                "not run): the lane's clock restarts", (now - l->hb_last_check) / 1000000);
+        l->hb_seen_bytes = l->bytes_received;
+        l->hb_quiet_since = now;
+        send_ping(l, now);
+    } else if (l->bytes_received != l->hb_seen_bytes) {
+        l->hb_seen_bytes = l->bytes_received;
+        l->hb_quiet_since = now;
+    }
+    if (l->bytes_sent != l->hb_seen_sent) {
+        l->hb_seen_sent = l->bytes_sent;
+        l->hb_mute_since = now;
+    }
+    l->hb_last_check = now;
+    uint64_t quiet = now - l->hb_quiet_since;
+    if (quiet >= n->idle_timeout_ns) {
+        idle_timeout(l, quiet);
+        return FDN_TASK_DONE;
+    }
+    if ((quiet >= n->keepalive_ns || now - l->hb_mute_since >= n->keepalive_ns) &&
+        now - l->hb_last_ping >= n->keepalive_ns)
+        send_ping(l, now);
+    fdn_timer_arm(w, &l->heartbeat, n->keepalive_ns / 2);
+    return FDN_TASK_DONE;
+}
+
+/* The lane's handshake is done and its channels are known: it carries
+ * traffic within its bounds, and its liveness is checked from now on. */
+static void lane_set_up(fdn_peer *p, struct fdn__lane *l)
+{
+    l->up = true;
+    lane_configure(p, l);
+    heartbeat_start(l);
+}
+
 /* ---- Handshake ----------------------------------------------------------- */
 
 /* The lane's timer: the handshake deadline; while closing, the flush bound.
@@ -1567,11 +1776,18 @@ static int lane_timer(fdn_worker *w, fdn_task *t)
     (void)w;
     struct fdn__lane *l = t->arg;
     fdn_peer *p = l->peer;
-    if (closing(p) || p->announced_up)
+    uint64_t ms = p->node->handshake_timeout_ns / 1000000;
+    if (closing(p)) {
         close_transport(l);
-    else
-        fdn__peer_fail(p, FDN_ERR(-ETIMEDOUT, "handshake with %s timed out", p->addr),
-                       FDN__CLOSE_HANDSHAKE_FAILED);
+    } else if (p->announced_up) {
+        p->node->stats.handshake_timeouts++;
+        snprintf(l->end_why, sizeof l->end_why, "handshake timeout: none within %" PRIu64 " ms",
+                 ms);
+        close_transport(l);
+    } else {
+        peer_fail_at(p, l, FDN_ERR(-ETIMEDOUT, "none within %" PRIu64 " ms", ms),
+                     FDN__CLOSE_HANDSHAKE_FAILED);
+    }
     return FDN_TASK_DONE;
 }
 
@@ -1656,8 +1872,7 @@ static int open_session(fdn_peer *p, const struct fdn__handshake_result *res)
         p->rx[d->id].max_message = d->max_message;
     }
     map_lanes(p);
-    p->lanes[0]->up = true;
-    lane_configure(p, p->lanes[0]);
+    lane_set_up(p, p->lanes[0]);
     p->state = FDN__PEER_UP;
     p->announced_up = true;
     n->stats.peers_up++;
@@ -1695,9 +1910,8 @@ static void move_lane(struct fdn__lane *l, fdn_peer *q, unsigned index)
     fdn_worker_schedule(tmp->node->worker, &tmp->finish);
     l->peer = q;
     l->index = (uint8_t)index;
-    l->up = true;
     q->lanes[index] = l;
-    lane_configure(q, l);
+    lane_set_up(q, l);
 }
 
 /* An accepted connection's handshake named a lane > 0 of a session: the
@@ -1759,7 +1973,8 @@ static int deadline_fired(fdn_worker *w, fdn_task *t)
     (void)w;
     fdn_peer *p = t->arg;
     if (p->state == FDN__PEER_RESUMING)
-        fdn__peer_fail(p, FDN_ERR(-ETIMEDOUT, "session with %s did not resume in time", p->addr),
+        fdn__peer_fail(p, FDN_ERR(-ETIMEDOUT, "not resumed within %" PRIu64 " ms",
+                                  p->node->session_timeout_ns / 1000000),
                        FDN__CLOSE_NORMAL);
     return FDN_TASK_DONE;
 }
@@ -1830,8 +2045,7 @@ static int session_rebound(fdn_peer *p)
     p->state = FDN__PEER_UP;
     p->resume_wait = true;
     p->resume_have = false;
-    p->lanes[0]->up = true;
-    lane_configure(p, p->lanes[0]);
+    lane_set_up(p, p->lanes[0]);
     p->node->stats.sessions_resumed++;
     int rc = send_resume(p);
     if (rc < 0)
@@ -1956,8 +2170,12 @@ static int resume_inbound(struct fdn__lane *l, const struct fdn__handshake_resul
         return FDN_ERR(-ESTALE, "%s resumes session %016" PRIx64 ", which we do not have",
                        tmp->addr, res->session);
     }
-    if (q->state == FDN__PEER_UP)
+    if (q->state == FDN__PEER_UP) {
+        /* The peer found our connections dead before we did. */
+        say_end(q, NULL, FDN_LOG_WARN,
+                "connections lost: the peer resumed the session on a new connection");
         peer_suspend(q);
+    }
     memcpy(q->addr, tmp->addr, sizeof q->addr);   /* it may come by another transport */
     move_lane(l, q, 0);
     return session_rebound(q);
@@ -1989,6 +2207,10 @@ static int on_handshake_done(struct fdn__lane *l)
     fdn_peer *p = l->peer;
     const struct fdn__handshake_result *res = fdn__handshake_result(l->hs);
     fdn_timer_cancel(p->node->worker, &l->timer);
+    if (l->pending) {   /* authenticated: no longer counts as pending */
+        l->pending = false;
+        fdn__node_authenticated(p->node);
+    }
     if (!p->outbound) {
         if (res->lane != 0)
             return join_session(l, res);
@@ -2002,8 +2224,7 @@ static int on_handshake_done(struct fdn__lane *l)
     /* A lane we dialed must reach the node lane 0 reached. */
     if (memcmp(res->peer_node_id, p->peer_node_id, sizeof p->peer_node_id) != 0)
         return FDN_ERR(-EPROTO, "lane %u of %s reached another node", l->index, p->addr);
-    l->up = true;
-    lane_configure(p, l);
+    lane_set_up(p, l);
     return 0;
 }
 
@@ -2012,11 +2233,13 @@ static int on_handshake_done(struct fdn__lane *l)
 /* Lane 0 could not connect to a dial choice that has a successor (a
  * same-host shortcut the peer does not offer): the lane goes, unseen, and
  * the next choice is dialled. Returns false when there is none to try. */
-static bool dial_next_choice(fdn_peer *p, struct fdn__lane *l)
+static bool dial_next_choice(fdn_peer *p, struct fdn__lane *l, int err)
 {
     if (closing(p) || l->index != 0 || p->lanes[0] != l ||
         p->dial_at + 1u >= p->num_dial_choices)
         return false;
+    say_end(p, l, FDN_LOG_DEBUG, "connect failed: %s; dialling %s instead", fdn_strerror(err),
+            p->dial_choices[p->dial_at + 1u]);
     lane_detach(p, l);
     int rc = dial_choice(p, p->dial_at + 1u);
     if (rc < 0 && p->state == FDN__PEER_RESUMING)
@@ -2031,7 +2254,7 @@ static void on_connected(void *ctx, int err)
     struct fdn__lane *l = ctx;
     fdn_peer *p = l->peer;
     if (err < 0) {
-        if (dial_next_choice(p, l))
+        if (dial_next_choice(p, l, err))
             return;
         if (p->down_reason == 0 && !p->announced_up)
             p->down_reason = err;
@@ -2043,7 +2266,7 @@ static void on_connected(void *ctx, int err)
     }
     int rc = start_handshake(l);
     if (rc < 0)
-        fdn__peer_fail(p, rc, FDN__CLOSE_PROTOCOL_ERROR);
+        peer_fail_at(p, l, rc, FDN__CLOSE_PROTOCOL_ERROR);
 }
 
 static void after_recv(struct fdn__lane *l, int rc, size_t len);
@@ -2087,6 +2310,8 @@ static void on_recv_result(struct fdn__lane *l, int rc)
     if (rc == -EILSEQ && resumable(l->peer) && l->peer->state == FDN__PEER_UP) {
         /* A frame lost or repeated below us: drop the connections and
          * resume, which sends again exactly what is missing. */
+        say_end(l->peer, l, FDN_LOG_WARN, "sequence error: %s; session interrupted, resuming",
+                fdn__errmsg_detail());
         peer_suspend(l->peer);
     } else if (rc < 0) {
         enum fdn__close_reason why = rc == -EACCES || rc == -EPERM || rc == -EPROTONOSUPPORT
@@ -2094,8 +2319,29 @@ static void on_recv_result(struct fdn__lane *l, int rc)
                                      : rc == -EMSGSIZE || rc == -ENOSPC ? FDN__CLOSE_LIMIT_EXCEEDED
                                      : rc == -ESTALE                    ? FDN__CLOSE_SESSION_UNKNOWN
                                                                         : FDN__CLOSE_PROTOCOL_ERROR;
-        fdn__peer_fail(l->peer, rc, why);
+        peer_fail_at(l->peer, l, rc, why);
     }
+}
+
+/* A session that cannot resume lost a connection (the peer said goodbye, or
+ * it never came up): says how it ends. */
+static void say_closed_under_us(const fdn_peer *p, const struct fdn__lane *l, int err)
+{
+    bool orderly = p->close_received ? p->close_reason_in == FDN__CLOSE_NORMAL ||
+                                           p->close_reason_in == FDN__CLOSE_GOING_AWAY
+                                     : p->down_reason == 0;
+    int level = orderly ? FDN_LOG_INFO : FDN_LOG_WARN;
+    char why[160];
+    loss_words(l, err, why, sizeof why);
+    if (p->close_received)
+        say_end(p, l, level, "closed by the peer: %s", fdn__close_reason_name(p->close_reason_in));
+    else if (!l->hs)
+        say_end(p, l, level, "connect failed: %s", fdn_strerror(p->down_reason));
+    else if (!p->announced_up)
+        say_end(p, l, level, "handshake failed: %s", err == 0 ? "the peer closed the connection"
+                                                             : why);
+    else
+        say_end(p, l, level, "%s", why);
 }
 
 /* A lane's transport is gone. A dying lane only waits to be reaped. Else,
@@ -2108,7 +2354,9 @@ static void on_closed(void *ctx, int err)
     fdn_worker *w = p->node->worker;
     l->conn = NULL;
     l->closed = true;
+    release_places(l);
     timer_stop(w, &l->timer);
+    timer_stop(w, &l->heartbeat);
     fdn__worker_cancel_task(w, &l->rx_resume);
     fdn__worker_cancel_task(w, &l->tx_resume);
     if (l->dying) {
@@ -2117,9 +2365,13 @@ static void on_closed(void *ctx, int err)
         return;
     }
     if (!closing(p) && resumable(p)) {
+        char why[160];
+        loss_words(l, err, why, sizeof why);
         if (p->state == FDN__PEER_UP) {
+            say_end(p, l, FDN_LOG_WARN, "%s; session interrupted, resuming", why);
             peer_suspend(p);          /* l goes with the others */
         } else {
+            say_end(p, l, FDN_LOG_INFO, "redial failed: %s; trying again", why);
             lane_detach(p, l);        /* a redial that failed */
             schedule_redial(p);
         }
@@ -2132,6 +2384,7 @@ static void on_closed(void *ctx, int err)
             p->down_reason = err;
         if (p->down_reason == 0 && p->state != FDN__PEER_UP && !p->announced_up)
             p->down_reason = -ECONNABORTED;
+        say_closed_under_us(p, l, err);
         p->state = FDN__PEER_CLOSING;
         timer_stop(w, &p->deadline);
         timer_stop(w, &p->redial);
@@ -2153,15 +2406,19 @@ static const struct fdn__tp_conn_events lane_conn_events = {
 };
 
 /* An accepted connection is lane 0 of a fresh peer, which speaks second. */
-void fdn__peer_attach(fdn_peer *p, struct fdn__tp_conn *conn)
+void fdn__peer_attach(fdn_peer *p, struct fdn__tp_conn *conn, struct fdn__host_conns *host)
 {
     struct fdn__lane *l;
     if (lane_create(p, 0, &l) < 0) {
+        fdn__node_release(p->node, host, true);
         fdn__tp_conn_close(conn);
-        fdn__peer_fail(p, -ENOMEM, FDN__CLOSE_NORMAL);
+        fdn__peer_fail(p, FDN_ERR(-ENOMEM, "no memory for a connection's lane"),
+                       FDN__CLOSE_NORMAL);
         return;
     }
     l->conn = conn;
+    l->host = host;
+    l->pending = true;
     p->lanes[0] = l;
     note_peer_addr(p, conn);
     fdn__tp_conn_start(conn, &lane_conn_events, l);
@@ -2528,6 +2785,8 @@ int fdn_peer_lane_stats(const fdn_peer *p, int lane, fdn_lane_stats *out)
             .bytes_received = l->bytes_received,
             .inflight_bytes = l->inflight_bytes,
             .max_inflight_bytes = l->max_inflight_bytes,
+            .pings_sent = l->pings_sent,
+            .pongs_received = l->pongs_received,
         };
     }
     return 0;

@@ -171,6 +171,13 @@ struct fdn__transport {
     /* The peer's address as "host:port". Returns the length, or -ENOSPC. */
     int (*conn_peer_addr)(struct fdn__tp_conn *c, char *buf, size_t len);
 
+    /* What names the peer's side for per-address connection limits
+     * (fdn_node_config.max_conns_per_addr): the part of its address that
+     * every connection from the same place shares. TCP: the IP address
+     * without the port ("10.0.0.1", "::1"); shm: the peer process
+     * ("pid:4242"). Returns the length, or -ENOSPC. */
+    int (*conn_peer_host)(struct fdn__tp_conn *c, char *buf, size_t len);
+
     /* ---- Data path ---- */
 
     /* Queues a send (see struct fdn__tp_send). Returns 0, or -ENOTCONN /
@@ -253,6 +260,11 @@ static inline void fdn__tp_conn_close(struct fdn__tp_conn *c) { c->tp->conn_clos
 static inline int fdn__tp_conn_peer_addr(struct fdn__tp_conn *c, char *buf, size_t len)
 {
     return c->tp->conn_peer_addr(c, buf, len);
+}
+
+static inline int fdn__tp_conn_peer_host(struct fdn__tp_conn *c, char *buf, size_t len)
+{
+    return c->tp->conn_peer_host(c, buf, len);
 }
 
 static inline void fdn__tp_listener_close(struct fdn__tp_listener *l)

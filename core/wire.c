@@ -79,6 +79,21 @@ const char *fdn__wire_error_name(enum fdn__wire_error e)
     return wire_error_names[e];
 }
 
+static const char *const close_reason_names[FDN__CLOSE_REASON_COUNT] = {
+    [FDN__CLOSE_NORMAL] = "normal",
+    [FDN__CLOSE_GOING_AWAY] = "going away",
+    [FDN__CLOSE_PROTOCOL_ERROR] = "protocol error",
+    [FDN__CLOSE_LIMIT_EXCEEDED] = "limit exceeded",
+    [FDN__CLOSE_IDLE_TIMEOUT] = "idle timeout",
+    [FDN__CLOSE_HANDSHAKE_FAILED] = "handshake failed",
+    [FDN__CLOSE_SESSION_UNKNOWN] = "session unknown",
+};
+
+const char *fdn__close_reason_name(uint64_t reason)
+{
+    return reason < FDN__CLOSE_REASON_COUNT ? close_reason_names[reason] : "unknown";
+}
+
 int fdn__wire_error_errno(enum fdn__wire_error e)
 {
     switch (e) {

@@ -137,7 +137,9 @@ enum fdn__close_reason {
     FDN__CLOSE_GOING_AWAY = 1,      /* the node is shutting down */
     FDN__CLOSE_PROTOCOL_ERROR = 2,  /* the peer sent a frame that failed decoding */
     FDN__CLOSE_LIMIT_EXCEEDED = 3,  /* credit, memory or size limit broken */
-    FDN__CLOSE_IDLE_TIMEOUT = 4,    /* no traffic, pings unanswered */
+    FDN__CLOSE_IDLE_TIMEOUT = 4,    /* nothing received on this connection for the idle
+                                       timeout, pings included: a lost connection, which
+                                       the session resumes from, not its end */
     FDN__CLOSE_HANDSHAKE_FAILED = 5,/* version, cluster or channel mismatch */
     FDN__CLOSE_SESSION_UNKNOWN = 6, /* a resumption named a session that is gone */
     FDN__CLOSE_REASON_COUNT
@@ -266,6 +268,10 @@ int fdn__resume_decode(const uint8_t *payload, size_t i, const struct fdn__wire_
 /* Stable lower-case name ("fragment_too_large"), for counters and logs;
  * "unknown" for values outside the enum. */
 const char *fdn__wire_error_name(enum fdn__wire_error e);
+
+/* A CLOSE reason in words ("idle timeout"), for logs; "unknown" outside
+ * the enum. */
+const char *fdn__close_reason_name(uint64_t reason);
 
 /* The errno a decoding failure with this reason returns (0 for FDN__WIRE_OK). */
 int fdn__wire_error_errno(enum fdn__wire_error e);

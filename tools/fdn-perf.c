@@ -66,6 +66,9 @@ static void usage(FILE *to)
             "  -S, --session-timeout SECONDS\n"
             "                           how long a session whose connections were lost may\n"
             "                           take to resume before it ends (default 10)\n"
+            "  -i, --idle-timeout MS    a connection that receives nothing for this long is\n"
+            "                           dead and the session resumes (default 5000); it\n"
+            "                           pings after a fifth of that. 5 .. 3600000\n"
             "  -k, --secret-file FILE   cluster secret file (created when absent)\n"
             "  -j, --json               lat, bw: print one JSON object\n"
             "  -V, --verify             bw: number every message and checksum it (FNV-1a-64,\n"
@@ -183,6 +186,11 @@ static int apply_option(int c, const char *arg, struct perf_options *o, struct r
     case 'S':
         return parse_seconds(arg, &o->session_timeout_ns)
                    ? -1 : usage_error("--session-timeout %s: seconds, more than 0", arg);
+    case 'i':
+        if (!cli_parse_u64(arg, 5, 3600000, &v))
+            return usage_error("--idle-timeout %s: 5 .. 3600000 milliseconds", arg);
+        o->idle_timeout_ns = v * 1000000;
+        return -1;
     case 't':
         raw->duration_given = true;
         return parse_seconds(arg, &o->duration_ns)
@@ -283,6 +291,7 @@ static int parse_options(int argc, char **argv, struct perf_options *o)
         {"cpu", required_argument, NULL, 'a'},
         {"transport", required_argument, NULL, 'T'},
         {"session-timeout", required_argument, NULL, 'S'},
+        {"idle-timeout", required_argument, NULL, 'i'},
         {"secret-file", required_argument, NULL, 'k'},
         {"json", no_argument, NULL, 'j'},
         {"verify", no_argument, NULL, 'V'},
@@ -300,7 +309,7 @@ static int parse_options(int argc, char **argv, struct perf_options *o)
     struct raw_options raw = {0};
     int c;
     optind = 2;
-    while ((c = getopt_long(argc, argv, "l:c:s:t:n:w:C:W:I:L:a:T:S:k:jVh", long_options, NULL)) != -1)
+    while ((c = getopt_long(argc, argv, "l:c:s:t:n:w:C:W:I:L:a:T:S:i:k:jVh", long_options, NULL)) != -1)
         if ((status = apply_option(c, optarg, o, &raw)) >= 0)
             return status;
     if (optind < argc)

@@ -56,6 +56,8 @@ struct perf_options {
     uint32_t inflight;          /* bytes handed to the transport and not yet sent
                                    (max_inflight_bytes); 0 default */
     uint64_t session_timeout_ns; /* the node's session_timeout_ns; 0 default */
+    uint64_t idle_timeout_ns;   /* the node's idle_timeout_ns (keepalive a fifth of
+                                   it); 0 default */
     bool transport_given;       /* --transport: tcp means TCP, also to this host
                                    (no same-host shared-memory shortcut) */
 };
@@ -114,6 +116,8 @@ struct perf_bw_result {
     uint64_t server_span_ns;    /* server's first to last arrival */
     uint64_t interrupted;       /* times the session lost its connections */
     uint64_t resumed;           /* ... and got them back */
+    uint64_t idle_timeouts;     /* connections this end found silent for its idle
+                                   timeout (how it noticed a silent partition) */
     uint64_t retransmitted;     /* messages of the channel sent again after a resume */
     uint64_t zero_copy;         /* messages lent by reference (shm: no copy at all) */
     bool verified;              /* --verify: the server's account below */

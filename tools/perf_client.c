@@ -526,6 +526,7 @@ static int run_bw(struct client *c)
     fdn_channel_stats cs;
     r.interrupted = ns.sessions_interrupted;
     r.resumed = ns.sessions_resumed;
+    r.idle_timeouts = ns.idle_timeouts;
     if (fdn_peer_channel_stats(c->peer, c->channel, &cs) == 0)
         r.retransmitted = cs.retransmitted_msgs;
     perf_report_bw(c->o, &r);

@@ -153,6 +153,8 @@ static int open_node(struct perf_env *env, const struct perf_options *o)
         .secret_len = sizeof secret,
         .max_inflight_bytes = o->inflight, /* 0 keeps the library's default */
         .session_timeout_ns = o->session_timeout_ns,
+        .idle_timeout_ns = o->idle_timeout_ns,
+        .keepalive_ns = o->idle_timeout_ns / 5,   /* 0 with it: the default */
         .no_same_host_shm = o->transport_given && strcmp(o->transport, "tcp") == 0,
         .lend_min = o->lend_min,   /* 0 keeps the library's default */
     };

@@ -137,9 +137,9 @@ void perf_report_bw(const struct perf_options *o, const struct perf_bw_result *r
                (unsigned long long)r->confirmed_bytes, seconds,
                (double)r->server_span_ns / NS_PER_S, rate, gbytes);
         printf(", \"session\": {\"interrupted\": %llu, \"resumed\": %llu, "
-               "\"retransmitted\": %llu}",
+               "\"retransmitted\": %llu, \"idle_timeouts\": %llu}",
                (unsigned long long)r->interrupted, (unsigned long long)r->resumed,
-               (unsigned long long)r->retransmitted);
+               (unsigned long long)r->retransmitted, (unsigned long long)r->idle_timeouts);
         printf(", \"zero_copy\": %llu", (unsigned long long)r->zero_copy);
         if (r->verified)
             print_verify_json(&r->verify);
@@ -156,10 +156,10 @@ void perf_report_bw(const struct perf_options *o, const struct perf_bw_result *r
            (unsigned long long)r->zero_copy, (unsigned long long)r->sent,
            r->verified ? "" : "; without --verify the server does not read payloads");
     if (r->interrupted)
-        printf("session: lost its connections %llu times, resumed %llu times, %llu messages "
-               "sent again\n",
-               (unsigned long long)r->interrupted, (unsigned long long)r->resumed,
-               (unsigned long long)r->retransmitted);
+        printf("session: lost its connections %llu times (%llu found silent), resumed %llu "
+               "times, %llu messages sent again\n",
+               (unsigned long long)r->interrupted, (unsigned long long)r->idle_timeouts,
+               (unsigned long long)r->resumed, (unsigned long long)r->retransmitted);
     if (r->verified)
         print_verify_table(&r->verify, intact);
 }

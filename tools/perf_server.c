@@ -380,8 +380,10 @@ int perf_run_server(const struct perf_options *o)
     if (rc == 0)
         printf("fdn-perf server: stopped; %" PRIu64 " clients served, refused: %" PRIu64
                " wrong secret, %" PRIu64 " handshake, %" PRIu64 " protocol, %" PRIu64
-               " limits, %" PRIu64 " timeouts\n",
+               " limits, %" PRIu64 " timeouts, %" PRIu64 " over connection limits; %" PRIu64
+               " connections found silent\n",
                st.peers_up, st.auth_failures, st.handshake_failures, st.protocol_errors,
-               st.limit_violations, st.handshake_timeouts);
+               st.limit_violations, st.handshake_timeouts,
+               st.refused_per_addr + st.refused_pending, st.idle_timeouts);
     return rc < 0 ? PERF_EXIT_RUNTIME : PERF_EXIT_OK;
 }

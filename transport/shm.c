@@ -1550,6 +1550,15 @@ static int shm_conn_peer_addr(struct fdn__tp_conn *conn, char *buf, size_t len)
     return n < 0 || (size_t)n >= len ? -ENOSPC : n;
 }
 
+/* Every connection from one process shares its pid (SO_PEERCRED at accept):
+ * the process is what a limit per address holds back here. */
+static int shm_conn_peer_host(struct fdn__tp_conn *conn, char *buf, size_t len)
+{
+    struct shm_conn *c = to_conn(conn);
+    int n = snprintf(buf, len, "pid:%d", (int)c->peer_pid);
+    return n < 0 || (size_t)n >= len ? -ENOSPC : n;
+}
+
 static size_t iov_bytes(const struct iovec *iov, int iovcnt)
 {
     size_t n = 0;
@@ -1760,6 +1769,7 @@ const struct fdn__transport fdn__transport_shm = {
     .conn_start = shm_conn_start,
     .conn_close = shm_conn_close,
     .conn_peer_addr = shm_conn_peer_addr,
+    .conn_peer_host = shm_conn_peer_host,
     .send = shm_send,
     .recv_pause = shm_recv_pause,
     .tx_pool = shm_tx_pool,

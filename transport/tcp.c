@@ -861,6 +861,11 @@ static int tcp_conn_peer_addr(struct fdn__tp_conn *conn, char *buf, size_t len)
     return fdn__tcp_format_addr((const struct sockaddr *)&to_conn(conn)->peer, buf, len);
 }
 
+static int tcp_conn_peer_host(struct fdn__tp_conn *conn, char *buf, size_t len)
+{
+    return fdn__tcp_format_host((const struct sockaddr *)&to_conn(conn)->peer, buf, len);
+}
+
 static size_t iov_bytes(const struct iovec *iov, int iovcnt)
 {
     size_t n = 0;
@@ -1113,6 +1118,7 @@ const struct fdn__transport fdn__transport_tcp = {
     .conn_start = tcp_conn_start,
     .conn_close = tcp_conn_close,
     .conn_peer_addr = tcp_conn_peer_addr,
+    .conn_peer_host = tcp_conn_peer_host,
     .send = tcp_send,
     .recv_pause = tcp_recv_pause,
     .poll = NULL,

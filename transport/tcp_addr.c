@@ -102,6 +102,21 @@ int fdn__tcp_parse_addr(const char *addr, bool allow_port0, struct sockaddr_stor
     return parse_v4(addr, out, out_len, allow_port0);
 }
 
+int fdn__tcp_format_host(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, host,
+                  sizeof host);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, host,
+                  sizeof host);
+    else
+        return -EAFNOSUPPORT;
+    int n = snprintf(buf, len, "%s", host);
+    return n < 0 || (size_t)n >= len ? -ENOSPC : n;
+}
+
 int fdn__tcp_format_addr(const struct sockaddr *sa, char *buf, size_t len)
 {
     char host[INET6_ADDRSTRLEN];

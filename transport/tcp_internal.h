@@ -28,4 +28,7 @@ int fdn__tcp_parse_addr(const char *addr, bool allow_port0, struct sockaddr_stor
  * small, or -EAFNOSUPPORT for another family. */
 int fdn__tcp_format_addr(const struct sockaddr *sa, char *buf, size_t len);
 
+/* The same without the port, and IPv6 without brackets: "1.2.3.4", "::1". */
+int fdn__tcp_format_host(const struct sockaddr *sa, char *buf, size_t len);
+
 #endif

@@ -3,6 +3,7 @@
 #define FDN_FDN_H
 
 #include <fdn/error.h>
+#include <fdn/log.h>
 #include <fdn/version.h>
 #include <fdn/topology.h>
 #include <fdn/msg.h>

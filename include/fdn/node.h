@@ -115,6 +115,27 @@ typedef struct fdn_node_config {
     uint64_t session_timeout_ns;     /* how long a session whose connections are lost
                                         may take to resume before it ends with
                                         -ETIMEDOUT; default 10 s */
+    uint64_t keepalive_ns;           /* a lane that has received nothing, or sent
+                                        nothing, for this long sends a PING (the peer
+                                        answers PONG); default 1 s, at least 1 ms */
+    uint64_t idle_timeout_ns;        /* a lane that has received nothing for this long
+                                        is dead: it is closed (CLOSE "idle timeout",
+                                        best effort) and its session resumes as after
+                                        any lost connection, so a silent partition is
+                                        noticed without waiting for TCP. Default 5 s;
+                                        must be more than keepalive_ns. Lanes are
+                                        checked every keepalive_ns / 2, so the end
+                                        comes up to keepalive_ns after the timeout */
+    uint32_t max_conns_per_addr;     /* live connections accepted from one place, lanes
+                                        included: one IP address over TCP, one process
+                                        over shm. A connection beyond it is closed at
+                                        once, before anything is allocated for it, and
+                                        counted (refused_per_addr). Default 64 */
+    uint32_t max_pending_handshakes; /* accepted connections not yet authenticated, for
+                                        the whole node; beyond it a new one is closed
+                                        at once (refused_pending). Default 256. A
+                                        pending connection waits at most
+                                        handshake_timeout_ns */
     uint32_t zerocopy_min;           /* send frames of at least this many payload bytes
                                         with zero-copy (SEND_ZC); 0 (default): never.
                                         A zero-copy send completes only when the peer
@@ -318,6 +339,14 @@ typedef struct fdn_node_stats {
                                        or it was full, or the size under lend_min or
                                        too large) */
     uint64_t zc_received;           /* messages delivered without a copy (borrowed) */
+    uint64_t idle_timeouts;         /* lanes closed because nothing came for idle_timeout_ns */
+    uint64_t pings_sent;            /* PINGs on lanes quiet for keepalive_ns */
+    uint64_t pongs_received;
+    uint64_t heartbeat_stalls;      /* a lane's liveness check ran over keepalive_ns late:
+                                       the worker had not run, so the silence it saw was
+                                       not the peer's; the lane's clock restarted */
+    uint64_t refused_per_addr;      /* accepted connections closed at once: max_conns_per_addr */
+    uint64_t refused_pending;       /* ... max_pending_handshakes */
 } fdn_node_stats;
 
 void fdn_node_stats_get(const fdn_node *node, fdn_node_stats *out);
@@ -338,6 +367,9 @@ typedef struct fdn_lane_stats {
     uint64_t bytes_received;
     uint64_t inflight_bytes;         /* handed to the transport, not yet sent */
     uint64_t max_inflight_bytes;     /* its bound (max_ or bulk_inflight_bytes) */
+    uint64_t pings_sent;             /* liveness: PINGs on this connection (it had
+                                        received, or sent, nothing for keepalive_ns) */
+    uint64_t pongs_received;
 } fdn_lane_stats;
 
 /* The lanes agreed with the peer (1 until it is up). */

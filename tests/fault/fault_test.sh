@@ -4,7 +4,8 @@
 # from outside. Each mode is one meson test of the `fault` suite:
 #
 #   sskill     ss -K kills the client's connections every 50 ms while it
-#              streams; the run must end intact (0 lost, duplicated, reordered,
+#              streams (from the moment its session is up); the run must end
+#              intact (0 lost, duplicated, reordered,
 #              corrupted) and must have resumed at least once
 #   sigkill    the server is killed with SIGKILL mid-stream: without a restart
 #              the client ends at its --session-timeout (-ETIMEDOUT); with a
@@ -13,10 +14,13 @@
 #              of undelivered messages, exits 1 and neither hangs nor crashes;
 #              a new run against the restarted server is intact
 #   partition  two network namespaces joined by a veth pair; nftables in the
-#              client's drops everything it sends and its connections are
-#              killed (as a liveness check would): healed before the session
-#              timeout, the run resumes and ends intact; kept past it, the
-#              client ends with -ETIMEDOUT and says so
+#              client's drops everything it sends. With its connections
+#              killed and healed before the session timeout, the run resumes
+#              and ends intact; left alive (a silent partition), the
+#              client's heartbeat (--idle-timeout 300) finds them dead, says
+#              "idle timeout" and counts it, and the run resumes once healed
+#              and ends intact; kept past the session timeout, the client
+#              ends with -ETIMEDOUT and says so
 #   tbf        the same namespaces with a tbf bottleneck (50 Mbit/s) on the
 #              client's side, and FDN_FAULTS on both ends (client: drop, dup,
 #              delay, reorder, reset of what it sends; server: drop, dup, reset
@@ -164,6 +168,19 @@ start_killer() {
     killer_pid=$!
 }
 
+# Waits until the client (pid $2) has both lanes to port $1 established, or
+# has gone. The second lane is dialled only once the first authenticated,
+# so the session is up: a kill before that would be a failed connect, which
+# nothing resumes, not a loss.
+wait_session_up() {
+    local port=$1 client=$2
+    for _ in $(seq 500); do
+        (( $(ss -Htn state established dst 127.0.0.1 dport = ":$port" | wc -l) >= 2 )) && return
+        kill -0 "$client" 2>/dev/null || return
+        sleep 0.01
+    done
+}
+
 stop_killer() {
     kill "$killer_pid" 2>/dev/null
     wait "$killer_pid" 2>/dev/null
@@ -208,9 +225,14 @@ mode_sskill() {
     need_root
     need_ss_kill
     start_server "" tcp://127.0.0.1:0
-    start_killer "" "$(port_of "$addr")" 0.05
-    run_client "" --duration 3 --size 512
-    local status=$?
+    local port
+    port=$(port_of "$addr")
+    run_client "" --duration 3 --size 512 &
+    local client=$!
+    wait_session_up "$port" "$client"
+    start_killer "" "$port" 0.05
+    local status=0
+    wait "$client" || status=$?
     stop_killer
     check_intact $status resumed
     stop_server
@@ -273,7 +295,27 @@ mode_partition() {
     local status=0
     wait "$client" || status=$?
     check_intact $status resumed
-    # 2. Past the session timeout (2 s): the client ends and says why.
+    # 2. Silent: the same partition, but nothing kills the connections, so
+    #    TCP alone would retransmit for minutes. The client's heartbeat
+    #    (nothing received for 300 ms) declares them dead, and the session
+    #    resumes once healed, 1.5 s later.
+    run_client "$ns_a" --duration 4 --size 512 --session-timeout 10 --idle-timeout 300 &
+    client=$!
+    sleep 1
+    partition
+    sleep 1.5
+    heal
+    status=0
+    wait "$client" || status=$?
+    check_intact $status resumed
+    python3 - "$work/bw.json" <<'EOF' || fail "the heartbeat did not find the partition"
+import json, sys
+s = json.load(open(sys.argv[1]))["session"]
+assert s["idle_timeouts"] > 0, s
+EOF
+    grep -q "idle timeout: nothing received for [0-9]* ms; session interrupted" "$work/bw.err" ||
+        fail "the client did not say it found a connection silent"
+    # 3. Past the session timeout (2 s): the client ends and says why.
     run_client "$ns_a" --duration 30 --size 512 --session-timeout 2 &
     client=$!
     sleep 1

@@ -459,6 +459,9 @@ static void test_registry_and_bad_addresses(void)
     char expect[64];
     snprintf(expect, sizeof expect, "pid:%d", (int)getpid());
     CHECK(strcmp(peer, expect) == 0);
+    /* The host accept limits count by: the process, whichever side asks. */
+    CHECK(fdn__tp_conn_peer_host(server.conn, peer, sizeof peer) > 0);
+    CHECK(strcmp(peer, expect) == 0);
     close_and_wait(&client);
     RUN_UNTIL(server.closed_calls == 1);
     CHECK_EQ(server.closed_err, 0);

@@ -488,6 +488,14 @@ static int basic_exchange(const char *listen_addr, const char *host_prefix)
     CHECK(fdn__tp_conn_peer_addr(server.conn, peer, sizeof peer) > 0);
     CHECK(strncmp(peer, host_prefix, strlen(host_prefix)) == 0);
     CHECK_EQ(fdn__tp_conn_peer_addr(server.conn, tiny, sizeof tiny), -ENOSPC);
+    /* The host accept limits count by: the address without port or
+     * brackets ("127.0.0.1:" -> "127.0.0.1", "[::1]:" -> "::1"). */
+    char host[ADDR_MAX], want[ADDR_MAX];
+    bool v6 = host_prefix[0] == '[';
+    snprintf(want, sizeof want, "%.*s", (int)strlen(host_prefix) - 1 - 2 * v6, host_prefix + v6);
+    CHECK(fdn__tp_conn_peer_host(server.conn, host, sizeof host) > 0);
+    CHECK(strcmp(host, want) == 0);
+    CHECK_EQ(fdn__tp_conn_peer_host(server.conn, tiny, 2), -ENOSPC);
 
     send_pattern(&client, 5, 2, false);
     send_pattern(&server, 100000, 3, true);

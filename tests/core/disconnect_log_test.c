@@ -1,0 +1,391 @@
+/* Every disconnect is counted and logged (docs/RELIABILITY.md): a log
+ * handler captures the lines while the test provokes a failed
+ * authentication, an orderly close, an idle timeout followed by the
+ * session's expiry, and a connection refused by a limit. Each end says
+ * exactly one line per event, naming the node, the peer's address, the
+ * lane, the transport and the reason, at WARN when abnormal and INFO when
+ * orderly, and the matching counter moves. A raw client that completes the
+ * handshake by hand and then stays silent plays the dead peer. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include <fdn/fdn.h>
+
+#include "base/log.h"
+#include "core/handshake.h"
+#include "core/node_internal.h"
+#include "core/wire.h"
+#include "test.h"
+#include "node_harness.h"
+
+static const uint8_t secret[] = "every end says why, exactly once";
+static const uint8_t wrong[] = "every end says why, exactly twice";
+
+#define MS ((uint64_t)1000 * 1000)
+
+/* ---- Captured lines ---------------------------------------------------------- */
+
+#define MAX_LINES 64
+
+static struct {
+    int count;
+    int level[MAX_LINES];
+    char line[MAX_LINES][FDN__LOG_LINE_MAX];
+} logged;
+
+static void capture(int level, const char *line, void *arg)
+{
+    (void)arg;
+    if (logged.count < MAX_LINES) {
+        logged.level[logged.count] = level;
+        snprintf(logged.line[logged.count], sizeof logged.line[0], "%s", line);
+    }
+    logged.count++;
+}
+
+static void forget_lines(void) { logged.count = 0; }
+
+/* "node 1a2b3c4d: ", as every line of node n begins. */
+static void node_prefix(const fdn_node *n, char *buf, size_t len)
+{
+    snprintf(buf, len, "node %02x%02x%02x%02x: ", n->node_id[0], n->node_id[1], n->node_id[2],
+             n->node_id[3]);
+}
+
+static int lines_of(const fdn_node *n)
+{
+    char prefix[32];
+    node_prefix(n, prefix, sizeof prefix);
+    int found = 0;
+    for (int i = 0; i < logged.count && i < MAX_LINES; i++)
+        found += !strncmp(logged.line[i], prefix, strlen(prefix));
+    return found;
+}
+
+/* The one line of node n that contains every one of the words (NULL
+ * ended); fails unless there is exactly one, at level. */
+static const char *the_line(const fdn_node *n, int level, const char *const *words)
+{
+    char prefix[32];
+    node_prefix(n, prefix, sizeof prefix);
+    const char *match = NULL;
+    int found = 0;
+    for (int i = 0; i < logged.count && i < MAX_LINES; i++) {
+        const char *l = logged.line[i];
+        bool all = !strncmp(l, prefix, strlen(prefix));
+        for (const char *const *wd = words; all && *wd; wd++)
+            all = strstr(l, *wd) != NULL;
+        if (!all)
+            continue;
+        found++;
+        match = l;
+        CHECK_EQ(logged.level[i], level);
+    }
+    if (found != 1) {
+        fprintf(stderr, "%d lines of %s with", found, prefix);
+        for (const char *const *wd = words; *wd; wd++)
+            fprintf(stderr, " \"%s\"", *wd);
+        fprintf(stderr, "; captured:\n");
+        for (int i = 0; i < logged.count && i < MAX_LINES; i++)
+            fprintf(stderr, "  %s\n", logged.line[i]);
+    }
+    CHECK_EQ(found, 1);
+    printf("   %s\n", match);
+    return match;
+}
+
+#define THE_LINE(n, level, ...) the_line((n), (level), (const char *const[]){__VA_ARGS__, NULL})
+
+/* ---- Nodes --------------------------------------------------------------------- */
+
+struct side {
+    fdn_node *node;
+    fdn_peer *peer;
+    int ups, downs, last_down_reason;
+};
+
+static void on_up(fdn_peer *p, void *arg)
+{
+    struct side *s = arg;
+    s->peer = p;
+    s->ups++;
+}
+
+static void on_down(fdn_peer *p, int reason, void *arg)
+{
+    struct side *s = arg;
+    if (s->peer == p)
+        s->peer = NULL;
+    s->downs++;
+    s->last_down_reason = reason;
+}
+
+static void make_node(struct side *s, const uint8_t *key, size_t key_len, fdn_node_config cfg)
+{
+    memset(s, 0, sizeof *s);
+    cfg.worker = w;
+    cfg.secret = key;
+    cfg.secret_len = key_len;
+    cfg.no_same_host_shm = true;
+    CHECK_OK(fdn_node_create(&cfg, &s->node));
+    fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
+    fdn_node_set_events(s->node, &ev);
+}
+
+static int listen_any(struct side *s, char *addr, size_t len)
+{
+    int idx = fdn_node_listen(s->node, "tcp://127.0.0.1:0");
+    CHECK_OK(idx);
+    CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
+    return atoi(strrchr(addr, ':') + 1);
+}
+
+static fdn_node_stats stats_of(const struct side *s)
+{
+    fdn_node_stats ns;
+    fdn_node_stats_get(s->node, &ns);
+    return ns;
+}
+
+/* ---- A raw client: the handshake by hand, then silence ------------------------ */
+
+struct raw {
+    int fd;
+    struct fdn__handshake *hs;
+    uint8_t in[65536];
+    size_t have;
+    int pings;
+    bool got_close;
+    uint64_t close_reason;
+};
+
+static const struct fdn__wire_limits raw_limits = {
+    .max_fragment = 1 << 20, .max_message = 1 << 20, .max_channel = 63};
+
+static void raw_connect(struct raw *r, int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    r->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    CHECK(r->fd >= 0);
+    int rc = connect(r->fd, (struct sockaddr *)&sa, sizeof sa);
+    CHECK(rc == 0 || errno == EINPROGRESS);
+    RUN_UNTIL(poll(&(struct pollfd){.fd = r->fd, .events = POLLOUT}, 1, 0) == 1);
+}
+
+/* Reads what came and handles whole frames (handshake messages, PINGs,
+ * which it never answers, a CLOSE). False once the node has closed. */
+static bool raw_pump(struct raw *r)
+{
+    ssize_t n = recv(r->fd, r->in + r->have, sizeof r->in - r->have, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN))
+        return false;
+    if (n > 0)
+        r->have += (size_t)n;
+    struct fdn__frame_hdr h;
+    enum fdn__wire_error why;
+    int hl;
+    while ((hl = fdn__frame_decode(r->in, r->have, &raw_limits, &h, &why)) > 0 &&
+           r->have >= (size_t)hl + h.frag_len) {
+        if (h.type == FDN__FRAME_HANDSHAKE && r->hs)
+            fdn__handshake_feed(r->hs, r->in + hl, h.frag_len);
+        r->pings += h.type == FDN__FRAME_PING;
+        if (h.type == FDN__FRAME_CLOSE) {
+            r->got_close = true;
+            r->close_reason = h.close_reason;
+        }
+        memmove(r->in, r->in + hl + h.frag_len, r->have - (size_t)hl - h.frag_len);
+        r->have -= (size_t)hl + h.frag_len;
+    }
+    return true;
+}
+
+static void raw_send_all(struct raw *r, const void *buf, size_t len)
+{
+    const uint8_t *b = buf;
+    while (len > 0) {
+        ssize_t n = send(r->fd, b, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        CHECK(n > 0 || errno == EAGAIN);
+        if (n > 0) {
+            b += n;
+            len -= (size_t)n;
+        } else if (fdn_worker_progress(w) == 0) {
+            fdn_worker_wait(w, 100000);
+        }
+    }
+}
+
+/* Lane 0 of a one-lane session, as a client with the right secret. */
+static void raw_handshake(struct raw *r)
+{
+    struct fdn__channel_desc desc = {.id = FDN_CHANNEL_DATA, .priority = 4, .flags = 3,
+                                     .weight = 1, .lane = 0, .credit_window = 1 << 20,
+                                     .max_message = 1 << 20};
+    strcpy(desc.name, "data");
+    struct fdn__handshake_config cfg = {
+        .role = FDN__HS_CLIENT, .cluster_name = "foundation", .channels = &desc,
+        .channel_count = 1, .session = 0x5e55, .lane_count = 1, .incarnation = 1,
+        .limits = raw_limits,
+    };
+    memset(cfg.node_id, 0x77, sizeof cfg.node_id);
+    crypto_hash_sha256(cfg.secret, secret, sizeof secret);
+    CHECK_OK(fdn__handshake_create(&cfg, &r->hs));
+    long idle = 0;
+    while (fdn__handshake_status(r->hs) == FDN__HS_IN_PROGRESS) {
+        const uint8_t *msg;
+        size_t len;
+        while ((len = fdn__handshake_next_output(r->hs, &msg)) > 0) {
+            struct fdn__frame_hdr h = {.type = FDN__FRAME_HANDSHAKE,
+                                       .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST,
+                                       .frag_len = (uint32_t)len, .total_len = len};
+            uint8_t hdr[FDN__FRAME_MAX_HDR_SIZE];
+            raw_send_all(r, hdr, fdn__frame_encode(&h, hdr));
+            raw_send_all(r, msg, len);
+        }
+        if (fdn_worker_progress(w) == 0) {
+            CHECK(++idle < HARNESS_IDLE_WAITS);
+            fdn_worker_wait(w, 1000000);
+        }
+        CHECK(raw_pump(r));
+    }
+    CHECK_EQ(fdn__handshake_status(r->hs), FDN__HS_DONE);
+}
+
+static void raw_close(struct raw *r)
+{
+    close(r->fd);
+    fdn__handshake_destroy(r->hs);
+}
+
+/* ---- Tests ---------------------------------------------------------------------- */
+
+/* A client with the wrong secret: the server says "auth failed" and counts
+ * it; the client, which the server tells nothing, says its handshake failed. */
+static void test_auth_failure(void)
+{
+    struct side srv, cli;
+    char addr[128];
+    make_node(&srv, secret, sizeof secret, (fdn_node_config){0});
+    make_node(&cli, wrong, sizeof wrong, (fdn_node_config){0});
+    listen_any(&srv, addr, sizeof addr);
+    forget_lines();
+    fdn_peer *p;
+    CHECK_OK(fdn_node_connect(cli.node, addr, &p));
+    RUN_UNTIL(cli.downs == 1 && stats_of(&srv).auth_failures == 1 && lines_of(srv.node) == 1 &&
+              lines_of(cli.node) == 1);
+    THE_LINE(srv.node, FDN_LOG_WARN, "tcp://127.0.0.1:", "lane 1 (tcp)", ": auth failed: ");
+    THE_LINE(cli.node, FDN_LOG_WARN, addr, "lane 1 (tcp)", ": handshake failed: ");
+    CHECK_EQ(stats_of(&cli).peers_down, 1);
+    fdn_node_destroy(cli.node);
+    fdn_node_destroy(srv.node);
+}
+
+/* An orderly close: INFO on both ends, one line each, for a session of two
+ * lanes. */
+static void test_orderly_close(void)
+{
+    struct side srv, cli;
+    char addr[128];
+    make_node(&srv, secret, sizeof secret, (fdn_node_config){0});
+    make_node(&cli, secret, sizeof secret, (fdn_node_config){0});
+    listen_any(&srv, addr, sizeof addr);
+    fdn_peer *p;
+    CHECK_OK(fdn_node_connect(cli.node, addr, &p));
+    RUN_UNTIL(srv.ups == 1 && cli.ups == 1 && fdn_peer_lane_count(p) == 2);
+    fdn_lane_stats ls;
+    RUN_UNTIL(fdn_peer_lane_stats(p, 2, &ls) == 0 && ls.up);
+    forget_lines();
+    fdn_peer_close(p);
+    RUN_UNTIL(srv.downs == 1 && cli.downs == 1);
+    CHECK_EQ(srv.last_down_reason, 0);
+    THE_LINE(cli.node, FDN_LOG_INFO, addr, "all lanes (tcp)", ": closed by this node");
+    THE_LINE(srv.node, FDN_LOG_INFO, "(tcp): closed by the peer: normal");
+    CHECK_EQ(lines_of(cli.node), 1);
+    CHECK_EQ(lines_of(srv.node), 1);
+    CHECK_EQ(stats_of(&srv).peers_down, 1);
+    fdn_node_destroy(cli.node);
+    fdn_node_destroy(srv.node);
+}
+
+/* A peer that goes silent: the node pings it, then times the lane out (a
+ * CLOSE "idle timeout" reaches the raw client), its session waits to be
+ * resumed, and expires. Two events, two lines, two counters. */
+static void test_idle_timeout_then_expiry(void)
+{
+    struct side srv;
+    char addr[128];
+    make_node(&srv, secret, sizeof secret,
+              (fdn_node_config){.keepalive_ns = 20 * MS, .idle_timeout_ns = 100 * MS,
+                                .session_timeout_ns = 300 * MS, .lanes = 1});
+    int port = listen_any(&srv, addr, sizeof addr);
+    struct raw r = {0};
+    raw_connect(&r, port);
+    forget_lines();
+    raw_handshake(&r);
+    RUN_UNTIL(srv.ups == 1);
+    RUN_UNTIL(!raw_pump(&r));   /* pinged, never answered, closed */
+    CHECK(r.pings >= 1);
+    CHECK(r.got_close);
+    CHECK_EQ(r.close_reason, FDN__CLOSE_IDLE_TIMEOUT);
+    fdn_node_stats ns = stats_of(&srv);
+    CHECK_EQ(ns.idle_timeouts, 1);
+    CHECK_EQ(ns.sessions_interrupted, 1);
+    CHECK(ns.pings_sent >= 1);
+    CHECK_EQ(ns.pongs_received, 0);
+    THE_LINE(srv.node, FDN_LOG_WARN, "tcp://127.0.0.1:", "lane 1 (tcp)",
+             ": idle timeout: nothing received for ", " ms; session interrupted, resuming");
+    CHECK_EQ(srv.downs, 0);
+    RUN_UNTIL(srv.downs == 1);
+    CHECK_EQ(srv.last_down_reason, -ETIMEDOUT);
+    CHECK_EQ(stats_of(&srv).sessions_expired, 1);
+    THE_LINE(srv.node, FDN_LOG_WARN, "all lanes (tcp)",
+             ": session expired: not resumed within 300 ms");
+    CHECK_EQ(lines_of(srv.node), 2);
+    raw_close(&r);
+    fdn_node_destroy(srv.node);
+}
+
+/* A connection over max_conns_per_addr is refused and says whence. */
+static void test_refused_by_limit(void)
+{
+    struct side srv;
+    char addr[128];
+    make_node(&srv, secret, sizeof secret,
+              (fdn_node_config){.max_conns_per_addr = 1, .handshake_timeout_ns = 60000 * MS});
+    int port = listen_any(&srv, addr, sizeof addr);
+    forget_lines();
+    struct raw first = {0}, second = {0};
+    raw_connect(&first, port);
+    raw_connect(&second, port);
+    RUN_UNTIL(!raw_pump(&second));
+    CHECK_EQ(stats_of(&srv).refused_per_addr, 1);
+    THE_LINE(srv.node, FDN_LOG_WARN, "tcp://127.0.0.1:", "lane ? (tcp)",
+             ": refused: too many connections from 127.0.0.1 (1, max_conns_per_addr)");
+    CHECK_EQ(lines_of(srv.node), 1);
+    CHECK(raw_pump(&first));
+    raw_close(&first);
+    raw_close(&second);
+    fdn_node_destroy(srv.node);
+}
+
+int main(void)
+{
+    fdn_log_set_handler(capture, NULL);
+    CHECK_OK(fdn_log_set_level(FDN_LOG_INFO));
+    harness_start((size_t)256 << 20);
+    RUN(test_auth_failure);
+    RUN(test_orderly_close);
+    RUN(test_idle_timeout_then_expiry);
+    RUN(test_refused_by_limit);
+    harness_stop();
+    fdn_log_set_handler(NULL, NULL);
+    return 0;
+}
