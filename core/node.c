@@ -135,6 +135,15 @@ static int build_channels(fdn_node *n, const fdn_node_config *cfg)
     return 0;
 }
 
+
+/* The keepalive given, or by default 1 s but at most a fifth of the idle
+ * timeout, so that setting only a short idle timeout just works. */
+static uint64_t keepalive_for(uint64_t given, uint64_t idle)
+{
+    if (given)
+        return given;
+    return idle / 5 < DEFAULT_KEEPALIVE_NS ? idle / 5 : DEFAULT_KEEPALIVE_NS;
+}
 static int check_config(const fdn_node_config *cfg)
 {
     if (!cfg || !cfg->worker)
@@ -148,8 +157,8 @@ static int check_config(const fdn_node_config *cfg)
         return FDN_ERR(-EINVAL, "cluster name over %d bytes", FDN__HS_CLUSTER_NAME_MAX);
     if (cfg->lanes > FDN_MAX_LANES)
         return FDN_ERR(-EINVAL, "%u lanes, at most %d", cfg->lanes, FDN_MAX_LANES);
-    uint64_t keepalive = cfg->keepalive_ns ? cfg->keepalive_ns : DEFAULT_KEEPALIVE_NS;
     uint64_t idle = cfg->idle_timeout_ns ? cfg->idle_timeout_ns : DEFAULT_IDLE_TIMEOUT_NS;
+    uint64_t keepalive = keepalive_for(cfg->keepalive_ns, idle);
     if (keepalive < MIN_KEEPALIVE_NS)
         return FDN_ERR(-EINVAL, "keepalive_ns %" PRIu64 " under 1 ms", keepalive);
     if (idle <= keepalive)
@@ -258,8 +267,8 @@ int fdn_node_create(const fdn_node_config *cfg, fdn_node **out)
                                                     : DEFAULT_MAX_CONNS_PER_ADDR;
     n->max_pending_handshakes = cfg->max_pending_handshakes ? cfg->max_pending_handshakes
                                                             : DEFAULT_MAX_PENDING_HANDSHAKES;
-    n->keepalive_ns = cfg->keepalive_ns ? cfg->keepalive_ns : DEFAULT_KEEPALIVE_NS;
     n->idle_timeout_ns = cfg->idle_timeout_ns ? cfg->idle_timeout_ns : DEFAULT_IDLE_TIMEOUT_NS;
+    n->keepalive_ns = keepalive_for(cfg->keepalive_ns, n->idle_timeout_ns);
     rc = build_channels(n, cfg);
     if (rc == 0)
         rc = setup_faults(n, cfg);

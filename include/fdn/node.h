@@ -117,7 +117,8 @@ typedef struct fdn_node_config {
                                         -ETIMEDOUT; default 10 s */
     uint64_t keepalive_ns;           /* a lane that has received nothing, or sent
                                         nothing, for this long sends a PING (the peer
-                                        answers PONG); default 1 s, at least 1 ms */
+                                        answers PONG); default 1 s or a fifth of
+                                        idle_timeout_ns if less; at least 1 ms */
     uint64_t idle_timeout_ns;        /* a lane that has received nothing for this long
                                         is dead: it is closed (CLOSE "idle timeout",
                                         best effort) and its session resumes as after

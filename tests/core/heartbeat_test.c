@@ -333,7 +333,11 @@ static void test_config_checked(void)
     cfg.keepalive_ns = 0;                                /* the default 1 s: fine */
     CHECK_OK(fdn_node_create(&cfg, &n));
     fdn_node_destroy(n);
-    cfg.idle_timeout_ns = 500 * MS;                      /* under the default keepalive */
+    cfg.idle_timeout_ns = 500 * MS;    /* under 1 s: the default keepalive is a fifth */
+    CHECK_OK(fdn_node_create(&cfg, &n));
+    CHECK_EQ(n->keepalive_ns, 100 * MS);
+    fdn_node_destroy(n);
+    cfg.idle_timeout_ns = 4 * MS;      /* a fifth would be under 1 ms */
     CHECK_EQ(fdn_node_create(&cfg, &n), -EINVAL);
     cfg = (fdn_node_config){.worker = w, .secret = secret, .secret_len = sizeof secret,
                             .keepalive_ns = 1000};        /* under 1 ms */
