@@ -54,6 +54,19 @@ static inline void harness_stop(void)
     fdn_runtime_destroy(rt);
 }
 
+/* True once p is up with every lane it agreed on up too. */
+static inline bool all_lanes_up(const fdn_peer *p)
+{
+    if (!p || !fdn_peer_is_up(p))
+        return false;
+    for (int l = 1; l <= fdn_peer_lane_count(p); l++) {
+        fdn_lane_stats ls;
+        if (fdn_peer_lane_stats(p, l, &ls) < 0 || !ls.up)
+            return false;
+    }
+    return true;
+}
+
 /* Payload of message `tag` (at least 4 bytes): the tag, then bytes derived
  * from it. */
 static inline fdn_msg *make_tagged_msg(size_t len, uint32_t tag)

@@ -77,18 +77,6 @@ static void listen_on(struct side *s, const char *where, char *addr, size_t len)
     CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
 }
 
-/* Every lane is up at both ends. */
-static bool whole(const fdn_peer *p)
-{
-    if (!p || !fdn_peer_is_up(p))
-        return false;
-    for (int l = 1; l <= fdn_peer_lane_count(p); l++) {
-        fdn_lane_stats ls;
-        if (fdn_peer_lane_stats(p, l, &ls) < 0 || !ls.up)
-            return false;
-    }
-    return true;
-}
 
 /* The transport every lane of p is on, or NULL when they differ. */
 static const char *lanes_transport(const fdn_peer *p)
@@ -108,7 +96,7 @@ static fdn_peer *connect_whole(struct side *server, struct side *client, const c
 {
     fdn_peer *p;
     CHECK_OK(fdn_node_connect(client->node, addr, &p));
-    RUN_UNTIL(client->ups == 1 && server->ups == 1 && whole(p) && whole(server->up_peer));
+    RUN_UNTIL(client->ups == 1 && server->ups == 1 && all_lanes_up(p) && all_lanes_up(server->up_peer));
     CHECK_EQ(fdn_peer_lane_count(p), 2);
     return p;
 }
@@ -320,7 +308,7 @@ static void test_resume_over_shm(void)
         /* The data lane from the client, then the urgent lane from the server. */
         CHECK(round == 0 ? kill_lane(p, 1) : kill_lane(a.up_peer, 0));
         RUN_UNTIL(!fdn_peer_is_up(p) || !fdn_peer_is_up(a.up_peer));
-        RUN_UNTIL(whole(p) && whole(a.up_peer));
+        RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
         CHECK(!strcmp(lanes_transport(p), "shm"));
         CHECK(!strcmp(fdn_peer_transport(p), "shm"));
         CHECK(!strcmp(fdn_peer_transport(a.up_peer), "shm"));
@@ -350,7 +338,7 @@ static void test_resume_falls_back_to_tcp(void)
     RUN_UNTIL(a.node->shortcuts[0].closed);
     CHECK(kill_lane(p, 0));
     RUN_UNTIL(!fdn_peer_is_up(p));
-    RUN_UNTIL(whole(p) && whole(a.up_peer));
+    RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
     CHECK(!strcmp(fdn_peer_transport(p), "tcp"));
     CHECK(!strcmp(fdn_peer_transport(a.up_peer), "tcp"));
     CHECK(!strcmp(lanes_transport(p), "tcp"));

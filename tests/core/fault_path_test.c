@@ -85,17 +85,6 @@ static int make_node(struct side *s, const char *faults)
     return 0;
 }
 
-static bool all_lanes_up(const fdn_peer *p)
-{
-    if (!p || !fdn_peer_is_up(p))
-        return false;
-    for (int l = 1; l <= fdn_peer_lane_count(p); l++) {
-        fdn_lane_stats ls;
-        if (fdn_peer_lane_stats(p, l, &ls) < 0 || !ls.up)
-            return false;
-    }
-    return true;
-}
 
 static fdn_peer *pair_up(struct side *server, struct side *client)
 {

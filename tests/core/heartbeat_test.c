@@ -126,17 +126,6 @@ static void send_tagged(struct side *s, uint32_t tag)
     CHECK_OK(fdn_send(s->peer, FDN_CHANNEL_COORDINATION, tagged(s, 200, tag)));
 }
 
-static bool all_lanes_up(const fdn_peer *p)
-{
-    if (!p || !fdn_peer_is_up(p))
-        return false;
-    for (int l = 1; l <= fdn_peer_lane_count(p); l++) {
-        fdn_lane_stats ls;
-        if (fdn_peer_lane_stats(p, l, &ls) < 0 || !ls.up)
-            return false;
-    }
-    return true;
-}
 
 static void listen_any(struct side *s, char *addr, size_t len)
 {

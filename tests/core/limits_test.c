@@ -69,17 +69,6 @@ static int listen_any(struct side *s, char *addr, size_t len)
     return atoi(strrchr(addr, ':') + 1);
 }
 
-static bool all_lanes_up(const fdn_peer *p)
-{
-    if (!p || !fdn_peer_is_up(p))
-        return false;
-    for (int l = 1; l <= fdn_peer_lane_count(p); l++) {
-        fdn_lane_stats ls;
-        if (fdn_peer_lane_stats(p, l, &ls) < 0 || !ls.up)
-            return false;
-    }
-    return true;
-}
 
 /* A plain socket connected to 127.0.0.1:port; it never sends a byte. */
 static int raw_connect(int port)

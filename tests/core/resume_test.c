@@ -136,22 +136,6 @@ static void listen_any(struct side *s, char *addr, size_t len)
     CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
 }
 
-static bool lane_up(const fdn_peer *p, int lane)
-{
-    fdn_lane_stats ls;
-    return p && fdn_peer_lane_stats(p, lane, &ls) == 0 && ls.up;
-}
-
-static bool all_lanes_up(const fdn_peer *p)
-{
-    if (!p || !fdn_peer_is_up(p))
-        return false;
-    for (int l = 1; l <= fdn_peer_lane_count(p); l++)
-        if (!lane_up(p, l))
-            return false;
-    return true;
-}
-
 /* server listens, client connects; returns the client's peer once both are
  * up with every lane. */
 static fdn_peer *pair_up(struct side *server, struct side *client, char *addr, size_t len)

@@ -90,17 +90,6 @@ static void make_node(struct side *s, bool no_shm, bool data_on_lane_1)
         CHECK_OK(fdn_channel_set_handler(s->node, c, on_message, s));
 }
 
-static bool all_lanes_up(const fdn_peer *p)
-{
-    if (!p || !fdn_peer_is_up(p))
-        return false;
-    for (int l = 1; l <= fdn_peer_lane_count(p); l++) {
-        fdn_lane_stats ls;
-        if (fdn_peer_lane_stats(p, l, &ls) < 0 || !ls.up)
-            return false;
-    }
-    return true;
-}
 
 /* b connects to a; returns b's peer once every lane is up at both ends. */
 static fdn_peer *pair(struct side *a, struct side *b)
