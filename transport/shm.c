@@ -109,6 +109,7 @@
 
 #include "base/compiler.h"
 #include "base/error.h"
+#include "base/io.h"
 #include "core/pool.h"
 #include "core/worker_internal.h"
 #include "transport/shm_ring.h"
@@ -1253,26 +1254,10 @@ static void setup_done(struct shm_conn *c)
  * tiny, so it never blocks; failing to send is failing to set up. */
 static int send_setup(struct shm_conn *c, const void *msg, size_t len, const int *fds, int nfds)
 {
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * 3)];
-    } cbuf;
-    memset(&cbuf, 0, sizeof cbuf);
-    struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (nfds) {
-        mh.msg_control = cbuf.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-    }
-    ssize_t n = sendmsg(c->sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    long n = fdn__send_fds(c->sock, msg, len, fds, nfds, MSG_DONTWAIT);
     if (n < 0)
-        return FDN_ERR(-errno, "shm: sending the set-up message: %s", fdn_strerror(errno));
-    return n == (ssize_t)len ? 0 : FDN_ERR(-EIO, "shm: set-up message cut short");
+        return FDN_ERR((int)n, "shm: sending the set-up message: %s", fdn_strerror((int)-n));
+    return n == (long)len ? 0 : FDN_ERR(-EIO, "shm: set-up message cut short");
 }
 
 /* Receives one set-up message and the descriptors that came with it (all

@@ -27,6 +27,7 @@
 #include <fdn/fdn.h>
 #include <fdn/node.h>
 
+#include "base/io.h"
 #include "core/transport.h"
 #include "core/worker_internal.h"
 #include "test.h"
@@ -717,23 +718,7 @@ struct raw_peer {
 
 static int raw_send(int sock, const void *msg, size_t len, const int *fds, int nfds)
 {
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * 8)];
-    } cbuf;
-    memset(&cbuf, 0, sizeof cbuf);
-    struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (nfds) {
-        mh.msg_control = cbuf.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-    }
-    return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+    return fdn__send_fds(sock, msg, len, fds, nfds, 0) == (long)len ? 0 : -1;
 }
 
 enum raw_flaw {
