@@ -25,6 +25,7 @@
 #include "core/wire.h"
 #include "test.h"
 #include "node_harness.h"
+#include "raw_peer.h"
 
 static const uint8_t secret[] = "every end says why, exactly once";
 static const uint8_t wrong[] = "every end says why, exactly twice";
@@ -170,16 +171,7 @@ struct raw {
 static const struct fdn__wire_limits raw_limits = {
     .max_fragment = 1 << 20, .max_message = 1 << 20, .max_channel = 63};
 
-static void raw_connect(struct raw *r, int port)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    r->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    CHECK(r->fd >= 0);
-    int rc = connect(r->fd, (struct sockaddr *)&sa, sizeof sa);
-    CHECK(rc == 0 || errno == EINPROGRESS);
-    RUN_UNTIL(poll(&(struct pollfd){.fd = r->fd, .events = POLLOUT}, 1, 0) == 1);
-}
+static void raw_connect(struct raw *r, int port) { r->fd = raw_tcp_connect(port); }
 
 /* Reads what came and handles whole frames (handshake messages, PINGs,
  * which it never answers, a CLOSE). False once the node has closed. */
@@ -208,21 +200,6 @@ static bool raw_pump(struct raw *r)
     return true;
 }
 
-static void raw_send_all(struct raw *r, const void *buf, size_t len)
-{
-    const uint8_t *b = buf;
-    while (len > 0) {
-        ssize_t n = send(r->fd, b, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        CHECK(n > 0 || errno == EAGAIN);
-        if (n > 0) {
-            b += n;
-            len -= (size_t)n;
-        } else if (fdn_worker_progress(w) == 0) {
-            fdn_worker_wait(w, 100000);
-        }
-    }
-}
-
 /* Lane 0 of a one-lane session, as a client with the right secret. */
 static void raw_handshake(struct raw *r)
 {
@@ -247,8 +224,8 @@ static void raw_handshake(struct raw *r)
                                        .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST,
                                        .frag_len = (uint32_t)len, .total_len = len};
             uint8_t hdr[FDN__FRAME_MAX_HDR_SIZE];
-            raw_send_all(r, hdr, fdn__frame_encode(&h, hdr));
-            raw_send_all(r, msg, len);
+            CHECK(raw_send_all(r->fd, hdr, fdn__frame_encode(&h, hdr)));
+            CHECK(raw_send_all(r->fd, msg, len));
         }
         if (fdn_worker_progress(w) == 0) {
             CHECK(++idle < HARNESS_IDLE_WAITS);

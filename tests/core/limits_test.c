@@ -19,6 +19,7 @@
 #include "core/node_internal.h"
 #include "test.h"
 #include "node_harness.h"
+#include "raw_peer.h"
 
 static const uint8_t secret[] = "limits keep the door, not the house";
 
@@ -69,20 +70,6 @@ static int listen_any(struct side *s, char *addr, size_t len)
     return atoi(strrchr(addr, ':') + 1);
 }
 
-
-/* A plain socket connected to 127.0.0.1:port; it never sends a byte. */
-static int raw_connect(int port)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    CHECK(fd >= 0);
-    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
-    CHECK(rc == 0 || errno == EINPROGRESS);
-    RUN_UNTIL(poll(&(struct pollfd){.fd = fd, .events = POLLOUT}, 1, 0) == 1);
-    return fd;
-}
-
 /* True once the node has closed the socket: end of stream or a reset.
  * Bytes before that (a CLOSE frame at a handshake timeout) are read past. */
 static bool raw_closed(int fd)
@@ -127,7 +114,7 @@ static void test_per_addr_limit(void)
     int port = listen_any(&srv, addr, sizeof addr);
     int fd[5];
     for (int i = 0; i < 4; i++)
-        fd[i] = raw_connect(port);
+        fd[i] = raw_tcp_connect(port);
     RUN_UNTIL(raw_closed(fd[3]));
     fdn_node_stats ns;
     fdn_node_stats_get(srv.node, &ns);
@@ -151,8 +138,8 @@ static void test_per_addr_limit(void)
     CHECK_EQ(conns_from(srv.node, "127.0.0.1"), 2);   /* lanes count */
     CHECK_EQ(srv.node->pending_handshakes, 0);        /* both authenticated */
 
-    fd[0] = raw_connect(port);
-    fd[1] = raw_connect(port);
+    fd[0] = raw_tcp_connect(port);
+    fd[1] = raw_tcp_connect(port);
     RUN_UNTIL(raw_closed(fd[1]));
     CHECK(!raw_closed(fd[0]));
     fdn_node_stats_get(srv.node, &ns);
@@ -177,7 +164,7 @@ static void test_pending_limit(void)
     int port = listen_any(&srv, addr, sizeof addr);
     int fd[3];
     for (int i = 0; i < 3; i++)
-        fd[i] = raw_connect(port);
+        fd[i] = raw_tcp_connect(port);
     RUN_UNTIL(raw_closed(fd[2]));
     CHECK(!raw_closed(fd[0]) && !raw_closed(fd[1]));
     fdn_node_stats ns;
@@ -216,7 +203,7 @@ static void test_pending_places_expire(void)
     make_node(&srv, (fdn_node_config){.max_pending_handshakes = 2,
                                       .handshake_timeout_ns = S / 5}, false);
     int port = listen_any(&srv, addr, sizeof addr);
-    int fd[2] = {raw_connect(port), raw_connect(port)};
+    int fd[2] = {raw_tcp_connect(port), raw_tcp_connect(port)};
     RUN_UNTIL(raw_closed(fd[0]) && raw_closed(fd[1]));
     RUN_UNTIL(places_free(srv.node));
     fdn_node_stats ns;

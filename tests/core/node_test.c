@@ -24,6 +24,7 @@
 #include "core/wire.h"
 #include "test.h"
 #include "node_harness.h"
+#include "raw_peer.h"
 
 static const uint8_t secret[] = "correct horse battery staple 42";
 
@@ -617,47 +618,11 @@ struct raw {
     struct fdn__handshake *hs;
 };
 
-static bool raw_send_all(struct raw *r, const void *buf, size_t len);
-
-static bool raw_send_frame(struct raw *r, const struct fdn__frame_hdr *h, const void *payload)
-{
-    uint8_t buf[FDN__FRAME_MAX_HDR_SIZE];
-    size_t n = fdn__frame_encode(h, buf);
-    return raw_send_all(r, buf, n) && raw_send_all(r, payload, h->frag_len);
-}
-
 static void raw_connect(struct raw *r, const char *addr)
 {
-    const char *hostport = addr + strlen("tcp://");
-    const char *colon = strrchr(hostport, ':');
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    r->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    CHECK(r->fd >= 0);
-    int rc = connect(r->fd, (struct sockaddr *)&sa, sizeof sa);
-    CHECK(rc == 0 || errno == EINPROGRESS);
-    RUN_UNTIL((poll(&(struct pollfd){.fd = r->fd, .events = POLLOUT}, 1, 0)) == 1);
+    r->fd = raw_tcp_connect(raw_port_of(addr));
     int one = 1;
     setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-/* Sends all of buf, running the worker while the socket is full; false once
- * the node has closed the connection. */
-static bool raw_send_all(struct raw *r, const void *buf, size_t len)
-{
-    const uint8_t *b = buf;
-    while (len > 0) {
-        ssize_t n = send(r->fd, b, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 && errno != EAGAIN)
-            return false;
-        if (n > 0) {
-            b += n;
-            len -= (size_t)n;
-        } else if (fdn_worker_progress(w) == 0) {
-            fdn_worker_wait(w, 100000);
-        }
-    }
-    return true;
 }
 
 /* Reads whatever arrived (non-blocking), while the worker runs. */
@@ -702,7 +667,7 @@ static bool raw_handshake_lane(struct raw *r, uint8_t vmin, uint8_t vmax, const 
             struct fdn__frame_hdr h = {.type = FDN__FRAME_HANDSHAKE,
                                        .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST,
                                        .frag_len = (uint32_t)len, .total_len = len};
-            raw_send_frame(r, &h, msg);
+            raw_send_frame(r->fd, &h, msg);
         }
         enum fdn__handshake_status st = fdn__handshake_status(r->hs);
         if (st != FDN__HS_IN_PROGRESS)
@@ -785,7 +750,7 @@ static void test_raw_peers_refused(void)
                 .flags = (uint16_t)((off == 0 ? FDN__FRAME_FIRST : 0) |
                                     (off + sizeof chunk == (1u << 20) ? FDN__FRAME_LAST : 0)),
             };
-            open = raw_send_frame(&r, &h, chunk);
+            open = raw_send_frame(r.fd, &h, chunk);
         }
     }
     RUN_UNTIL(raw_closed(&r));

@@ -30,6 +30,7 @@
 #include "test.h"
 #define HARNESS_IDLE_WAITS 30000
 #include "node_harness.h"
+#include "raw_peer.h"
 
 static const uint8_t secret[] = "resumption needs the same secret";
 
@@ -185,8 +186,6 @@ static bool kill_lane(fdn_peer *p, int index)
     return true;
 }
 
-static int port_of(const char *addr) { return atoi(strrchr(addr, ':') + 1); }
-
 /* From outside: shutdown() of a kernel socket of ours connected to port (a
  * client-side lane), the n-th one found. The transport sees an end of
  * stream it did not ask for, and closes the descriptor itself. Over shm,
@@ -314,7 +313,7 @@ static void test_stream_across_kills(void)
             case 1: done = kill_lane(a.up_peer, 0); break;   /* server, urgent lane */
             case 2: done = kill_lane(p, 0); break;           /* client, urgent lane */
             case 3: done = kill_lane(a.up_peer, 1); break;   /* server, data lane */
-            default: done = shutdown_socket(port_of(addr), kills); break;
+            default: done = shutdown_socket(raw_port_of(addr), kills); break;
             }
             kills += done;
         }
@@ -426,39 +425,9 @@ struct raw {
 static const struct fdn__wire_limits raw_limits = {
     .max_fragment = 1 << 20, .max_message = 1 << 20, .max_channel = 63};
 
-static bool raw_send_all(struct raw *r, const void *buf, size_t len)
-{
-    const uint8_t *b = buf;
-    while (len > 0) {
-        ssize_t n = send(r->fd, b, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 && errno != EAGAIN)
-            return false;
-        if (n > 0) {
-            b += n;
-            len -= (size_t)n;
-        } else if (fdn_worker_progress(w) == 0) {
-            fdn_worker_wait(w, 100000);
-        }
-    }
-    return true;
-}
-
-static bool raw_send_frame(struct raw *r, const struct fdn__frame_hdr *h, const void *payload)
-{
-    uint8_t buf[FDN__FRAME_MAX_HDR_SIZE];
-    size_t n = fdn__frame_encode(h, buf);
-    return raw_send_all(r, buf, n) && raw_send_all(r, payload, h->frag_len);
-}
-
 static void raw_connect(struct raw *r, const char *addr)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port_of(addr))};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    r->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    CHECK(r->fd >= 0);
-    int rc = connect(r->fd, (struct sockaddr *)&sa, sizeof sa);
-    CHECK(rc == 0 || errno == EINPROGRESS);
-    RUN_UNTIL((poll(&(struct pollfd){.fd = r->fd, .events = POLLOUT}, 1, 0)) == 1);
+    r->fd = raw_tcp_connect(raw_port_of(addr));
 }
 
 /* Reads what arrived and handles whole frames: handshake messages go to the
@@ -512,7 +481,7 @@ static bool raw_handshake(struct raw *r, uint8_t node_id, uint64_t incarnation,
             struct fdn__frame_hdr h = {.type = FDN__FRAME_HANDSHAKE,
                                        .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST,
                                        .frag_len = (uint32_t)len, .total_len = len};
-            raw_send_frame(r, &h, msg);
+            raw_send_frame(r->fd, &h, msg);
         }
         enum fdn__handshake_status st = fdn__handshake_status(r->hs);
         if (st != FDN__HS_IN_PROGRESS)
@@ -542,7 +511,7 @@ static bool raw_data(struct raw *r, uint64_t seq, uint32_t tag)
     struct fdn__frame_hdr h = {.type = FDN__FRAME_DATA, .channel = FDN_CHANNEL_DATA,
                                .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST, .seq = seq,
                                .frag_len = sizeof payload, .total_len = sizeof payload};
-    return raw_send_frame(r, &h, payload);
+    return raw_send_frame(r->fd, &h, payload);
 }
 
 /* A session whose client vanishes waits for it (no event), then ends with
