@@ -112,6 +112,7 @@
 #include "base/io.h"
 #include "core/pool.h"
 #include "core/worker_internal.h"
+#include "transport/acceptor.h"
 #include "transport/shm_ring.h"
 
 #ifndef F_SEAL_FUTURE_WRITE
@@ -275,23 +276,14 @@ struct shm_conn {
     char addr[ADDR_MAX];
 };
 
-struct listener_op {
-    struct fdn__io_op io;
-    struct shm_listener *l;
-};
-
 struct shm_listener {
     struct fdn__tp_listener base;         /* first: what core holds */
-    fdn_worker *w;
-    int fd;
+    struct fdn__acceptor acceptor;
     const struct fdn__tp_listener_events *ev;
     void *ctx;
     struct fdn__tp_options opt;
-    bool closing;
-    int close_err;
-    uint32_t ops;
-    struct listener_op accept_op, close_op;
     char addr[ADDR_MAX];
+    char name[ADDR_MAX + 16];             /* "shm accept on <addr>", for errors */
     char unlink_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* "" for abstract */
 };
 
@@ -1595,59 +1587,17 @@ static void shm_recv_pause(struct fdn__tp_conn *conn, bool paused)
 
 /* ---- Listener ------------------------------------------------------------ */
 
-static void listener_op_begin(struct shm_listener *l, struct io_uring_sqe *sqe,
-                              struct fdn__io_op *op)
+static struct shm_listener *listener_of(struct fdn__acceptor *a)
 {
-    io_uring_sqe_set_data(sqe, op);
-    l->ops++;
-    fdn__worker_io_begin(l->w);
-}
-
-/* May free l. */
-static void listener_op_end(struct shm_listener *l)
-{
-    l->ops--;
-    fdn__worker_io_end(l->w);
-    if (!l->closing || l->ops)
-        return;
-    close(l->fd);
-    if (l->unlink_path[0])
-        unlink(l->unlink_path);
-    l->ev->on_closed(l->ctx, l->close_err);
-    free(l);
-}
-
-static void listener_begin_close(struct shm_listener *l, int err)
-{
-    if (l->closing)
-        return;
-    l->closing = true;
-    l->close_err = err;
-    struct io_uring_sqe *sqe = fdn__worker_sqe(l->w);
-    io_uring_prep_cancel_fd(sqe, l->fd, IORING_ASYNC_CANCEL_ALL);
-    listener_op_begin(l, sqe, &l->close_op.io);
-}
-
-static void listener_close_complete(fdn_worker *w, struct fdn__io_op *op,
-                                    const struct io_uring_cqe *cqe)
-{
-    (void)w;
-    (void)cqe;
-    listener_op_end(fdn__container_of(op, struct listener_op, io)->l);
-}
-
-static void arm_accept(struct shm_listener *l)
-{
-    struct io_uring_sqe *sqe = fdn__worker_sqe(l->w);
-    io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    listener_op_begin(l, sqe, &l->accept_op.io);
+    return fdn__container_of(a, struct shm_listener, acceptor);
 }
 
 /* A connection arrived: core sees it at once; its set-up runs after
  * conn_start, like any reading. */
-static void take_accepted(struct shm_listener *l, int fd)
+static void take_accepted(struct fdn__acceptor *a, int fd)
 {
-    struct shm_conn *c = l->closing ? NULL : conn_alloc(l->w, false, fd);
+    struct shm_listener *l = listener_of(a);
+    struct shm_conn *c = conn_alloc(a->w, false, fd);
     if (!c) {
         close(fd);
         return;
@@ -1657,22 +1607,13 @@ static void take_accepted(struct shm_listener *l, int fd)
     l->ev->on_accept(l->ctx, &c->base);
 }
 
-static void accept_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe)
+static void listener_closed(struct fdn__acceptor *a, int err)
 {
-    (void)w;
-    struct shm_listener *l = fdn__container_of(op, struct listener_op, io)->l;
-    int res = cqe->res;
-    if (res >= 0)
-        take_accepted(l, res);
-    else if (res != -ECANCELED && res != -ECONNABORTED && res != -EINTR && res != -EAGAIN &&
-             !l->closing)
-        listener_begin_close(l, FDN_ERR(res, "shm accept on %s: %s", l->addr,
-                                        fdn_strerror(res)));
-    if (cqe->flags & IORING_CQE_F_MORE)
-        return;
-    if (!l->closing)
-        arm_accept(l);
-    listener_op_end(l);
+    struct shm_listener *l = listener_of(a);
+    if (l->unlink_path[0])
+        unlink(l->unlink_path);
+    l->ev->on_closed(l->ctx, err);
+    free(l);
 }
 
 static int shm_listen(fdn_worker *w, const char *addr, const struct fdn__tp_options *opt,
@@ -1713,14 +1654,11 @@ static int shm_listen(fdn_worker *w, const char *addr, const struct fdn__tp_opti
     if (addr[0] != '@')
         snprintf(l->unlink_path, sizeof l->unlink_path, "%s", addr);
     l->base.tp = &fdn__transport_shm;
-    l->w = w;
-    l->fd = fd;
     l->ev = ev;
     l->ctx = ctx;
     l->opt = opt ? *opt : (struct fdn__tp_options){0};
-    l->accept_op = (struct listener_op){.io.complete = accept_complete, .l = l};
-    l->close_op = (struct listener_op){.io.complete = listener_close_complete, .l = l};
-    arm_accept(l);
+    snprintf(l->name, sizeof l->name, "shm accept on %s", l->addr);
+    fdn__acceptor_start(&l->acceptor, w, fd, l->name, take_accepted, listener_closed);
     *out = &l->base;
     return 0;
 }
@@ -1737,7 +1675,7 @@ static int shm_listener_addr(struct fdn__tp_listener *tl, char *buf, size_t len)
 
 static void shm_listener_close(struct fdn__tp_listener *l)
 {
-    listener_begin_close(to_listener(l), -ECANCELED);
+    fdn__acceptor_close(&to_listener(l)->acceptor, -ECANCELED);
 }
 
 /* No FDN__TP_IO_URING: most events come from the shared rings, which each

@@ -45,6 +45,7 @@
 #include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -56,6 +57,7 @@
 #include "base/error.h"
 #include "core/worker_internal.h"
 #include "numa/memory.h"
+#include "transport/acceptor.h"
 
 #define DEFAULT_NOTSENT_LOWAT (128u << 10)
 #define DEFAULT_RECV_BUFFER_BYTES (64u << 10)
@@ -184,23 +186,14 @@ struct tcp_conn {
     struct held_buf held[];               /* nbufs entries, a FIFO */
 };
 
-struct listener_op {
-    struct fdn__io_op io;
-    struct tcp_listener *l;
-};
-
 struct tcp_listener {
     struct fdn__tp_listener base;         /* first: what core holds */
-    fdn_worker *w;
-    int fd;
+    struct fdn__acceptor acceptor;
     const struct fdn__tp_listener_events *ev;
     void *ctx;
     struct fdn__tp_options opt;           /* resolved; for accepted connections */
-    bool closing;
-    int close_err;
-    uint32_t ops;
-    struct listener_op accept_op, close_op;
     char addr[FDN__TCP_ADDR_MAX];
+    char name[FDN__TCP_ADDR_MAX + 16];    /* "TCP accept on <addr>", for errors */
 };
 
 static inline struct tcp_conn *to_conn(struct fdn__tp_conn *c)
@@ -933,68 +926,19 @@ static void kick_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_
 
 /* ---- Listener ------------------------------------------------------------ */
 
-static void listener_op_begin(struct tcp_listener *l, struct io_uring_sqe *sqe,
-                              struct fdn__io_op *op)
+static struct tcp_listener *listener_of(struct fdn__acceptor *a)
 {
-    io_uring_sqe_set_data(sqe, op);
-    l->ops++;
-    fdn__worker_io_begin(l->w);
-}
-
-/* May free l. */
-static void listener_op_end(struct tcp_listener *l)
-{
-    l->ops--;
-    fdn__worker_io_end(l->w);
-    if (!l->closing || l->ops)
-        return;
-    close(l->fd);
-    l->ev->on_closed(l->ctx, l->close_err);
-    free(l);
-}
-
-static void listener_begin_close(struct tcp_listener *l, int err)
-{
-    if (l->closing)
-        return;
-    l->closing = true;
-    l->close_err = err;
-    struct io_uring_sqe *sqe = fdn__worker_sqe(l->w);
-    io_uring_prep_cancel_fd(sqe, l->fd, IORING_ASYNC_CANCEL_ALL);
-    listener_op_begin(l, sqe, &l->close_op.io);
-}
-
-static void listener_close_complete(fdn_worker *w, struct fdn__io_op *op,
-                                    const struct io_uring_cqe *cqe)
-{
-    (void)w;
-    (void)cqe;
-    listener_op_end(fdn__container_of(op, struct listener_op, io)->l);
-}
-
-static void arm_accept(struct tcp_listener *l)
-{
-    struct io_uring_sqe *sqe = fdn__worker_sqe(l->w);
-    /* No address buffer: one would be shared by every CQE of the multishot;
-     * getpeername() on the new socket is exact. */
-    io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    listener_op_begin(l, sqe, &l->accept_op.io);
-}
-
-/* Errors that concern one pending connection, not the listener. */
-static bool accept_error_is_transient(int err)
-{
-    return err == -ECONNABORTED || err == -EINTR || err == -EAGAIN || err == -EPROTO ||
-           err == -EPERM;
+    return fdn__container_of(a, struct tcp_listener, acceptor);
 }
 
 /* A connection arrived. One that cannot be set up (no memory, no buffer
  * group id) or is already gone (no peer address) is refused: closed before
  * core sees it. */
-static void take_accepted(struct tcp_listener *l, int fd)
+static void take_accepted(struct fdn__acceptor *a, int fd)
 {
+    struct tcp_listener *l = listener_of(a);
     struct tcp_conn *c;
-    if (l->closing || conn_create(l->w, fd, &l->opt, &c) < 0) {
+    if (conn_create(a->w, fd, &l->opt, &c) < 0) {
         close(fd);
         return;
     }
@@ -1008,21 +952,11 @@ static void take_accepted(struct tcp_listener *l, int fd)
     l->ev->on_accept(l->ctx, &c->base);
 }
 
-static void accept_complete(fdn_worker *w, struct fdn__io_op *op, const struct io_uring_cqe *cqe)
+static void listener_closed(struct fdn__acceptor *a, int err)
 {
-    (void)w;
-    struct tcp_listener *l = fdn__container_of(op, struct listener_op, io)->l;
-    int res = cqe->res;
-    if (res >= 0)
-        take_accepted(l, res);
-    else if (res != -ECANCELED && !accept_error_is_transient(res) && !l->closing)
-        listener_begin_close(l, FDN_ERR(res, "TCP accept on %s: %s", l->addr,
-                                        fdn_strerror(res)));
-    if (cqe->flags & IORING_CQE_F_MORE)
-        return;
-    if (!l->closing)
-        arm_accept(l);
-    listener_op_end(l);
+    struct tcp_listener *l = listener_of(a);
+    l->ev->on_closed(l->ctx, err);
+    free(l);
 }
 
 /* A bound, listening socket for sa. */
@@ -1080,14 +1014,11 @@ static int tcp_listen(fdn_worker *w, const char *addr, const struct fdn__tp_opti
         return fd < 0 ? fd : rc;
     }
     l->base.tp = &fdn__transport_tcp;
-    l->w = w;
-    l->fd = fd;
     l->ev = ev;
     l->ctx = ctx;
     l->opt = o;
-    l->accept_op = (struct listener_op){.io.complete = accept_complete, .l = l};
-    l->close_op = (struct listener_op){.io.complete = listener_close_complete, .l = l};
-    arm_accept(l);
+    snprintf(l->name, sizeof l->name, "TCP accept on %s", l->addr);
+    fdn__acceptor_start(&l->acceptor, w, fd, l->name, take_accepted, listener_closed);
     *out = &l->base;
     return 0;
 }
@@ -1104,7 +1035,7 @@ static int tcp_listener_addr(struct fdn__tp_listener *tl, char *buf, size_t len)
 
 static void tcp_listener_close(struct fdn__tp_listener *l)
 {
-    listener_begin_close(to_listener(l), -ECANCELED);
+    fdn__acceptor_close(&to_listener(l)->acceptor, -ECANCELED);
 }
 
 const struct fdn__transport fdn__transport_tcp = {
