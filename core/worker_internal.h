@@ -102,7 +102,8 @@ struct fdn_worker {
     _Alignas(FDN_CACHELINE) struct fdn__run_list runq[FDN_PRIO_CLASSES];
     uint32_t runq_mask;
     int running_prio;         /* class of the running task, FDN_PRIO_CLASSES when none */
-    uint64_t slice_start_ns;  /* the running task's first should_yield() call, or 0 */
+    uint64_t slice_start_ns;  /* the running task's first clock read in should_yield(), or 0 */
+    uint32_t yield_checks;    /* should_yield() calls by the running task */
 
     struct fdn__timer_heap timers;
     fdn_pool *pool;
@@ -115,6 +116,8 @@ struct fdn_worker {
     uint32_t inflight;        /* ops awaiting a final CQE, the eventfd read excluded */
     uint32_t inflight_passive; /* of those: passive ones (fdn__worker_io_begin_passive) */
     uint32_t passive_passes;  /* passes since completions were last asked for */
+    uint32_t idle_passes;     /* passes in a row that found no work and did not check timers */
+    bool timers_due;          /* the next pass checks timers (it follows a wait) */
     uint64_t event_buf;
     struct fdn__io_op event_read;
 

@@ -84,9 +84,11 @@ int fdn_worker_post(fdn_worker *target, fdn_task *task);
 int fdn_worker_post_batch(fdn_worker *target, fdn_task *const *tasks, unsigned n);
 
 /* True when the running task should return FDN_TASK_YIELD soon: a task of
- * higher priority is waiting, or its time slice is used up. The slice is
- * measured from the task's first call in this run, so a long task should ask
- * from its start and then periodically. Owner thread. */
+ * higher priority is waiting, or its time slice is used up. The clock is read
+ * on every fourth call only (a task that asks once per item of work pays for
+ * no clock read until its fourth item), and the slice is measured from the
+ * first read, so a long task should ask from its start and then often enough
+ * that four calls are short next to the slice. Owner thread. */
 bool fdn_worker_should_yield(fdn_worker *w);
 
 /* The worker the calling thread owns, or NULL. */
