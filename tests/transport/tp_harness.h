@@ -2,9 +2,9 @@
  * both ends of every connection (so a test is single-threaded and its
  * callbacks come in an order it can check), bounded waits, endpoints that
  * count and check every callback of the transport ops table, and listeners
- * whose accepted ends a test starts itself. A test drives its transport
- * through `tp` alone, so one copy can serve every transport's test and a
- * check added here is made of each.
+ * whose accepted ends a test starts itself. tcp_test.c and shm_test.c both
+ * drive their transport through `tp` alone, so one copy serves both and a
+ * check added here is made of every transport.
  *
  * Streams are windows onto one random pattern: a receiver checks each byte
  * against the pattern at its stream offset, which is stronger than a
