@@ -9,7 +9,6 @@
  * Streams are windows onto one random pattern, so every received byte is
  * checked at its stream offset. No timing thresholds: every wait is for an
  * event, bounded by a pass budget. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -28,43 +27,19 @@
 #include <fdn/node.h>
 
 #include "base/io.h"
-#include "core/transport.h"
-#include "core/worker_internal.h"
 #include "test.h"
 #include "transport/shm_internal.h"
 #include "transport/shm_ring.h"
 
+#define RNG_SEED 0x5eed5eed87654321u
+#define PATTERN_LEN ((1u << 20) + 4099u) /* sends go up to 256 KiB */
+#define MAX_PASSES 50000000L
+
+#include "tp_harness.h"
+
 #define ADDR_MAX 128
 
-static const struct fdn__transport *tp;
-static fdn_runtime *rt;
-static fdn_worker *w;
 static const char *self_exe;
-
-/* ---- Random numbers and the pattern ------------------------------------- */
-
-static uint64_t rng_state = 0x5eed5eed87654321u;
-
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rng_range(uint64_t lo, uint64_t hi) { return lo + rng_next() % (hi - lo + 1); }
-
-/* Log-uniform in [1, max]: as many tiny sends as large ones. */
-static size_t rng_size(size_t max)
-{
-    int bits = (int)rng_range(0, 63 - (uint64_t)__builtin_clzll(max));
-    size_t lo = (size_t)1 << bits, hi = lo * 2 - 1 < max ? lo * 2 - 1 : max;
-    return (size_t)rng_range(lo, hi);
-}
-
-#define PATTERN_LEN ((1u << 20) + 4099u)
-static uint8_t *pattern;
 
 static void pattern_init(void)
 {
@@ -77,165 +52,24 @@ static void pattern_init(void)
     }
 }
 
-static void check_pattern(uint64_t offset, const uint8_t *data, size_t len)
+/* Every segment and pool unmapped, every lent buffer back, every borrowed
+ * message freed: what a leak here would keep is shared memory. */
+static void check_released(void)
 {
-    for (size_t i = 0; i < len; i++) {
-        if (data[i] != pattern[(offset + i) % PATTERN_LEN]) {
-            fprintf(stderr, "stream byte at offset %llu is wrong\n",
-                    (unsigned long long)(offset + i));
-            abort();
-        }
-    }
-}
-
-/* ---- Driving the worker ------------------------------------------------- */
-
-#define MAX_PASSES 50000000L
-#define MAX_IDLE_WAITS 20000L /* 1 ms each */
-
-#define RUN_UNTIL(cond)                                                                  \
-    do {                                                                                 \
-        long passes_ = 0, idle_ = 0;                                                     \
-        while (!(cond)) {                                                                \
-            int rc_ = fdn_worker_progress(w);                                            \
-            CHECK(rc_ >= 0);                                                             \
-            if (++passes_ > MAX_PASSES || (rc_ == 0 && ++idle_ > MAX_IDLE_WAITS)) {      \
-                fprintf(stderr, "%s:%d: RUN_UNTIL(%s) gave up (passes %ld idle %ld inflight %u passive %u)\n", __FILE__, __LINE__, \
-                        #cond, passes_, idle_, w->inflight, w->inflight_passive);       \
-                abort();                                                                 \
-            }                                                                            \
-            if (rc_ == 0)                                                                \
-                CHECK_OK(fdn_worker_wait(w, 1000000));                                   \
-        }                                                                                \
-    } while (0)
-
-static void run_passes(int n)
-{
-    for (int i = 0; i < n; i++)
-        if (fdn_worker_progress(w) == 0)
-            CHECK_OK(fdn_worker_wait(w, 100000));
-}
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int n = 0;
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
-
-static int fds_at_setup;
-
-static void setup(void)
-{
-    fds_at_setup = count_fds();
-    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true};
-    CHECK_OK(fdn_runtime_create(&cfg, &rt));
-    w = fdn_runtime_worker(rt, 0);
-    int rc = fdn_worker_attach(w);
-    if (rc == -ENOSYS || rc == -EPERM)
-        SKIP("io_uring unavailable: %s", fdn_errmsg());
-    CHECK_OK(rc);
-}
-
-static void teardown(void)
-{
-    RUN_UNTIL(w->inflight == 0);
-    CHECK(w->pollers == NULL);
-    CHECK_OK(fdn_worker_detach(w));
-    CHECK_OK(fdn_runtime_stop(rt));
-    fdn_runtime_destroy(rt);
     struct fdn__shm_stats st;
     fdn__shm_stats_get(&st);
     CHECK_EQ(st.segments_mapped, 0);
     CHECK_EQ(st.pools_mapped, 0);
     CHECK_EQ(st.loans_out, 0);
     CHECK_EQ(st.borrowed, 0);
-    CHECK_EQ(count_fds(), fds_at_setup);
 }
 
-/* ---- Endpoints ----------------------------------------------------------- */
-
-struct endpoint {
-    struct fdn__tp_conn *conn;
-    int connected_calls, connected_err;
-    int closed_calls, closed_err;
-    bool check_rx;
-    uint64_t rx_seed, rx_bytes;
-    int recv_calls;
-    bool paused;
-    int pause_every;
-    bool echo;
-    bool keep_refs;           /* keep borrowed messages (on_recv_msg) in kept[] */
-    fdn_msg *kept[8];
-    int num_kept;
-    uint64_t tx_seed, tx_bytes;
-    uint64_t sends_queued, sends_reported, sends_ok, sends_failed;
-};
-
-struct test_send {
-    struct fdn__tp_send s;   /* first */
-    struct endpoint *ep;
-    uint64_t seq;
-    uint8_t *copy;
-    fdn_msg *msg;            /* a message of the connection's pool, lent */
-    fdn_msg *iov_msg[10];
-    struct iovec iov[10];
-};
-
-static void add_pieces(struct test_send *t, uint8_t *base, size_t len, int pieces)
+/* The next len bytes of ep's stream in 1 to 8 random pieces. Never
+ * zero-copy: shm copies bytes into its ring, and lends (send_lent) where it
+ * avoids the copy. */
+static void send_bytes(struct endpoint *ep, size_t len)
 {
-    while (len) {
-        size_t n = pieces <= 1 ? len : (size_t)rng_range(0, len / (size_t)pieces * 2);
-        if (n > len)
-            n = len;
-        CHECK(t->s.iovcnt < 10);
-        t->iov[t->s.iovcnt++] = (struct iovec){.iov_base = base, .iov_len = n};
-        base += n;
-        len -= n;
-        pieces--;
-    }
-}
-
-static int submit(struct endpoint *ep, struct test_send *t)
-{
-    t->seq = ep->sends_queued;
-    t->s.iov = t->iov;
-    for (int i = 0; i < t->s.iovcnt; i++)
-        t->s.len += t->iov[i].iov_len;
-    int rc = fdn__tp_send(ep->conn, &t->s);
-    if (rc == 0)
-        ep->sends_queued++;
-    return rc;
-}
-
-static void send_pattern(struct endpoint *ep, size_t len)
-{
-    struct test_send *t = calloc(1, sizeof *t);
-    CHECK(t != NULL);
-    t->ep = ep;
-    size_t at = (size_t)((ep->tx_seed + ep->tx_bytes) % PATTERN_LEN);
-    size_t first = PATTERN_LEN - at < len ? PATTERN_LEN - at : len;
-    add_pieces(t, pattern + at, first, (int)rng_range(1, 8));
-    add_pieces(t, pattern, len - first, 1);
-    CHECK_OK(submit(ep, t));
-    ep->tx_bytes += len;
-}
-
-static void send_copy(struct endpoint *ep, const uint8_t *data, size_t len)
-{
-    struct test_send *t = calloc(1, sizeof *t);
-    CHECK(t != NULL);
-    t->ep = ep;
-    t->copy = malloc(len);
-    CHECK(t->copy != NULL);
-    memcpy(t->copy, data, len);
-    add_pieces(t, t->copy, len, (int)rng_range(1, 8));
-    CHECK_OK(submit(ep, t));
-    ep->tx_bytes += len;
+    send_pattern(ep, len, (int)rng_range(1, 8), false);
 }
 
 /* Sends len bytes of the pattern from a buffer of the connection's own
@@ -244,171 +78,16 @@ static void send_lent(struct endpoint *ep, size_t len)
 {
     fdn_pool *pool = fdn__tp_tx_pool(ep->conn);
     CHECK(pool != NULL);
-    struct test_send *t = calloc(1, sizeof *t);
-    CHECK(t != NULL);
-    t->ep = ep;
+    struct test_send *t = new_send(ep, 1);
     CHECK_OK(fdn_msg_alloc(pool, len, &t->msg));
     size_t at = (size_t)((ep->tx_seed + ep->tx_bytes) % PATTERN_LEN);
     for (size_t i = 0; i < len; i++)
         fdn_msg_data(t->msg)[i] = pattern[(at + i) % PATTERN_LEN];
     t->iov[0] = (struct iovec){fdn_msg_data(t->msg), len};
-    t->iov_msg[0] = t->msg;
     t->s.iovcnt = 1;
-    t->s.iov_msg = t->iov_msg;
-    CHECK_OK(submit(ep, t));
+    t->s.iov_msg = &t->msg; /* the one iovec lies in msg */
+    CHECK_OK(submit(ep, t, false));
     ep->tx_bytes += len;
-}
-
-static void ep_on_connected(void *ctx, int err)
-{
-    struct endpoint *ep = ctx;
-    CHECK_EQ(ep->connected_calls, 0);
-    ep->connected_calls++;
-    ep->connected_err = err;
-}
-
-static int ep_on_recv(void *ctx, const uint8_t *data, size_t len)
-{
-    struct endpoint *ep = ctx;
-    CHECK_EQ(ep->closed_calls, 0);
-    CHECK(!ep->paused);
-    CHECK(len > 0);
-    if (ep->check_rx)
-        check_pattern(ep->rx_seed + ep->rx_bytes, data, len);
-    ep->rx_bytes += len;
-    ep->recv_calls++;
-    if (ep->echo)
-        send_copy(ep, data, len);
-    if (ep->pause_every && ep->recv_calls % ep->pause_every == 0) {
-        ep->paused = true;
-        fdn__tp_recv_pause(ep->conn, true);
-    }
-    return 0;
-}
-
-static void ep_on_sent(void *ctx, struct fdn__tp_send *s, int err)
-{
-    struct endpoint *ep = ctx;
-    struct test_send *t = (struct test_send *)s;
-    CHECK(t->ep == ep);
-    CHECK_EQ(ep->closed_calls, 0);
-    CHECK_EQ(t->seq, ep->sends_reported);
-    ep->sends_reported++;
-    if (err == 0)
-        ep->sends_ok++;
-    else
-        ep->sends_failed++;
-    free(t->copy);
-    fdn_msg_free(t->msg);   /* the transport keeps its own reference while lent */
-    free(t);
-}
-
-static int ep_on_recv_msg(void *ctx, fdn_msg *m)
-{
-    struct endpoint *ep = ctx;
-    CHECK(fdn_msg_is_borrowed(m));
-    if (!ep->keep_refs) {
-        int rc = ep_on_recv(ctx, fdn_msg_data(m), fdn_msg_len(m));
-        fdn_msg_free(m);
-        return rc;
-    }
-    CHECK(ep->num_kept < 8);
-    ep->kept[ep->num_kept++] = m;
-    ep->rx_bytes += fdn_msg_len(m);
-    return 0;
-}
-
-static void ep_on_closed(void *ctx, int err)
-{
-    struct endpoint *ep = ctx;
-    CHECK_EQ(ep->closed_calls, 0);
-    CHECK_EQ(ep->sends_reported, ep->sends_queued);
-    ep->closed_calls++;
-    ep->closed_err = err;
-}
-
-static const struct fdn__tp_conn_events ep_events = {
-    .on_connected = ep_on_connected,
-    .on_recv = ep_on_recv,
-    .on_recv_msg = ep_on_recv_msg,
-    .on_sent = ep_on_sent,
-    .on_closed = ep_on_closed,
-};
-
-static void resume(struct endpoint *ep)
-{
-    if (ep && ep->paused && ep->closed_calls == 0) {
-        ep->paused = false;
-        fdn__tp_recv_pause(ep->conn, false);
-    }
-}
-
-/* ---- Listener ------------------------------------------------------------ */
-
-#define MAX_ACCEPTED 64
-
-struct acceptor {
-    struct fdn__tp_listener *l;
-    struct fdn__tp_conn *accepted[MAX_ACCEPTED];
-    int n_accepted, n_taken;
-    int closed_calls, closed_err;
-};
-
-static void acc_on_accept(void *ctx, struct fdn__tp_conn *conn)
-{
-    struct acceptor *a = ctx;
-    CHECK(a->n_accepted < MAX_ACCEPTED);
-    a->accepted[a->n_accepted++] = conn;
-}
-
-static void acc_on_closed(void *ctx, int err)
-{
-    struct acceptor *a = ctx;
-    a->closed_calls++;
-    a->closed_err = err;
-}
-
-static const struct fdn__tp_listener_events acc_events = {
-    .on_accept = acc_on_accept,
-    .on_closed = acc_on_closed,
-};
-
-static void start_listener(struct acceptor *a, const char *at, char *addr, size_t len)
-{
-    memset(a, 0, sizeof *a);
-    CHECK_OK(tp->listen(w, at, NULL, &acc_events, a, &a->l));
-    CHECK(fdn__tp_listener_addr(a->l, addr, len) > 0);
-}
-
-static void stop_listener(struct acceptor *a)
-{
-    fdn__tp_listener_close(a->l);
-    RUN_UNTIL(a->closed_calls == 1);
-    CHECK_EQ(a->closed_err, -ECANCELED);
-}
-
-static struct fdn__tp_conn *take_accepted(struct acceptor *a, struct endpoint *ep)
-{
-    RUN_UNTIL(a->n_accepted > a->n_taken);
-    struct fdn__tp_conn *c = a->accepted[a->n_taken++];
-    ep->conn = c;
-    fdn__tp_conn_start(c, &ep_events, ep);
-    return c;
-}
-
-static void connect_pair(struct acceptor *a, const char *addr, const struct fdn__tp_options *opt,
-                         struct endpoint *client, struct endpoint *server)
-{
-    CHECK_OK(tp->connect(w, addr, opt, &ep_events, client, &client->conn));
-    take_accepted(a, server);
-    RUN_UNTIL(client->connected_calls == 1);
-    CHECK_OK(client->connected_err);
-}
-
-static void close_and_wait(struct endpoint *ep)
-{
-    fdn__tp_conn_close(ep->conn);
-    RUN_UNTIL(ep->closed_calls == 1);
 }
 
 /* ---- Tests --------------------------------------------------------------- */
@@ -434,7 +113,7 @@ static void test_registry_and_bad_addresses(void)
     /* A name in use is refused; a name nobody listens on is refused at connect. */
     struct acceptor a;
     char addr[ADDR_MAX];
-    start_listener(&a, "@fdn-shm-test-name", addr, sizeof addr);
+    CHECK_OK(start_listener(&a, "@fdn-shm-test-name", addr, sizeof addr));
     CHECK(strcmp(addr, "@fdn-shm-test-name") == 0);
     CHECK_EQ(tp->listen(w, "@fdn-shm-test-name", NULL, &acc_events, NULL, &l), -EADDRINUSE);
     stop_listener(&a);
@@ -448,12 +127,12 @@ static void test_registry_and_bad_addresses(void)
     /* A filesystem path works and is removed with its listener. */
     char path[64];
     snprintf(path, sizeof path, "/tmp/fdn-shm-test-%d.sock", (int)getpid());
-    start_listener(&a, path, addr, sizeof addr);
+    CHECK_OK(start_listener(&a, path, addr, sizeof addr));
     CHECK(strcmp(addr, path) == 0);
     CHECK(access(path, F_OK) == 0);
     struct endpoint client = {.check_rx = true}, server = {.check_rx = true};
     connect_pair(&a, path, NULL, &client, &server);
-    send_pattern(&client, 1000);
+    send_bytes(&client, 1000);
     RUN_UNTIL(server.rx_bytes == 1000 && client.sends_reported == 1);
     char peer[64];
     CHECK(fdn__tp_conn_peer_addr(server.conn, peer, sizeof peer) > 0);
@@ -478,7 +157,7 @@ static void test_echo_random_wrap(void)
     setup();
     struct acceptor a;
     char addr[ADDR_MAX];
-    start_listener(&a, "@", addr, sizeof addr);
+    CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
     CHECK(addr[0] == '@' && strlen(addr) > 1);
     struct fdn__tp_options small = {.notsent_lowat = 2048}; /* 4 KiB rings */
     struct endpoint client = {.check_rx = true}, server = {.echo = true, .pause_every = 7};
@@ -486,7 +165,7 @@ static void test_echo_random_wrap(void)
     uint64_t total = 0;
     for (int round = 0; round < 300; round++) {
         size_t len = rng_size(20000);
-        send_pattern(&client, len);
+        send_bytes(&client, len);
         total += len;
         if (round % 10 == 0) {
             while (client.rx_bytes < total) {
@@ -516,13 +195,13 @@ static void test_stream_one_way(void)
     setup();
     struct acceptor a;
     char addr[ADDR_MAX];
-    start_listener(&a, "@", addr, sizeof addr);
+    CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
     struct endpoint client = {0}, server = {.check_rx = true};
     connect_pair(&a, addr, NULL, &client, &server);
     const uint64_t total = 64u << 20;
     while (client.tx_bytes < total) {
         if (client.sends_queued - client.sends_reported < 8)
-            send_pattern(&client, (size_t)rng_range(1, 256 << 10));
+            send_bytes(&client, (size_t)rng_range(1, 256 << 10));
         else
             run_passes(1);
     }
@@ -542,7 +221,7 @@ static void test_many_connections(void)
     setup();
     struct acceptor a;
     char addr[ADDR_MAX];
-    start_listener(&a, "@", addr, sizeof addr);
+    CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
     static struct endpoint clients[MANY], servers[MANY];
     for (int i = 0; i < MANY; i++) {
         clients[i] = (struct endpoint){.check_rx = true, .rx_seed = 1000u * (unsigned)i,
@@ -557,8 +236,8 @@ static void test_many_connections(void)
     for (int r = 0; r < 5; r++)
         for (int i = 0; i < MANY; i++) {
             RUN_UNTIL(clients[i].connected_calls == 1);
-            send_pattern(&clients[i], rng_size(50000));
-            send_pattern(&servers[i], rng_size(50000));
+            send_bytes(&clients[i], rng_size(50000));
+            send_bytes(&servers[i], rng_size(50000));
         }
     for (int i = 0; i < MANY; i++) {
         RUN_UNTIL(servers[i].rx_bytes == clients[i].tx_bytes &&
@@ -586,16 +265,16 @@ static void test_close_delivers_all(void)
     setup();
     struct acceptor a;
     char addr[ADDR_MAX];
-    start_listener(&a, "@", addr, sizeof addr);
+    CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
     for (int side = 0; side < 2; side++) {
         struct endpoint client = {.check_rx = true}, server = {.check_rx = true};
         connect_pair(&a, addr, NULL, &client, &server);
         struct endpoint *tx = side ? &server : &client, *rx = side ? &client : &server;
-        send_pattern(tx, 100000);
+        send_bytes(tx, 100000);
         RUN_UNTIL(tx->sends_reported == 1);
         rx->paused = true; /* hold the bytes in the ring while the sender closes */
         fdn__tp_recv_pause(rx->conn, true);
-        send_pattern(tx, 100000);
+        send_bytes(tx, 100000);
         RUN_UNTIL(tx->sends_reported == 2);
         close_and_wait(tx);
         CHECK_EQ(tx->closed_err, -ECANCELED);
@@ -611,7 +290,7 @@ static void test_close_delivers_all(void)
     connect_pair(&a, addr, NULL, &client, &server);
     fdn__tp_recv_pause(server.conn, true);
     for (int i = 0; i < 10; i++)
-        send_pattern(&client, 200000);
+        send_bytes(&client, 200000);
     run_passes(50);
     fdn__tp_conn_close(client.conn);
     CHECK_EQ(fdn__tp_send(client.conn, &(struct fdn__tp_send){0}), -EPIPE);
@@ -641,7 +320,7 @@ static int child_stream(const char *addr)
         if (ep.closed_calls)
             return 1;
         if (ep.sends_queued - ep.sends_reported < 4)
-            send_pattern(&ep, 65536);
+            send_bytes(&ep, 65536);
         if (fdn_worker_progress(w) == 0)
             fdn_worker_wait(w, 1000000);
     }
@@ -663,7 +342,7 @@ static void test_peer_killed(void)
     setup();
     struct acceptor a;
     char addr[ADDR_MAX];
-    start_listener(&a, "@", addr, sizeof addr);
+    CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
     struct fdn__shm_stats before, after;
     fdn__shm_stats_get(&before);
     pid_t pid = spawn_child(addr);
@@ -689,8 +368,8 @@ static void test_peer_killed(void)
     RUN_UNTIL(again.rx_bytes > (1u << 20));
     struct endpoint client = {.check_rx = true}, server2 = {.check_rx = true};
     connect_pair(&a, addr, NULL, &client, &server2);
-    send_pattern(&client, 5000);
-    send_pattern(&server2, 7000);
+    send_bytes(&client, 5000);
+    send_bytes(&server2, 7000);
     RUN_UNTIL(server2.rx_bytes == 5000 && client.rx_bytes == 7000);
     CHECK_OK(kill(pid, SIGKILL));
     RUN_UNTIL(again.closed_calls == 1);
@@ -851,7 +530,7 @@ static void test_bad_setups_refused(void)
     setup();
     struct acceptor a;
     char addr[ADDR_MAX];
-    start_listener(&a, "@", addr, sizeof addr);
+    CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
     enum raw_flaw flaws[] = {RAW_UNSEALED, RAW_SHORT, RAW_TWO_FDS, RAW_PIPE, RAW_BAD_RING,
                              RAW_POOL_UNSEALED, RAW_POOL_SIZE};
     for (size_t i = 0; i < FDN_ARRAY_SIZE(flaws); i++) {
@@ -881,7 +560,7 @@ static void test_corrupt_ring_closes(void)
     setup();
     struct acceptor a;
     char addr[ADDR_MAX];
-    start_listener(&a, "@", addr, sizeof addr);
+    CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
     for (int kind = 0; kind < 4; kind++) {
         struct fdn__shm_stats before, after;
         fdn__shm_stats_get(&before);
@@ -908,7 +587,7 @@ static void test_corrupt_ring_closes(void)
         } else {
             /* The server produces until its ring is full, then the peer
              * claims to have consumed bytes never written. */
-            send_pattern(&server, 3 * r.ring);
+            send_bytes(&server, 3 * r.ring);
             RUN_UNTIL(atomic_load(&out->tail) == r.ring);
             atomic_store(&out->head, r.ring + 100);
         }
@@ -924,7 +603,7 @@ static void test_corrupt_ring_closes(void)
     /* Still serving. */
     struct endpoint client = {.check_rx = true}, server = {.check_rx = true};
     connect_pair(&a, addr, NULL, &client, &server);
-    send_pattern(&client, 12345);
+    send_bytes(&client, 12345);
     RUN_UNTIL(server.rx_bytes == 12345);
     close_and_wait(&client);
     RUN_UNTIL(server.closed_calls == 1);
@@ -939,13 +618,13 @@ static void test_lend_both_ways(void)
     setup();
     struct acceptor a;
     char addr[ADDR_MAX];
-    start_listener(&a, "@", addr, sizeof addr);
+    CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
     struct endpoint client = {.check_rx = true}, server = {.check_rx = true, .keep_refs = true};
     connect_pair(&a, addr, NULL, &client, &server);
     struct fdn__shm_stats st0, st;
     fdn__shm_stats_get(&st0);
     send_lent(&client, 100000);
-    send_pattern(&client, 3000);      /* copied, after it in order */
+    send_bytes(&client, 3000);      /* copied, after it in order */
     send_lent(&client, 5);
     RUN_UNTIL(server.num_kept == 2 && client.sends_reported == 3);
     CHECK_EQ(server.rx_bytes, 103005);
@@ -985,7 +664,7 @@ static void test_corrupt_records_close(void)
     setup();
     struct acceptor a;
     char addr[ADDR_MAX];
-    start_listener(&a, "@", addr, sizeof addr);
+    CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
     for (int kind = 0; kind < 6; kind++) {
         struct fdn__shm_stats before, after;
         fdn__shm_stats_get(&before);

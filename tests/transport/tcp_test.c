@@ -9,7 +9,6 @@
  * each byte against the pattern at its stream offset: stronger than a
  * checksum, and it names the first wrong offset. */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -20,43 +19,14 @@
 
 #include <fdn/fdn.h>
 
-#include "core/transport.h"
-#include "core/worker_internal.h"
 #include "test.h"
 
+#define RNG_SEED 0x5eed5eed12345678u
+#define PATTERN_LEN ((8u << 20) + 4099u) /* sends go up to 4 MiB */
+
+#include "tp_harness.h"
+
 #define ADDR_MAX 64
-
-static const struct fdn__transport *tp;
-static fdn_runtime *rt;
-static fdn_worker *w;
-
-/* ---- Random numbers and the pattern ------------------------------------- */
-
-static uint64_t rng_state = 0x5eed5eed12345678u;
-
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [lo, hi]. */
-static uint64_t rng_range(uint64_t lo, uint64_t hi) { return lo + rng_next() % (hi - lo + 1); }
-
-/* A size from 1 to max, log-uniform: as many tiny sends as huge ones. */
-static size_t rng_size(size_t max)
-{
-    int bits = (int)rng_range(0, 63 - (uint64_t)__builtin_clzll(max));
-    size_t lo = (size_t)1 << bits, hi = lo * 2 - 1 < max ? lo * 2 - 1 : max;
-    return (size_t)rng_range(lo, hi);
-}
-
-/* Stream byte i is pattern[(seed + i) % PATTERN_LEN]; the odd length makes
- * every window start at another alignment. */
-#define PATTERN_LEN ((8u << 20) + 4099u)
-static uint8_t *pattern;
 
 static void pattern_init(void)
 {
@@ -68,361 +38,8 @@ static void pattern_init(void)
     }
 }
 
-/* ---- Driving the worker ------------------------------------------------- */
-
-/* Bounds every wait, so a bug fails the test instead of hanging it. */
-#define MAX_PASSES 20000000L
-#define MAX_IDLE_WAITS 20000L /* 1 ms each */
-
-struct loop_budget {
-    long passes, idle;
-};
-
-static bool pump(struct loop_budget *b)
-{
-    if (++b->passes > MAX_PASSES)
-        return false;
-    int rc = fdn_worker_progress(w);
-    CHECK(rc >= 0);
-    if (rc == 0) {
-        if (++b->idle > MAX_IDLE_WAITS)
-            return false;
-        CHECK_OK(fdn_worker_wait(w, 1000000));
-    }
-    return true;
-}
-
-struct endpoint;
-static void resume(struct endpoint *ep);
-
-/* Runs the worker until cond holds; resumes ep (if not NULL) whenever it
- * paused itself from on_recv. */
-#define RUN_UNTIL_RESUMING(ep, cond)                                                     \
-    do {                                                                                 \
-        struct loop_budget budget_ = {0};                                                \
-        while (!(cond)) {                                                                \
-            resume(ep);                                                                  \
-            if (!pump(&budget_)) {                                                       \
-                fprintf(stderr, "%s:%d: RUN_UNTIL(%s) gave up after %ld passes\n",      \
-                        __FILE__, __LINE__, #cond, budget_.passes);                     \
-                abort();                                                                 \
-            }                                                                            \
-        }                                                                                \
-    } while (0)
-
-#define RUN_UNTIL(cond) RUN_UNTIL_RESUMING(NULL, cond)
-
-/* Runs n passes (waiting when idle): time for things that must NOT happen. */
-static void run_passes(int n)
-{
-    struct loop_budget b = {0};
-    for (int i = 0; i < n; i++)
-        CHECK(pump(&b));
-}
-
-/* Open file descriptors: a test must end with as many as it began with, so
- * every socket the transport opened was closed. */
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d != NULL);
-    int n = 0;
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
-
-static int fds_at_setup;
-
-static void setup(void)
-{
-    fds_at_setup = count_fds();
-    fdn_runtime_config cfg = {.workers = 1, .app_driven_workers = 1, .no_pinning = true};
-    CHECK_OK(fdn_runtime_create(&cfg, &rt));
-    w = fdn_runtime_worker(rt, 0);
-    int rc = fdn_worker_attach(w);
-    if (rc == -ENOSYS || rc == -EPERM)
-        SKIP("io_uring unavailable: %s", fdn_errmsg());
-    CHECK_OK(rc);
-}
-
-static void teardown(void)
-{
-    RUN_UNTIL(w->inflight == 0);
-    CHECK_OK(fdn_worker_detach(w));
-    CHECK_OK(fdn_runtime_stop(rt));
-    fdn_runtime_destroy(rt);
-    CHECK_EQ(count_fds(), fds_at_setup);
-}
-
-/* ---- Endpoints: one side of a connection -------------------------------- */
-
-struct endpoint {
-    struct fdn__tp_conn *conn;
-    int connected_calls, connected_err;
-    int closed_calls, closed_err;
-
-    /* Receive side. */
-    bool check_rx;           /* compare every byte with the pattern from rx_seed */
-    uint64_t rx_seed, rx_bytes;
-    int recv_calls;
-    bool paused;             /* the test paused it: on_recv must not come */
-    int pause_every;         /* pause from inside every n-th on_recv (0: never) */
-    int recv_error;          /* returned from on_recv (0: continue) */
-    bool failed_recv;        /* returned recv_error once: nothing may follow */
-    bool echo;               /* send back a copy of everything received */
-
-    /* Send side. */
-    uint64_t tx_seed, tx_bytes;          /* pattern offset, bytes queued */
-    uint64_t sends_queued, sends_reported, sends_ok, sends_failed;
-    uint64_t bytes_sent_ok;
-    int first_send_err;
-    bool close_in_on_sent;   /* call conn_close from on_sent (re-entrancy) */
-};
-
-/* A send and the memory it points to; freed when on_sent reports it. */
-struct test_send {
-    struct fdn__tp_send s;   /* first: on_sent gets &s */
-    struct endpoint *ep;
-    uint64_t seq;
-    uint8_t *copy;           /* owned bytes (echo), or NULL for pattern windows */
-    int max_iov;
-    struct iovec iov[];
-};
-
-static void check_pattern(uint64_t offset, const uint8_t *data, size_t len)
-{
-    size_t at = (size_t)(offset % PATTERN_LEN);
-    while (len) {
-        size_t n = PATTERN_LEN - at < len ? PATTERN_LEN - at : len;
-        if (memcmp(data, pattern + at, n) != 0) {
-            size_t i = 0;
-            while (data[i] == pattern[at + i])
-                i++;
-            fprintf(stderr, "stream byte at offset %llu is wrong\n",
-                    (unsigned long long)(offset + i));
-            abort();
-        }
-        data += n;
-        len -= n;
-        offset += n;
-        at = 0;
-    }
-}
-
-/* Splits [base, base + len) into `pieces` iovecs with random cuts. */
-static void add_pieces(struct test_send *t, uint8_t *base, size_t len, int pieces)
-{
-    while (len) {
-        size_t n = pieces <= 1 ? len : (size_t)rng_range(0, len / (size_t)pieces * 2);
-        if (n > len)
-            n = len;
-        CHECK(t->s.iovcnt < t->max_iov);
-        t->iov[t->s.iovcnt++] = (struct iovec){.iov_base = base, .iov_len = n};
-        base += n;
-        len -= n;
-        pieces--;
-    }
-}
-
-static struct test_send *new_send(struct endpoint *ep, int max_iov)
-{
-    struct test_send *t = calloc(1, sizeof *t + (size_t)max_iov * sizeof(struct iovec));
-    CHECK(t != NULL);
-    t->ep = ep;
-    t->max_iov = max_iov;
-    t->s.iov = t->iov;
-    return t;
-}
-
-static int submit(struct endpoint *ep, struct test_send *t, bool zerocopy)
-{
-    t->seq = ep->sends_queued;
-    t->s.zerocopy = zerocopy;
-    for (int i = 0; i < t->s.iovcnt; i++)
-        t->s.len += t->iov[i].iov_len;
-    int rc = fdn__tp_send(ep->conn, &t->s);
-    if (rc == 0)
-        ep->sends_queued++;
-    return rc;
-}
-
-/* Queues the next len bytes of ep's pattern stream, in about `pieces` iovecs. */
-static void send_pattern(struct endpoint *ep, size_t len, int pieces, bool zerocopy)
-{
-    struct test_send *t = new_send(ep, pieces + 2);
-    size_t at = (size_t)((ep->tx_seed + ep->tx_bytes) % PATTERN_LEN);
-    size_t first = PATTERN_LEN - at < len ? PATTERN_LEN - at : len;
-    add_pieces(t, pattern + at, first, pieces);
-    add_pieces(t, pattern, len - first, 1); /* the wrap, if any */
-    CHECK_OK(submit(ep, t, zerocopy));
-    ep->tx_bytes += len;
-}
-
-static void send_copy(struct endpoint *ep, const uint8_t *data, size_t len)
-{
-    int pieces = (int)rng_range(1, 8);
-    struct test_send *t = new_send(ep, pieces + 1);
-    t->copy = malloc(len);
-    CHECK(t->copy != NULL);
-    memcpy(t->copy, data, len);
-    add_pieces(t, t->copy, len, pieces);
-    CHECK_OK(submit(ep, t, rng_next() & 1));
-    ep->tx_bytes += len;
-}
-
-static void ep_on_connected(void *ctx, int err)
-{
-    struct endpoint *ep = ctx;
-    CHECK_EQ(ep->connected_calls, 0);
-    CHECK_EQ(ep->closed_calls, 0);
-    ep->connected_calls++;
-    ep->connected_err = err;
-}
-
-static int ep_on_recv(void *ctx, const uint8_t *data, size_t len)
-{
-    struct endpoint *ep = ctx;
-    CHECK_EQ(ep->closed_calls, 0);
-    CHECK(!ep->paused);
-    CHECK(!ep->failed_recv);
-    CHECK(len > 0);
-    if (ep->check_rx)
-        check_pattern(ep->rx_seed + ep->rx_bytes, data, len);
-    ep->rx_bytes += len;
-    ep->recv_calls++;
-    if (ep->echo)
-        send_copy(ep, data, len);
-    if (ep->pause_every && ep->recv_calls % ep->pause_every == 0) {
-        ep->paused = true;
-        fdn__tp_recv_pause(ep->conn, true);
-    }
-    if (ep->recv_error) {
-        ep->failed_recv = true;
-        return ep->recv_error;
-    }
-    return 0;
-}
-
-static void ep_on_sent(void *ctx, struct fdn__tp_send *s, int err)
-{
-    struct endpoint *ep = ctx;
-    struct test_send *t = (struct test_send *)s;
-    CHECK(t->ep == ep);
-    CHECK_EQ(ep->closed_calls, 0);
-    CHECK_EQ(t->seq, ep->sends_reported); /* in submission order, each once */
-    ep->sends_reported++;
-    if (err == 0) {
-        ep->sends_ok++;
-        ep->bytes_sent_ok += s->len;
-        CHECK_EQ(ep->sends_failed, 0); /* no success after a failure */
-    } else {
-        if (!ep->sends_failed)
-            ep->first_send_err = err;
-        ep->sends_failed++;
-        if (ep->close_in_on_sent)
-            fdn__tp_conn_close(ep->conn);
-    }
-    free(t->copy);
-    free(t);
-}
-
-static void ep_on_closed(void *ctx, int err)
-{
-    struct endpoint *ep = ctx;
-    CHECK_EQ(ep->closed_calls, 0);
-    CHECK_EQ(ep->sends_reported, ep->sends_queued); /* every send first */
-    ep->closed_calls++;
-    ep->closed_err = err;
-}
-
-static const struct fdn__tp_conn_events ep_events = {
-    .on_connected = ep_on_connected,
-    .on_recv = ep_on_recv,
-    .on_sent = ep_on_sent,
-    .on_closed = ep_on_closed,
-};
-
-/* Lifts a pause that ep made from its on_recv (pause_every). */
-static void resume(struct endpoint *ep)
-{
-    if (ep && ep->paused) {
-        ep->paused = false;
-        fdn__tp_recv_pause(ep->conn, false);
-    }
-}
-
-/* ---- Listeners ---------------------------------------------------------- */
-
-#define MAX_ACCEPTED 64
-
-struct acceptor {
-    struct fdn__tp_listener *l;
-    struct fdn__tp_conn *conns[MAX_ACCEPTED];
-    int accepted;
-    int closed_calls, closed_err;
-};
-
-static void acc_on_accept(void *ctx, struct fdn__tp_conn *conn)
-{
-    struct acceptor *a = ctx;
-    CHECK_EQ(a->closed_calls, 0);
-    CHECK(a->accepted < MAX_ACCEPTED);
-    a->conns[a->accepted++] = conn;
-}
-
-static void acc_on_closed(void *ctx, int err)
-{
-    struct acceptor *a = ctx;
-    CHECK_EQ(a->closed_calls, 0);
-    a->closed_calls++;
-    a->closed_err = err;
-}
-
-static const struct fdn__tp_listener_events acc_events = {
-    .on_accept = acc_on_accept,
-    .on_closed = acc_on_closed,
-};
-
-/* Listens on host:0; *addr gets the bound address. Returns listen's error. */
-static int start_listener(struct acceptor *a, const char *host_port0, char *addr, size_t len)
-{
-    memset(a, 0, sizeof *a);
-    int rc = tp->listen(w, host_port0, NULL, &acc_events, a, &a->l);
-    if (rc < 0)
-        return rc;
-    rc = fdn__tp_listener_addr(a->l, addr, len);
-    CHECK(rc > 0);
-    CHECK_EQ((size_t)rc, strlen(addr));
-    return 0;
-}
-
-static void stop_listener(struct acceptor *a)
-{
-    fdn__tp_listener_close(a->l);
-    fdn__tp_listener_close(a->l); /* idempotent */
-    RUN_UNTIL(a->closed_calls == 1);
-    CHECK_EQ(a->closed_err, -ECANCELED);
-}
-
-/* Connects client to addr and starts the accepted end as server. */
-static void connect_pair(struct acceptor *a, const char *addr, struct endpoint *client,
-                         struct endpoint *server)
-{
-    int before = a->accepted;
-    CHECK_OK(tp->connect(w, addr, NULL, &ep_events, client, &client->conn));
-    RUN_UNTIL(client->connected_calls == 1 && a->accepted == before + 1);
-    CHECK_OK(client->connected_err);
-    server->conn = a->conns[before];
-    fdn__tp_conn_start(server->conn, &ep_events, server);
-}
-
-static void close_and_wait(struct endpoint *ep)
-{
-    fdn__tp_conn_close(ep->conn);
-    RUN_UNTIL(ep->closed_calls == 1);
-}
+/* TCP holds nothing but its sockets, which teardown() counts. */
+static void check_released(void) {}
 
 /* ---- Tests -------------------------------------------------------------- */
 
@@ -480,7 +97,7 @@ static int basic_exchange(const char *listen_addr, const char *host_prefix)
 
     struct endpoint client = {.check_rx = true, .rx_seed = 1000};
     struct endpoint server = {.check_rx = true, .tx_seed = 1000};
-    connect_pair(&a, addr, &client, &server);
+    connect_pair(&a, addr, NULL, &client, &server);
     CHECK_EQ(fdn_worker_detach(w), -EBUSY); /* receives are in flight */
     char peer[ADDR_MAX];
     CHECK(fdn__tp_conn_peer_addr(client.conn, peer, sizeof peer) > 0);
@@ -539,7 +156,7 @@ static void test_echo_random(void)
     CHECK_OK(start_listener(&a, "127.0.0.1:0", addr, sizeof addr));
     struct endpoint client = {.check_rx = true, .rx_seed = 777, .tx_seed = 777};
     struct endpoint server = {.echo = true, .check_rx = true, .rx_seed = 777};
-    connect_pair(&a, addr, &client, &server);
+    connect_pair(&a, addr, NULL, &client, &server);
 
     const int sends = 80;
     while (client.sends_queued < (uint64_t)sends) {
@@ -571,7 +188,7 @@ static void test_stream_100mb(void)
     CHECK_OK(start_listener(&a, "127.0.0.1:0", addr, sizeof addr));
     struct endpoint client = {.tx_seed = 42};
     struct endpoint server = {.check_rx = true, .rx_seed = 42};
-    connect_pair(&a, addr, &client, &server);
+    connect_pair(&a, addr, NULL, &client, &server);
 
     const uint64_t total = 100u * 1000 * 1000;
     while (client.tx_bytes < total) {
@@ -659,7 +276,7 @@ static void test_recv_pause(void)
     CHECK_OK(start_listener(&a, "127.0.0.1:0", addr, sizeof addr));
     struct endpoint client = {.tx_seed = 5};
     struct endpoint server = {.check_rx = true, .rx_seed = 5, .pause_every = 1};
-    connect_pair(&a, addr, &client, &server);
+    connect_pair(&a, addr, NULL, &client, &server);
 
     for (int i = 0; i < 32; i++)
         send_pattern(&client, 256u << 10, 3, i % 4 == 0);
@@ -703,7 +320,7 @@ static void test_recv_error_closes(void)
     CHECK_OK(start_listener(&a, "127.0.0.1:0", addr, sizeof addr));
     struct endpoint client = {0};
     struct endpoint server = {.recv_error = -EPROTO};
-    connect_pair(&a, addr, &client, &server);
+    connect_pair(&a, addr, NULL, &client, &server);
     for (int i = 0; i < 8; i++)
         send_pattern(&client, 64u << 10, 2, false);
     RUN_UNTIL(server.closed_calls == 1);
@@ -727,7 +344,7 @@ static void test_peer_close_delivers_all(void)
     CHECK_OK(start_listener(&a, "127.0.0.1:0", addr, sizeof addr));
     struct endpoint client = {.tx_seed = 99};
     struct endpoint server = {.check_rx = true, .rx_seed = 99, .pause_every = 2};
-    connect_pair(&a, addr, &client, &server);
+    connect_pair(&a, addr, NULL, &client, &server);
     for (int i = 0; i < 24; i++)
         send_pattern(&client, rng_size(1u << 20), 4, i % 3 == 0);
     RUN_UNTIL_RESUMING(&server, client.sends_reported == client.sends_queued);
@@ -856,7 +473,7 @@ static void test_zero_length_send(void)
     CHECK_OK(start_listener(&a, "127.0.0.1:0", addr, sizeof addr));
     struct endpoint client = {0};
     struct endpoint server = {.check_rx = true};
-    connect_pair(&a, addr, &client, &server);
+    connect_pair(&a, addr, NULL, &client, &server);
     CHECK_OK(submit(&client, new_send(&client, 1), false));
     CHECK_EQ(client.sends_reported, 0); /* never from inside the call */
     send_pattern(&client, 3000, 3, false);
