@@ -54,11 +54,13 @@
  * bytes in the ring, and both are validated as bytes from a socket are.
  *
  * Polling and wake-ups. Each connection registers a poller with its worker
- * (fdn__worker_add_poller): every progress pass reads the inbound tail and
- * the outbound head, so while both sides are busy no system call is made.
+ * (fdn__worker_add_poller): every progress pass reads the header word at the
+ * inbound ring's head (shm_ring.h), and the outbound head only when the
+ * space it knew of runs out, so while both sides are busy no system call
+ * is made.
  * Before its worker blocks, a connection publishes "sleeping" in the
  * inbound ring (and "space wanted" in the outbound one if sends wait for
- * room), issues a full fence and re-checks; a producer publishes its tail,
+ * room), issues a full fence and re-checks; a producer publishes its records,
  * issues a full fence and then reads the flag, and only if it is set (and
  * it wins the exchange that clears it) writes the consumer's eventfd. This
  * is the Dekker handshake of core/worker.c: one of the two always sees the
@@ -66,11 +68,11 @@
  * whose completion ends the worker's wait.
  *
  * Ends. An orderly close (core's) sets `closed` in the outbound ring after
- * the last tail and shuts the socket down, which wakes the peer: the peer
- * delivers every byte up to that tail, then reports on_closed(0). A peer
+ * its last record and shuts the socket down, which wakes the peer: the peer
+ * delivers every record before the flag, then reports on_closed(0). A peer
  * that goes without that flag (killed, crashed, or closing after a protocol
  * error) is seen by a POLL on its pidfd or on the socket, and reported as
- * -ECONNRESET at once. A position in a ring that cannot be right closes the
+ * -ECONNRESET at once. A position or record that cannot be right closes the
  * connection with -EBADMSG and a detail in fdn_errmsg(), and is counted.
  * The segment is unmapped and every descriptor closed when the connection
  * finishes, so a dead peer's memory is reclaimed. Our buffers the peer
@@ -606,7 +608,7 @@ static void make_active(struct shm_conn *c, struct conn_op *op, bool armed)
 
 /* Starts closing with err (on_closed's argument) unless already closing.
  * An orderly close (err 0 or core's -ECANCELED) tells the peer through the
- * ring's closed flag that no byte follows the tail; any close shuts the
+ * ring's closed flag that no record follows those written; any close shuts the
  * socket down, which wakes the peer. The cancel on the socket always
  * submits, so a completion drives the rest. */
 static void conn_begin_close(struct shm_conn *c, int err)
@@ -664,11 +666,6 @@ static void record_corrupt(struct shm_conn *c, const char *fmt, ...)
     stat_add(&stats.bad_records, 1);
     conn_begin_close(c, FDN_ERR(-EBADMSG, "shm: peer pid %d wrote an impossible record into "
                                 "the shared ring: %s; connection closed", (int)c->peer_pid, why));
-}
-
-static void rx_corrupt(struct shm_conn *c)
-{
-    ring_corrupt(c, "tail", c->rx.known_tail, c->rx.head + c->ring_bytes);
 }
 
 static void tx_corrupt(struct shm_conn *c)
@@ -806,7 +803,7 @@ static void collect_returned(struct shm_conn *c)
 }
 
 /* Hands core the next piece of the BYTES record being read. */
-static int deliver_bytes(struct shm_conn *c, uint64_t *left)
+static int deliver_bytes(struct shm_conn *c, uint64_t *budget)
 {
     size_t n;
     const uint8_t *piece = fdn__shm_rx_piece(&c->rx, c->rx_bytes_left, &n);
@@ -814,61 +811,60 @@ static int deliver_bytes(struct shm_conn *c, uint64_t *left)
     c->rx_bytes_left -= (uint32_t)n;
     uint64_t used = n + (c->rx_bytes_left ? 0 : c->rx_pad);
     fdn__shm_rx_consume(&c->rx, used);
-    *left -= used;
+    *budget -= *budget < used ? *budget : used;
     return rc;
+}
+
+/* Whether the peer has closed its end and every record before that has
+ * been read: closed is set after the last header, so once it is seen, no
+ * record at head means none will come. */
+static bool peer_closed_after_all(const struct shm_conn *c)
+{
+    return atomic_load_explicit(&c->rx.ctl->closed, memory_order_acquire) &&
+           !fdn__shm_rx_ready(&c->rx);
 }
 
 /* Delivers what the peer has written, at most one ring's worth: record by
  * record, each read once and checked before use. */
 static int poll_recv(struct shm_conn *c)
 {
-    int64_t avail = fdn__shm_rx_avail(&c->rx);
-    if (avail < 0) {
-        rx_corrupt(c);
-        return 1;
-    }
-    if (avail == 0) {
-        /* The peer's orderly end: closed is set after its last tail, so
-         * once it is seen, a tail unchanged since is the end. */
-        if (atomic_load_explicit(&c->rx.ctl->closed, memory_order_acquire)) {
-            avail = fdn__shm_rx_avail(&c->rx);
-            if (avail == 0)
-                conn_begin_close(c, 0);
-            else if (avail < 0)
-                rx_corrupt(c);
-            return 1;
-        }
-        return 0;
-    }
     int work = 0;
-    uint64_t left = (uint64_t)avail;
-    while (left && !c->paused && !c->closing) {
+    uint64_t budget = c->ring_bytes;
+    while (!c->paused && !c->closing && budget) {
         int rc;
-        work++;
         if (c->rx_bytes_left) {
-            rc = deliver_bytes(c, &left);
+            rc = deliver_bytes(c, &budget);
         } else {
             struct fdn__shm_rec r;
-            if (fdn__shm_rx_record(&c->rx, left, &r) < 0) {
-                record_corrupt(c, "malformed record at position %llu (%llu bytes readable)",
-                               (unsigned long long)c->rx.head, (unsigned long long)left);
+            rc = fdn__shm_rx_record(&c->rx, &r);
+            if (rc == 0) {
+                if (work == 0 && peer_closed_after_all(c)) {
+                    conn_begin_close(c, 0);
+                    return 1;
+                }
+                break;
+            }
+            if (rc < 0) {
+                record_corrupt(c, "malformed record at position %llu",
+                               (unsigned long long)c->rx.head);
                 break;
             }
             if (r.type == FDN__SHM_REC_BYTES) {
                 /* The header now; the bytes as they are delivered. */
                 fdn__shm_rx_consume(&c->rx, FDN__SHM_REC_HDR);
-                left -= FDN__SHM_REC_HDR;
                 c->rx_bytes_left = r.len;
                 c->rx_pad = r.rec_bytes - FDN__SHM_REC_HDR - r.len;
+                budget -= budget < FDN__SHM_REC_HDR ? budget : FDN__SHM_REC_HDR;
                 continue;
             }
-            left -= r.rec_bytes;
+            budget -= budget < r.rec_bytes ? budget : r.rec_bytes;
             rc = r.type == FDN__SHM_REC_REF ? take_ref(c, &r) : take_release(c, &r);
         }
+        work++;
         if (rc < 0)
             conn_begin_close(c, rc);
     }
-    if (!c->closing)
+    if (work && !c->closing)
         wake_peer_if_waiting(c, &c->rx.ctl->space_wanted);
     return work;
 }
@@ -992,7 +988,6 @@ full:
         close_bytes(c, open_at, &space);
     if (c->tx.tail == start)
         return 0;
-    fdn__shm_tx_publish(&c->tx);
     wake_peer_if_waiting(c, &c->tx.ctl->sleeping);
     return 1;
 }
@@ -1056,7 +1051,7 @@ static bool conn_prepare_sleep(fdn_worker *w, struct fdn__poller *p)
     }
     atomic_thread_fence(memory_order_seq_cst);
     if (!c->paused &&
-        (atomic_load_explicit(&c->rx.ctl->tail, memory_order_relaxed) != c->rx.known_tail ||
+        (c->rx_bytes_left || fdn__shm_rx_ready(&c->rx) ||
          atomic_load_explicit(&c->rx.ctl->closed, memory_order_relaxed)))
         return false;
     if (want_space &&

@@ -9,7 +9,9 @@
  * does; an honest peer uses the same code from the other end. The input is
  * a script of steps, each an opcode byte and an 8-byte little-endian
  * operand:
- *   0  the peer writes ring 0's tail          1  the peer writes ring 1's head
+ *   0  the peer writes a word (the operand)    1  the peer writes ring 1's head
+ *      at an 8-aligned place of ring 0,
+ *      by turns at this side's head
  *   2  this side receives what ring 0 holds   3  this side sends: BYTES of
  *                                                 operand % 64 KiB, or a REF of
  *                                                 its pool (operand's top bit)
@@ -105,45 +107,44 @@ static void take_stream(struct model *m, struct end *e, const struct end *from, 
     e->received += n;
 }
 
-/* Consumes what e's inbound ring holds, record by record, as shm.c does. */
+/* Consumes what e's inbound ring holds, record by record, as shm.c does:
+ * at most a ring's worth per call. */
 static void receive(struct model *m, struct end *e, struct end *from)
 {
     if (e->dead)
         return;
-    int64_t avail = fdn__shm_rx_avail(&e->rx);
-    if (avail < 0) {
-        refused(m, e);
-        return;
-    }
-    FUZZ_CHECK((uint64_t)avail <= m->size);
-    uint64_t left = (uint64_t)avail;
-    while (left) {
+    uint64_t budget = m->size;
+    while (budget) {
         if (e->rx_bytes_left) {
             size_t n;
             const uint8_t *p = fdn__shm_rx_piece(&e->rx, e->rx_bytes_left, &n);
-            FUZZ_CHECK(n > 0 && n <= left);
+            FUZZ_CHECK(n > 0 && n <= m->size - FDN__SHM_SLACK);
             FUZZ_CHECK(p >= e->rx.data && p + n <= e->rx.data + m->size);
             take_stream(m, e, from, p, n);
             e->rx_bytes_left -= (uint32_t)n;
             uint64_t used = n + (e->rx_bytes_left ? 0 : fdn__shm_align8(e->rx.head + n) -
                                                             (e->rx.head + n));
             fdn__shm_rx_consume(&e->rx, used);
-            left -= used;
+            budget -= budget < used ? budget : used;
             continue;
         }
         struct fdn__shm_rec r;
-        if (fdn__shm_rx_record(&e->rx, left, &r) < 0) {
+        int rc = fdn__shm_rx_record(&e->rx, &r);
+        if (rc == 0)
+            return;
+        if (rc < 0) {
             refused(m, e);
             return;
         }
-        FUZZ_CHECK(r.rec_bytes <= left && r.rec_bytes % 8 == 0);
+        FUZZ_CHECK(r.rec_bytes <= m->size - FDN__SHM_SLACK && r.rec_bytes % 8 == 0);
         if (r.type == FDN__SHM_REC_BYTES) {
             FUZZ_CHECK(r.len > 0 && FDN__SHM_REC_HDR + r.len <= r.rec_bytes);
             fdn__shm_rx_consume(&e->rx, FDN__SHM_REC_HDR);
-            left -= FDN__SHM_REC_HDR;
+            budget -= budget < FDN__SHM_REC_HDR ? budget : FDN__SHM_REC_HDR;
             e->rx_bytes_left = r.len;
             continue;
         }
+        budget -= budget < r.rec_bytes ? budget : r.rec_bytes;
         if (r.type == FDN__SHM_REC_REF) {
             if (!fdn__shm_ref_ok(&r, POOL_BYTES, e->borrowed)) {
                 refused(m, e);
@@ -163,7 +164,6 @@ static void receive(struct model *m, struct end *e, struct end *from)
             e->lent[r.slot] = false;
         }
         fdn__shm_rx_consume(&e->rx, r.rec_bytes);
-        left -= r.rec_bytes;
     }
 }
 
@@ -176,8 +176,8 @@ static int64_t space_of(struct model *m, struct end *e)
         refused(m, e);
         return -1;
     }
-    FUZZ_CHECK((uint64_t)space <= m->size && space % 8 == 0);
-    FUZZ_CHECK(e->tx.tail - e->tx.known_head <= m->size);
+    FUZZ_CHECK((uint64_t)space <= m->size - FDN__SHM_SLACK && space % 8 == 0);
+    FUZZ_CHECK(e->tx.tail - e->tx.known_head <= m->size - FDN__SHM_SLACK);
     return space;
 }
 
@@ -191,7 +191,6 @@ static void write_releases(struct model *m, struct end *e)
         fdn__shm_tx_release(&e->tx, e->to_release[--e->num_release]);
         space -= FDN__SHM_REC_HDR;
     }
-    fdn__shm_tx_publish(&e->tx);
 }
 
 static void release_all(struct model *m, struct end *e)
@@ -221,7 +220,6 @@ static void produce(struct model *m, struct end *e, uint64_t want)
             fdn__shm_tx_ref(&e->tx, slot, off, (uint32_t)n);
             e->lent[slot] = true;
             e->sent += n;
-            fdn__shm_tx_publish(&e->tx);
             return;
         }
     }
@@ -230,8 +228,7 @@ static void produce(struct model *m, struct end *e, uint64_t want)
     uint64_t at = fdn__shm_tx_bytes_open(&e->tx);
     fdn__shm_tx_write(&e->tx, stream_of(e->pattern_k) + e->sent % 256, n);
     fdn__shm_tx_bytes_close(&e->tx, at);
-    FUZZ_CHECK(e->tx.tail - e->tx.known_head <= m->size);
-    fdn__shm_tx_publish(&e->tx);
+    FUZZ_CHECK(e->tx.tail - e->tx.known_head <= m->size - FDN__SHM_SLACK);
     e->sent += n;
 }
 
@@ -294,10 +291,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t at = 1; at + 9 <= size; at += 9) {
         uint64_t v = operand(data + at + 1);
         switch (data[at] % 8) {
-        case 0:
+        case 0: {
+            /* A forged header where this side reads next, or a word
+             * anywhere (a stale lap, a record half written). */
             m->hostile = true;
-            atomic_store_explicit(&fdn__shm_ctl(m->seg, 0)->tail, v, memory_order_relaxed);
+            uint64_t pos = (at / 9) % 2 ? m->us.rx.head : v >> 40;
+            uint8_t *ring0 = fdn__shm_data(m->seg, m->size, 0);
+            memcpy(ring0 + (pos & (m->size - 1) & ~(uint64_t)7), &v, sizeof v);
             break;
+        }
         case 1:
             m->hostile = true;
             atomic_store_explicit(&fdn__shm_ctl(m->seg, 1)->head, v, memory_order_relaxed);
