@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -28,6 +29,7 @@
 
 #include <fdn/error.h>
 #include <fdn/msg.h>
+#include <fdn/node.h>
 #include <fdn/runtime.h>
 #include <fdn/topology.h>
 #include <fdn/worker.h>
@@ -884,6 +886,127 @@ void BM_worker_schedule_run(benchmark::State &state)
     state.SetItemsProcessed(state.iterations());
 }
 
+// ---- 10. A message through two nodes on one worker --------------------------
+
+// Two nodes on the benchmark thread's worker, connected over a transport,
+// play ping-pong on the coordination channel: each iteration is one round
+// trip, the ping and its echo each going through everything a message goes
+// through between two processes (fdn_send, the frame scheduler, the
+// transport, frame decoding, reassembly, delivery at the channel's
+// priority, the handler) except the wait for the other core. So one_way_ns
+// is the software cost of one message, the part of fdn-perf's latency that
+// does not depend on where the machine placed the two cores.
+struct NodePair {
+    fdn_node *server = nullptr, *client = nullptr;
+    fdn_peer *peer = nullptr;      // the client's view of the server
+    fdn_peer *accepted = nullptr;  // the server's view of the client
+    uint64_t echoes = 0;
+};
+
+void on_ping(fdn_peer *peer, int channel, fdn_msg *m, void *)
+{
+    if (fdn_send(peer, channel, m) == -EAGAIN)
+        fdn_msg_free(m);
+}
+
+void on_echo_count(fdn_peer *, int, fdn_msg *m, void *arg)
+{
+    ++static_cast<NodePair *>(arg)->echoes;
+    fdn_msg_free(m);
+}
+
+void on_server_peer_up(fdn_peer *peer, void *arg)
+{
+    static_cast<NodePair *>(arg)->accepted = peer;
+}
+
+bool lanes_up(const fdn_peer *p)
+{
+    if (!p || !fdn_peer_is_up(p))
+        return false;
+    for (int l = 1; l <= fdn_peer_lane_count(p); l++) {
+        fdn_lane_stats ls;
+        if (fdn_peer_lane_stats(p, l, &ls) < 0 || !ls.up)
+            return false;
+    }
+    return true;
+}
+
+void BM_node_pingpong_one_worker(benchmark::State &state)
+{
+    static const uint8_t secret[] = "fdn-bench node ping-pong secret";
+    const char *transport = state.range(0) ? "tcp" : "shm";
+    const size_t size = static_cast<size_t>(state.range(1));
+    AttachedRuntime rt;
+    if (!rt.open(state, one_app_worker()))
+        return;
+    fdn_worker *w = rt.home();
+    NodePair pair;
+    fdn_node_config cfg{};
+    cfg.worker = w;
+    cfg.secret = secret;
+    cfg.secret_len = sizeof secret - 1;
+    cfg.no_same_host_shm = true;
+    int rc = fdn_node_create(&cfg, &pair.server);
+    if (rc == 0)
+        rc = fdn_node_create(&cfg, &pair.client);
+    if (rc < 0)
+        return skip_fdn(state, "fdn_node_create", rc);
+    fdn_node_events ev{};
+    ev.peer_up = on_server_peer_up;
+    ev.arg = &pair;
+    fdn_node_set_events(pair.server, &ev);
+    fdn_channel_set_handler(pair.server, FDN_CHANNEL_COORDINATION, on_ping, nullptr);
+    fdn_channel_set_handler(pair.client, FDN_CHANNEL_COORDINATION, on_echo_count, &pair);
+    char addr[128];
+    rc = fdn_node_listen(pair.server, state.range(0) ? "tcp://127.0.0.1:0" : "shm://@");
+    if (rc >= 0)
+        rc = fdn_node_listen_addr(pair.server, rc, addr, sizeof addr);
+    if (rc >= 0)
+        rc = fdn_node_connect(pair.client, addr, &pair.peer);
+    if (rc < 0) {
+        fdn_node_destroy(pair.client);
+        fdn_node_destroy(pair.server);
+        return skip_fdn(state, "listen or connect", rc);
+    }
+    auto until = [&](auto cond) {
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (!cond() && std::chrono::steady_clock::now() < deadline)
+            fdn_worker_progress(w);
+        return cond();
+    };
+    auto round_trip = [&]() {
+        fdn_msg *m;
+        uint64_t want = pair.echoes + 1;
+        if (fdn_msg_alloc(fdn_worker_pool(w), size, &m) < 0)
+            return false;
+        std::memset(fdn_msg_data(m), 0x5a, size);
+        if (fdn_send(pair.peer, FDN_CHANNEL_COORDINATION, m) < 0)
+            return false;
+        for (int passes = 0; pair.echoes < want; passes++)
+            if (passes > 1000000 || fdn_worker_progress(w) < 0)
+                return false;
+        return true;
+    };
+    bool ok = until([&] { return lanes_up(pair.peer) && lanes_up(pair.accepted); });
+    for (int i = 0; ok && i < kWarmupRoundTrips; i++)
+        ok = round_trip();
+    if (ok) {
+        LoopClock clock;
+        for (auto _ : state)
+            if (!round_trip()) {
+                ok = false;
+                break;
+            }
+        set_one_way_ns(state, clock.elapsed_ns());
+    }
+    state.SetLabel(std::string(transport) + ", " + std::to_string(size) + " B, one worker");
+    fdn_node_destroy(pair.client);
+    fdn_node_destroy(pair.server);
+    if (!ok)
+        state.SkipWithError("a ping was refused or its echo never came");
+}
+
 } // namespace
 
 // Multi-threaded benchmarks are timed in real time: the helper threads' work
@@ -920,6 +1043,12 @@ BENCHMARK(BM_timer_arm_cancel)->ArgName("armed")->Arg(0)->Arg(1000)->Arg(100000)
 BENCHMARK(BM_timer_arm_cancel_api)->ArgName("armed")->Arg(0)->Arg(1000)->Arg(100000)->UseRealTime();
 BENCHMARK(BM_timer_expire)->ArgName("timers")->Arg(1000)->Arg(100000)->UseManualTime();
 BENCHMARK(BM_worker_schedule_run)->UseRealTime();
+BENCHMARK(BM_node_pingpong_one_worker)
+    ->ArgNames({"tcp", "bytes"})
+    ->Args({0, 8})
+    ->Args({0, 64})
+    ->Args({1, 8})
+    ->UseRealTime();
 
 // hwloc's PCI plugin (loaded with the host topology by every runtime) keeps
 // libpciaccess allocations reachable only from that library's globals; hwloc
