@@ -920,18 +920,6 @@ void on_server_peer_up(fdn_peer *peer, void *arg)
     static_cast<NodePair *>(arg)->accepted = peer;
 }
 
-bool lanes_up(const fdn_peer *p)
-{
-    if (!p || !fdn_peer_is_up(p))
-        return false;
-    for (int l = 1; l <= fdn_peer_lane_count(p); l++) {
-        fdn_lane_stats ls;
-        if (fdn_peer_lane_stats(p, l, &ls) < 0 || !ls.up)
-            return false;
-    }
-    return true;
-}
-
 void BM_node_pingpong_one_worker(benchmark::State &state)
 {
     static const uint8_t secret[] = "fdn-bench node ping-pong secret";
@@ -988,7 +976,8 @@ void BM_node_pingpong_one_worker(benchmark::State &state)
                 return false;
         return true;
     };
-    bool ok = until([&] { return lanes_up(pair.peer) && lanes_up(pair.accepted); });
+    bool ok = until([&] { return pair.peer && pair.accepted && fdn_peer_lanes_up(pair.peer) &&
+                               fdn_peer_lanes_up(pair.accepted); });
     for (int i = 0; ok && i < kWarmupRoundTrips; i++)
         ok = round_trip();
     if (ok) {

@@ -2772,6 +2772,16 @@ int fdn_peer_channel_stats(const fdn_peer *p, int channel, fdn_channel_stats *ou
 
 int fdn_peer_lane_count(const fdn_peer *p) { return p->num_lanes; }
 
+bool fdn_peer_lanes_up(const fdn_peer *p)
+{
+    if (p->state != FDN__PEER_UP)
+        return false;
+    for (unsigned i = 0; i < p->num_lanes; i++)
+        if (!p->lanes[i] || !p->lanes[i]->up || p->lanes[i]->closed)
+            return false;
+    return true;
+}
+
 int fdn_peer_lane_stats(const fdn_peer *p, int lane, fdn_lane_stats *out)
 {
     if (lane < 1 || lane > p->num_lanes)

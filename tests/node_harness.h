@@ -54,17 +54,11 @@ static inline void harness_stop(void)
     fdn_runtime_destroy(rt);
 }
 
-/* True once p is up with every lane it agreed on up too. */
+/* True once p (maybe not known yet) is up with every lane it agreed on up
+ * too. */
 static inline bool all_lanes_up(const fdn_peer *p)
 {
-    if (!p || !fdn_peer_is_up(p))
-        return false;
-    for (int l = 1; l <= fdn_peer_lane_count(p); l++) {
-        fdn_lane_stats ls;
-        if (fdn_peer_lane_stats(p, l, &ls) < 0 || !ls.up)
-            return false;
-    }
-    return true;
+    return p && fdn_peer_lanes_up(p);
 }
 
 /* Payload of message `tag` (at least 4 bytes): the tag, then bytes derived

@@ -71,12 +71,8 @@ static void wait_lanes_up(struct client *c)
 {
     uint64_t deadline = fdn_now_ns() + CONNECT_TIMEOUT_NS;
     for (;;) {
-        bool all = true;
-        for (int l = 1; l <= fdn_peer_lane_count(c->peer); l++) {
-            fdn_lane_stats ls;
-            all &= fdn_peer_lane_stats(c->peer, l, &ls) == 0 && ls.up;
-        }
-        if (all || c->down || perf_stop_requested || fdn_now_ns() > deadline)
+        if (fdn_peer_lanes_up(c->peer) || c->down || perf_stop_requested ||
+            fdn_now_ns() > deadline)
             return;
         if (fdn_worker_progress(c->env.w) == 0)
             fdn_worker_wait(c->env.w, 1000000);

@@ -1020,14 +1020,12 @@ static int conn_poll(fdn_worker *w, struct fdn__poller *p)
         atomic_store_explicit(&c->tx.ctl->space_wanted, 0, memory_order_relaxed);
         c->tx_sleep_armed = false;
     }
-    /* Reports and loans first: they are the previous pass's, and settling
-     * them before reading keeps them off the path of a message that
-     * arrives now, whose handler runs later in this pass. */
-    int work = report_sent(c);
-    collect_returned(c);
+    int work = 0;
     if (!c->paused)
         work += poll_recv(c);
+    collect_returned(c);
     work += flush_sends(c);
+    work += report_sent(c);
     return work;
 }
 

@@ -376,6 +376,13 @@ typedef struct fdn_lane_stats {
 /* The lanes agreed with the peer (1 until it is up). */
 int fdn_peer_lane_count(const fdn_peer *peer);
 
+/* True once the peer is up and so is every lane it agreed on: the first
+ * lane comes up with the peer, the others (the data lane) a moment later,
+ * and until then their channels' messages wait or fall back to copies
+ * (fdn_peer_msg_alloc). For a caller that wants to measure, or lend, from
+ * the first message on. */
+bool fdn_peer_lanes_up(const fdn_peer *peer);
+
 /* Counters of lane 1..fdn_peer_lane_count(). Returns 0 or -EINVAL. */
 int fdn_peer_lane_stats(const fdn_peer *peer, int lane, fdn_lane_stats *out);
 
