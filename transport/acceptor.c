@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -66,7 +67,8 @@ static void accept_complete(fdn_worker *w, struct fdn__io_op *op, const struct i
         else
             a->on_accepted(a, res);
     } else if (res != -ECANCELED && !accept_error_is_transient(res) && !a->closing) {
-        fdn__acceptor_close(a, FDN_ERR(res, "%s: %s", a->name, fdn_strerror(res)));
+        fdn__acceptor_close(a, FDN_ERR(res, "%s accept on %s: %s", a->transport, a->addr,
+                                       fdn_strerror(res)));
     }
     if (cqe->flags & IORING_CQE_F_MORE)
         return;
@@ -84,15 +86,23 @@ static void close_complete(fdn_worker *w, struct fdn__io_op *op, const struct io
     op_end(fdn__container_of(op, struct fdn__acceptor_op, io)->a, false);
 }
 
-void fdn__acceptor_start(struct fdn__acceptor *a, fdn_worker *w, int fd, const char *name,
-                         fdn__accepted_fn on_accepted, fdn__acceptor_closed_fn on_closed)
+void fdn__acceptor_start(struct fdn__acceptor *a, fdn_worker *w, int fd, const char *transport,
+                         const char *addr, fdn__accepted_fn on_accepted,
+                         fdn__acceptor_closed_fn on_closed)
 {
     *a = (struct fdn__acceptor){
-        .w = w, .fd = fd, .name = name, .on_accepted = on_accepted, .on_closed = on_closed,
+        .w = w, .fd = fd, .transport = transport, .addr = addr,
+        .on_accepted = on_accepted, .on_closed = on_closed,
         .accept_op = {.io.complete = accept_complete, .a = a},
         .close_op = {.io.complete = close_complete, .a = a},
     };
     arm_accept(a);
+}
+
+int fdn__acceptor_addr(const struct fdn__acceptor *a, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s", a->addr);
+    return n < 0 || (size_t)n >= len ? -ENOSPC : n;
 }
 
 void fdn__acceptor_close(struct fdn__acceptor *a, int err)

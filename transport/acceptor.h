@@ -15,6 +15,7 @@
 #define FDN_TRANSPORT_ACCEPTOR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/worker_internal.h"
@@ -37,7 +38,8 @@ struct fdn__acceptor_op {
 struct fdn__acceptor {
     fdn_worker *w;
     int fd;                       /* the listening socket, owned from start */
-    const char *name;             /* "TCP accept on 127.0.0.1:7000", for errors */
+    const char *transport;        /* "TCP", "shm": for errors */
+    const char *addr;             /* the bound address, as listener_addr gives it */
     fdn__accepted_fn on_accepted;
     fdn__acceptor_closed_fn on_closed;
     bool closing;
@@ -48,10 +50,15 @@ struct fdn__acceptor {
     struct fdn__acceptor_op accept_op, close_op;
 };
 
-/* Starts accepting on fd, a listening socket, on w (owner thread). name
- * must outlive the acceptor. */
-void fdn__acceptor_start(struct fdn__acceptor *a, fdn_worker *w, int fd, const char *name,
-                         fdn__accepted_fn on_accepted, fdn__acceptor_closed_fn on_closed);
+/* Starts accepting on fd, a listening socket bound at addr, on w (owner
+ * thread). transport and addr must outlive the acceptor. */
+void fdn__acceptor_start(struct fdn__acceptor *a, fdn_worker *w, int fd, const char *transport,
+                         const char *addr, fdn__accepted_fn on_accepted,
+                         fdn__acceptor_closed_fn on_closed);
+
+/* The bound address, for a transport's listener_addr: its length, or
+ * -ENOSPC when len cannot hold it and its NUL. */
+int fdn__acceptor_addr(const struct fdn__acceptor *a, char *buf, size_t len);
 
 /* Stops accepting; on_closed(err) follows once the kernel lets go.
  * Idempotent (the first err stands). */

@@ -285,7 +285,6 @@ struct shm_listener {
     void *ctx;
     struct fdn__tp_options opt;
     char addr[ADDR_MAX];
-    char name[ADDR_MAX + 16];             /* "shm accept on <addr>", for errors */
     char unlink_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* "" for abstract */
 };
 
@@ -1652,20 +1651,14 @@ static int shm_listen(fdn_worker *w, const char *addr, const struct fdn__tp_opti
     l->ev = ev;
     l->ctx = ctx;
     l->opt = opt ? *opt : (struct fdn__tp_options){0};
-    snprintf(l->name, sizeof l->name, "shm accept on %s", l->addr);
-    fdn__acceptor_start(&l->acceptor, w, fd, l->name, take_accepted, listener_closed);
+    fdn__acceptor_start(&l->acceptor, w, fd, "shm", l->addr, take_accepted, listener_closed);
     *out = &l->base;
     return 0;
 }
 
 static int shm_listener_addr(struct fdn__tp_listener *tl, char *buf, size_t len)
 {
-    struct shm_listener *l = to_listener(tl);
-    size_t n = strlen(l->addr);
-    if (n >= len)
-        return -ENOSPC;
-    memcpy(buf, l->addr, n + 1);
-    return (int)n;
+    return fdn__acceptor_addr(&to_listener(tl)->acceptor, buf, len);
 }
 
 static void shm_listener_close(struct fdn__tp_listener *l)

@@ -45,7 +45,6 @@
 #include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -193,7 +192,6 @@ struct tcp_listener {
     void *ctx;
     struct fdn__tp_options opt;           /* resolved; for accepted connections */
     char addr[FDN__TCP_ADDR_MAX];
-    char name[FDN__TCP_ADDR_MAX + 16];    /* "TCP accept on <addr>", for errors */
 };
 
 static inline struct tcp_conn *to_conn(struct fdn__tp_conn *c)
@@ -1017,20 +1015,14 @@ static int tcp_listen(fdn_worker *w, const char *addr, const struct fdn__tp_opti
     l->ev = ev;
     l->ctx = ctx;
     l->opt = o;
-    snprintf(l->name, sizeof l->name, "TCP accept on %s", l->addr);
-    fdn__acceptor_start(&l->acceptor, w, fd, l->name, take_accepted, listener_closed);
+    fdn__acceptor_start(&l->acceptor, w, fd, "TCP", l->addr, take_accepted, listener_closed);
     *out = &l->base;
     return 0;
 }
 
 static int tcp_listener_addr(struct fdn__tp_listener *tl, char *buf, size_t len)
 {
-    struct tcp_listener *l = to_listener(tl);
-    size_t n = strlen(l->addr);
-    if (n >= len)
-        return -ENOSPC;
-    memcpy(buf, l->addr, n + 1);
-    return (int)n;
+    return fdn__acceptor_addr(&to_listener(tl)->acceptor, buf, len);
 }
 
 static void tcp_listener_close(struct fdn__tp_listener *l)
