@@ -27,6 +27,7 @@
 #include <fdn/error.h>
 
 #include "base/error.h"
+#include "base/tsc.h"
 #include "core/pool.h"
 #include "numa/memory.h"
 
@@ -40,6 +41,11 @@
 /* A pass that found no work checks the timers only on every this many such
  * passes in a row (see fdn_worker_progress). */
 #define IDLE_TIMER_CHECK_PASSES 16u
+
+/* How far ahead the timer gate (see fire_timers) may reach: it bounds what
+ * an error in the counter's calibration can delay a timer by, to a 1/1000
+ * of this. */
+#define TIMER_GATE_MAX_NS 100000u
 
 static _Thread_local fdn_worker *current_worker;
 
@@ -296,7 +302,10 @@ int fdn_timer_arm(fdn_worker *w, fdn_timer *t, uint64_t delay_ns)
     if (fdn__unlikely(current_worker != w))
         return FDN_ERR(-EPERM, "timer armed on worker %d from a thread that does not own it",
                        w->index);
-    return fdn__timer_heap_rearm(&w->timers, t, fdn_now_ns() + delay_ns);
+    int rc = fdn__timer_heap_rearm(&w->timers, t, fdn_now_ns() + delay_ns);
+    if (rc == 0 && fdn__timer_heap_min(&w->timers) == t)
+        w->timer_gate_tsc = 0;   /* earlier than the gate was set for */
+    return rc;
 }
 
 int fdn_timer_cancel(fdn_worker *w, fdn_timer *t)
@@ -310,9 +319,30 @@ int fdn_timer_cancel(fdn_worker *w, fdn_timer *t)
     return 0;
 }
 
+/* After a clock read at now: no timer is due before the counter reaches
+ * timer_gate_tsc, set a little short of the earliest deadline (or of
+ * TIMER_GATE_MAX_NS, when that is further). 0 without a usable counter. */
+static void set_timer_gate(fdn_worker *w, uint64_t now)
+{
+    w->timer_gate_tsc = 0;
+    if (!w->tsc_q16)
+        return;
+    fdn_timer *next = fdn__timer_heap_min(&w->timers);
+    uint64_t ahead = next && next->deadline_ns - now < TIMER_GATE_MAX_NS
+                         ? next->deadline_ns - now
+                         : TIMER_GATE_MAX_NS;
+    uint64_t cycles = ahead * w->tsc_q16 >> 16;
+    w->timer_gate_tsc = fdn__tsc_now() + cycles - cycles / 1024;
+}
+
+/* Queues the tasks of expired timers. The clock is read only once the
+ * counter has passed the gate: a busy worker checks its timers on every
+ * pass, and a counter read costs a fraction of a clock read. */
 static unsigned fire_timers(fdn_worker *w)
 {
     if (!fdn__timer_heap_count(&w->timers))
+        return 0;
+    if (w->timer_gate_tsc && fdn__tsc_now() < w->timer_gate_tsc)
         return 0;
     uint64_t now = fdn_now_ns();
     unsigned fired = 0;
@@ -324,6 +354,7 @@ static unsigned fire_timers(fdn_worker *w)
     }
     if (fired)
         fdn__count(&w->counters.timers_fired, fired);
+    set_timer_gate(w, now);
     return fired;
 }
 
@@ -557,6 +588,7 @@ static int sleep_until_work(fdn_worker *w, int64_t timeout_ns)
     }
     atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
     w->timers_due = true;   /* woken by a deadline, maybe */
+    w->timer_gate_tsc = 0;
     return rc;
 }
 
@@ -656,6 +688,7 @@ int fdn__worker_create(fdn_runtime *rt, const fdn_runtime_config *cfg,
         .spin_ns = cfg->spin_ns,
         .time_slice_ns = cfg->time_slice_ns,
         .task_budget = cfg->task_budget,
+        .tsc_q16 = fdn__tsc_cycles_per_ns_q16(),
         .uring_entries = cfg->uring_entries,
         .running_prio = FDN_PRIO_CLASSES,
         .num_peers = params->num_workers,

@@ -118,6 +118,8 @@ struct fdn_worker {
     uint32_t passive_passes;  /* passes since completions were last asked for */
     uint32_t idle_passes;     /* passes in a row that found no work and did not check timers */
     bool timers_due;          /* the next pass checks timers (it follows a wait) */
+    uint32_t tsc_q16;         /* fdn__tsc_cycles_per_ns_q16(), 0: no counter */
+    uint64_t timer_gate_tsc;  /* no timer is due before the counter reaches it; 0: unknown */
     uint64_t event_buf;
     struct fdn__io_op event_read;
 

@@ -223,6 +223,41 @@ static void test_timers_order_and_cancel(void)
     teardown();
 }
 
+/* A task arms a timer for now while a later one is armed: it fires on
+ * the pass after, although the worker had just worked out that nothing
+ * was due for a while (the counter gate of fire_timers). */
+static fdn_timer soon;
+
+static int arm_soon(fdn_worker *worker, fdn_task *t)
+{
+    (void)t;
+    CHECK_OK(fdn_timer_arm(worker, &soon, 0));
+    return FDN_TASK_DONE;
+}
+
+static void test_timer_armed_for_now_fires_at_once(void)
+{
+    setup(0, 0);
+    fdn_timer later;
+    fdn_timer_init(&later, timer_fired, (void *)(intptr_t)1, FDN_PRIO_DEFAULT);
+    fdn_timer_init(&soon, timer_fired, (void *)(intptr_t)2, FDN_PRIO_DEFAULT);
+    CHECK_OK(fdn_timer_arm(w, &later, 10ull * 1000 * 1000 * 1000));
+    struct step warm;
+    step_init(&warm, 0, FDN_PRIO_DEFAULT, 0);
+    fdn_worker_schedule(w, &warm.task);
+    CHECK_EQ(fdn_worker_progress(w), 1);   /* worked, so it checked the timers */
+    fdn_task arm;
+    fdn_task_init(&arm, arm_soon, NULL, FDN_PRIO_DEFAULT);
+    fdn_worker_schedule(w, &arm);
+    CHECK_EQ(fdn_worker_progress(w), 2);   /* ran arm_soon, and its timer expired */
+    CHECK_EQ(order_len, 1);
+    CHECK_EQ(fdn_worker_progress(w), 1);
+    CHECK_EQ(order_len, 2);
+    CHECK_EQ(order[1], 2);
+    CHECK_OK(fdn_timer_cancel(w, &later));
+    teardown();
+}
+
 static void test_wait_times_out(void)
 {
     setup(0, 0);
@@ -353,6 +388,7 @@ int main(void)
     RUN(test_time_slice_ends);
     RUN(test_budget_bounds_a_pass);
     RUN(test_timers_order_and_cancel);
+    RUN(test_timer_armed_for_now_fires_at_once);
     RUN(test_wait_times_out);
     RUN(test_post_wakes_a_sleeping_worker);
     RUN(test_full_ring_is_backpressure);
