@@ -447,11 +447,15 @@ int fdn__sched_ack(struct fdn__sched *s, uint16_t channel_id, uint64_t upto)
     }
     c->acked_upto = upto;
     /* Messages still with frames out are released by their last frame_done.
+     * Ids grow along the ring, so the walk ends at the first one not
+     * covered: an ACK costs what it acknowledges, not the whole window.
      * The callback may enqueue (at the ring's end): walk by index, and
      * retire once at the end. */
     for (uint32_t i = 0; i < handed_out; i++) {
         struct msg_slot *m = &c->slots[ring_index(c, i)];
-        if (m->msg && m->awaiting_ack && m->msg_id < upto) {
+        if (m->msg_id >= upto)
+            break;
+        if (m->msg && m->awaiting_ack) {
             fdn_msg *msg = m->msg;
             uint64_t msg_id = m->msg_id;
             c->stats.unacked_msgs--;
