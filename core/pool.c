@@ -581,18 +581,6 @@ void fdn__pool_region_put(fdn_pool *pool)
         region_drop(pool, 1);
 }
 
-bool fdn__pool_region_contains(const fdn_pool *pool, const void *p, size_t len)
-{
-    uintptr_t a = (uintptr_t)p, base = (uintptr_t)pool->region;
-    return a >= base && a - base <= pool->region_bytes && len <= pool->region_bytes - (a - base);
-}
-
-const void *fdn__pool_region(const fdn_pool *pool, size_t *bytes)
-{
-    *bytes = pool->region_bytes;
-    return pool->region;
-}
-
 static void destroy_region_pool(fdn_pool *pool)
 {
     void (*unmap)(void *, size_t) = pool->region_unmap;

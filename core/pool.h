@@ -28,12 +28,6 @@ int fdn__pool_create_region(const fdn_pool_config *cfg, void *region, size_t byt
 /* Drops the creator's hold (see above). NULL is a no-op. */
 void fdn__pool_region_put(fdn_pool *pool);
 
-/* True when [p, p + len) lies inside the pool's region. */
-bool fdn__pool_region_contains(const fdn_pool *pool, const void *p, size_t len);
-
-/* The region and its size. */
-const void *fdn__pool_region(const fdn_pool *pool, size_t *bytes);
-
 /* ---- Foreign pools: buffers somebody else owns -------------------------- */
 
 /* A pool that allocates nothing: the creator builds messages (metadata of

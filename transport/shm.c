@@ -250,6 +250,7 @@ struct shm_conn {
     /* Our pool (buffers that cross by reference) and what the peer holds
      * of it: lent[slot] is the message of a loan not yet released. */
     fdn_pool *pool;
+    const uint8_t *pool_base;             /* its region, once made: checked per iovec */
     int pool_fd;                          /* until it is sent */
     uint32_t pool_bytes;                  /* wanted, until the pool is made */
     fdn_msg *lent[FDN__SHM_SLOTS];
@@ -462,6 +463,7 @@ static int create_pool(struct shm_conn *c, uint32_t bytes)
         pool_unmap(map, bytes);
         return rc;
     }
+    c->pool_base = map;
     c->pool_bytes = bytes;
     c->num_free_slots = FDN__SHM_SLOTS;
     for (uint32_t i = 0; i < FDN__SHM_SLOTS; i++)
@@ -547,6 +549,7 @@ static void release_pools(struct shm_conn *c)
     }
     fdn__pool_region_put(c->pool);
     c->pool = NULL;
+    c->pool_base = NULL;
     close_fd(&c->pool_fd);
     if (c->in)
         loans_put(c->in);
@@ -868,25 +871,30 @@ static int poll_recv(struct shm_conn *c)
     return work;
 }
 
+/* Whether [p, p + len) lies in our pool's region (one subtraction: an
+ * address below the base wraps to a huge offset). */
+static bool in_own_pool(const struct shm_conn *c, const void *p, size_t len)
+{
+    uintptr_t off = (uintptr_t)p - (uintptr_t)c->pool_base;
+    return c->pool_base && off <= c->pool_bytes && len <= c->pool_bytes - off;
+}
+
 /* Whether iov[i] of s can cross by reference: it lies in our pool, core
  * named its message, and a slot is free. */
 static bool can_lend(const struct shm_conn *c, const struct fdn__tp_send *s, int i)
 {
     return s->iov_msg && s->iov_msg[i] && c->num_free_slots && s->iov[i].iov_len &&
-           s->iov[i].iov_len <= UINT32_MAX &&
-           fdn__pool_region_contains(c->pool, s->iov[i].iov_base, s->iov[i].iov_len);
+           s->iov[i].iov_len <= UINT32_MAX && in_own_pool(c, s->iov[i].iov_base, s->iov[i].iov_len);
 }
 
 /* Lends iov[i] of s to the peer: a REF record, and a reference on its
  * message until the RELEASE. */
 static void lend(struct shm_conn *c, const struct fdn__tp_send *s, int i)
 {
-    size_t bytes;
-    const uint8_t *base = fdn__pool_region(c->pool, &bytes);
     uint32_t slot = c->free_slots[--c->num_free_slots];
     c->lent[slot] = fdn_msg_ref(s->iov_msg[i]);
     c->lent_flag[slot] = true;
-    fdn__shm_tx_ref(&c->tx, slot, (uint32_t)((const uint8_t *)s->iov[i].iov_base - base),
+    fdn__shm_tx_ref(&c->tx, slot, (uint32_t)((const uint8_t *)s->iov[i].iov_base - c->pool_base),
                     (uint32_t)s->iov[i].iov_len);
     stat_add(&stats.refs_sent, 1);
     stat_add(&stats.loans_out, 1);
