@@ -58,7 +58,8 @@ struct perf_ctl_reply {
     int32_t status;      /* 0 or a negative errno */
     uint64_t messages;
     uint64_t bytes;
-    uint64_t span_ns;    /* first to last arrival, on the server's clock */
+    uint64_t span_ns;    /* first to last arrival, on the server's clock (read on
+                            every 64th arrival: up to 63 short of the last) */
     bool has_verify;     /* the verify counters below are present */
     uint64_t delivered, lost, duplicated, reordered, corrupted;
 };
