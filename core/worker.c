@@ -132,17 +132,17 @@ bool fdn_worker_should_yield(fdn_worker *w)
     if (w->runq_mask & ((1u << w->running_prio) - 1))
         return true;
     /* The clock costs about 25 ns through the vDSO, as much as delivering
-     * a small message: it is read on every YIELD_CLOCK_EVERY-th check,
-     * and the slice starts at the first read, so tasks that ask rarely (or
-     * run one short item) pay for none. */
+     * a small message: time is read on every YIELD_CLOCK_EVERY-th check,
+     * from the TSC where it is usable, and the slice starts at the first
+     * read, so tasks that ask rarely (or run one short item) pay for none. */
     if (++w->yield_checks % YIELD_CLOCK_EVERY)
         return false;
-    uint64_t now = fdn_now_ns();
-    if (!w->slice_start_ns) {
-        w->slice_start_ns = now;
+    uint64_t now = w->tsc_q16 ? fdn__tsc_now() : fdn_now_ns();
+    if (!w->slice_start) {
+        w->slice_start = now;
         return false;
     }
-    return now - w->slice_start_ns >= w->time_slice_ns;
+    return now - w->slice_start >= w->time_slice;
 }
 
 /* Runs up to the task budget, most urgent first. A task is not touched after
@@ -155,7 +155,7 @@ static unsigned run_tasks(fdn_worker *w)
     while (w->runq_mask && ran < w->task_budget) {
         fdn_task *t = runq_pop(w);
         w->running_prio = t->prio;
-        w->slice_start_ns = 0;
+        w->slice_start = 0;
         w->yield_checks = 0;
         int rc = t->fn(w, t);
         ran++;
@@ -686,7 +686,6 @@ int fdn__worker_create(fdn_runtime *rt, const fdn_runtime_config *cfg,
         .alloc_size = total,
         .idle = cfg->idle,
         .spin_ns = cfg->spin_ns,
-        .time_slice_ns = cfg->time_slice_ns,
         .task_budget = cfg->task_budget,
         .tsc_q16 = fdn__tsc_cycles_per_ns_q16(),
         .uring_entries = cfg->uring_entries,
@@ -695,6 +694,10 @@ int fdn__worker_create(fdn_runtime *rt, const fdn_runtime_config *cfg,
         .event_fd = -1,
         .event_read = {.complete = event_read_complete},
     };
+    w->time_slice = cfg->time_slice_ns;
+    if (w->tsc_q16)
+        w->time_slice = cfg->time_slice_ns < (UINT64_MAX >> 32) ? cfg->time_slice_ns * w->tsc_q16 >> 16
+                                                              : UINT64_MAX;
     atomic_init(&w->ring_fd, -1);
     fdn__timer_heap_init(&w->timers);
 

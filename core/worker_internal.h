@@ -91,7 +91,7 @@ struct fdn_worker {
     /* Configuration copied from the runtime (no pointer chase on the hot path). */
     fdn_idle_strategy idle;
     uint64_t spin_ns;
-    uint64_t time_slice_ns;
+    uint64_t time_slice;      /* the task time slice, in TSC cycles when tsc_q16, else ns */
     uint32_t task_budget;
     uint32_t uring_entries;
 
@@ -102,7 +102,7 @@ struct fdn_worker {
     _Alignas(FDN_CACHELINE) struct fdn__run_list runq[FDN_PRIO_CLASSES];
     uint32_t runq_mask;
     int running_prio;         /* class of the running task, FDN_PRIO_CLASSES when none */
-    uint64_t slice_start_ns;  /* the running task's first clock read in should_yield(), or 0 */
+    uint64_t slice_start;     /* the running task's first time read in should_yield(), or 0 */
     uint32_t yield_checks;    /* should_yield() calls by the running task */
 
     struct fdn__timer_heap timers;

@@ -147,13 +147,16 @@ static void test_urgent_overtakes_yielding_bulk(void)
 }
 
 /* A long task asks from its start and is told to yield once its slice is
- * used up (a slice that never ended would hang this test). */
+ * used up (a slice that never ended would hang this test), and not before:
+ * the slice is counted in TSC cycles where the counter is used, and a
+ * wrong conversion would end it early. */
 static int spin_until_told(fdn_worker *worker, fdn_task *t)
 {
     (void)t;
-    uint64_t checks = 0;
+    uint64_t checks = 0, start = fdn_now_ns();
     while (!fdn_worker_should_yield(worker))
         checks++;
+    CHECK(fdn_now_ns() - start >= 100000 * 99 / 100);   /* the default slice, 100 us */
     order[order_len++] = checks > 0;
     return FDN_TASK_DONE;
 }
