@@ -2,7 +2,6 @@
 #include "base/tsc.h"
 
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -23,7 +22,7 @@ static uint64_t monotonic_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static bool kernel_keeps_time_with_tsc(void)
+bool fdn__tsc_is_clocksource(void)
 {
     FILE *f = fopen(CLOCKSOURCE, "re");
     if (!f)
@@ -37,7 +36,7 @@ static bool kernel_keeps_time_with_tsc(void)
 static void calibrate(void)
 {
 #if defined(__x86_64__)
-    if (!kernel_keeps_time_with_tsc())
+    if (!fdn__tsc_is_clocksource())
         return;
     uint64_t t0 = monotonic_ns(), c0 = fdn__tsc_now();
     uint64_t t1, c1;

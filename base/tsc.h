@@ -11,7 +11,11 @@
 #ifndef FDN_BASE_TSC_H
 #define FDN_BASE_TSC_H
 
+#include <stdbool.h>
 #include <stdint.h>
+
+/* Whether the kernel keeps time with the TSC (its clocksource is "tsc"). */
+bool fdn__tsc_is_clocksource(void);
 
 /* Counter cycles per nanosecond in 16.16 fixed point, measured once per
  * process against CLOCK_MONOTONIC (the first call spins about 200 µs); 0

@@ -2,35 +2,22 @@
  * time with it, calibrated once, and counting forward on every CPU. */
 #include <pthread.h>
 #include <sched.h>
-#include <stdbool.h>
 #include <stdio.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "base/tsc.h"
 #include "test.h"
 
-static bool clocksource_is_tsc(void)
-{
-    FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "re");
-    if (!f)
-        return false;
-    char name[32] = "";
-    bool tsc = fgets(name, sizeof name, f) && strcmp(name, "tsc\n") == 0;
-    fclose(f);
-    return tsc;
-}
-
 static void test_used_where_the_kernel_uses_it(void)
 {
     uint32_t q16 = fdn__tsc_cycles_per_ns_q16();
 #if defined(__x86_64__)
-    CHECK_EQ(q16 != 0, clocksource_is_tsc());
+    CHECK_EQ(q16 != 0, fdn__tsc_is_clocksource());
 #else
     CHECK_EQ(q16, 0);
 #endif
     CHECK_EQ(fdn__tsc_cycles_per_ns_q16(), q16);   /* measured once */
-    printf("   clocksource tsc: %s, %.3f cycles/ns\n", clocksource_is_tsc() ? "yes" : "no",
+    printf("   clocksource tsc: %s, %.3f cycles/ns\n", fdn__tsc_is_clocksource() ? "yes" : "no",
            q16 / 65536.0);
 }
 
