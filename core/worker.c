@@ -695,9 +695,10 @@ int fdn__worker_create(fdn_runtime *rt, const fdn_runtime_config *cfg,
         .event_read = {.complete = event_read_complete},
     };
     w->time_slice = cfg->time_slice_ns;
-    if (w->tsc_q16)
-        w->time_slice = cfg->time_slice_ns < (UINT64_MAX >> 32) ? cfg->time_slice_ns * w->tsc_q16 >> 16
-                                                              : UINT64_MAX;
+    if (w->tsc_q16)   /* in counter cycles; one too long to count (days) never ends */
+        w->time_slice = cfg->time_slice_ns <= UINT64_MAX / w->tsc_q16
+                            ? cfg->time_slice_ns * w->tsc_q16 >> 16
+                            : UINT64_MAX;
     atomic_init(&w->ring_fd, -1);
     fdn__timer_heap_init(&w->timers);
 

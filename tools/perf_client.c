@@ -399,8 +399,9 @@ static int run_lat(struct client *c)
 /* ---- bw: streaming ------------------------------------------------------------- */
 
 /* The clock is read on every BW_CLOCK_EVERY-th check: a read costs about
- * as much as a small send, and the server's clock times the run, not ours,
- * so overrunning the deadline by a few sends changes no figure. */
+ * as much as a small send, and the rate is the server's count over the time
+ * to its confirmation, so a deadline overrun by a few sends changes no
+ * figure. */
 #define BW_CLOCK_EVERY 64
 
 static bool bw_finished(struct client *c, uint64_t sent, uint64_t end_ns)
