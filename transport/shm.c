@@ -115,6 +115,7 @@
 #include "core/pool.h"
 #include "core/worker_internal.h"
 #include "transport/acceptor.h"
+#include "transport/send_queue.h"
 #include "transport/shm_ring.h"
 
 #ifndef F_SEAL_FUTURE_WRITE
@@ -243,9 +244,9 @@ struct shm_conn {
     bool rx_sleep_armed;                  /* we set rx.ctl->sleeping */
     bool tx_sleep_armed;                  /* we set tx.ctl->space_wanted */
 
-    /* Sends: sq_head .. sq_tail not yet reported; cursor is the first with
-     * bytes not yet in the ring. */
-    struct fdn__tp_send *sq_head, *sq_tail, *cursor;
+    /* Sends not yet reported; sq.cursor is the first with bytes not yet in
+     * the ring. */
+    struct fdn__send_queue sq;
 
     /* Our pool (buffers that cross by reference) and what the peer holds
      * of it: lent[slot] is the message of a loan not yet released. */
@@ -569,9 +570,8 @@ static void conn_finish(struct shm_conn *c)
     close_fd(&c->peer_wake_fd);
     close_fd(&c->pidfd);
     int send_err = c->close_err < 0 ? c->close_err : -ECANCELED;
-    struct fdn__tp_send *s;
-    while ((s = c->sq_head)) {
-        c->sq_head = s->tp_next;
+    while (c->sq.head) {
+        struct fdn__tp_send *s = fdn__send_queue_pop(&c->sq);
         if (c->started)
             c->ev->on_sent(c->ctx, s, send_err);
     }
@@ -915,8 +915,8 @@ static void write_releases(struct shm_conn *c, uint64_t *space)
 static uint64_t wanted_space(const struct shm_conn *c)
 {
     uint64_t n = (uint64_t)c->num_releases * FDN__SHM_REC_HDR;
-    if (c->cursor)
-        n += c->cursor->len - c->cursor->tp_done + 2 * FDN__SHM_REC_REF_BYTES;
+    if (c->sq.cursor)
+        n += c->sq.cursor->len - c->sq.cursor->tp_done + 2 * FDN__SHM_REC_REF_BYTES;
     return n;
 }
 
@@ -936,7 +936,7 @@ static void close_bytes(struct shm_conn *c, uint64_t open_at, uint64_t *space)
  * calls may use it. Returns whether it wrote. */
 static int flush_sends(struct shm_conn *c)
 {
-    if (!c->ready || c->closing || (!c->cursor && !c->num_releases))
+    if (!c->ready || c->closing || (!c->sq.cursor && !c->num_releases))
         return 0;
     uint64_t space = fdn__shm_tx_space_cached(&c->tx);
     if (space < wanted_space(c)) {
@@ -951,8 +951,8 @@ static int flush_sends(struct shm_conn *c)
     write_releases(c, &space);
     bool open = false;
     uint64_t open_at = 0;
-    while (c->cursor && space) {
-        struct fdn__tp_send *s = c->cursor;
+    while (c->sq.cursor && space) {
+        struct fdn__tp_send *s = c->sq.cursor;
         size_t skip = s->tp_done;
         for (int i = 0; i < s->iovcnt && space; i++) {
             size_t piece = s->iov[i].iov_len;
@@ -986,9 +986,9 @@ static int flush_sends(struct shm_conn *c)
         }
         if (s->tp_done < s->len)
             break;
-        c->cursor = s->tp_next;
-        while (c->cursor && c->cursor->len == 0)
-            c->cursor = c->cursor->tp_next;
+        c->sq.cursor = s->tp_next;
+        while (c->sq.cursor && c->sq.cursor->len == 0)
+            c->sq.cursor = c->sq.cursor->tp_next;
     }
 full:
     if (open)
@@ -1004,11 +1004,8 @@ full:
 static int report_sent(struct shm_conn *c)
 {
     int n = 0;
-    while (c->sq_head && !c->closing && c->sq_head->tp_done == c->sq_head->len) {
-        struct fdn__tp_send *s = c->sq_head;
-        c->sq_head = s->tp_next;
-        if (!c->sq_head)
-            c->sq_tail = NULL;
+    while (c->sq.head && !c->closing && c->sq.head->tp_done == c->sq.head->len) {
+        struct fdn__tp_send *s = fdn__send_queue_pop(&c->sq);
         c->ev->on_sent(c->ctx, s, 0);
         n++;
     }
@@ -1043,11 +1040,11 @@ static bool conn_prepare_sleep(fdn_worker *w, struct fdn__poller *p)
     struct shm_conn *c = fdn__container_of(p, struct shm_conn, poller);
     if (c->closing)
         return true;
-    if (c->sq_head && c->sq_head->tp_done == c->sq_head->len)
+    if (c->sq.head && c->sq.head->tp_done == c->sq.head->len)
         return false; /* reports pending */
     if (c->in && __atomic_load_n(&c->in->returned, __ATOMIC_RELAXED))
         return false; /* loans to release */
-    bool want_space = c->cursor != NULL || c->num_releases;
+    bool want_space = c->sq.cursor != NULL || c->num_releases;
     if (!c->paused) {
         atomic_store_explicit(&c->rx.ctl->sleeping, 1, memory_order_relaxed);
         c->rx_sleep_armed = true;
@@ -1538,14 +1535,6 @@ static int shm_conn_peer_host(struct fdn__tp_conn *conn, char *buf, size_t len)
     return n < 0 || (size_t)n >= len ? -ENOSPC : n;
 }
 
-static size_t iov_bytes(const struct iovec *iov, int iovcnt)
-{
-    size_t n = 0;
-    for (int i = 0; i < iovcnt; i++)
-        n += iov[i].iov_len;
-    return n;
-}
-
 static int shm_send(struct fdn__tp_conn *conn, struct fdn__tp_send *s)
 {
     struct shm_conn *c = to_conn(conn);
@@ -1553,17 +1542,9 @@ static int shm_send(struct fdn__tp_conn *conn, struct fdn__tp_send *s)
         return -EPIPE;
     if (!c->started)
         return FDN_ERR(-ENOTCONN, "shm send on an accepted connection before conn_start");
-    if (s->iovcnt < 0 || iov_bytes(s->iov, s->iovcnt) != s->len)
-        return FDN_ERR(-EINVAL, "shm send: len %zu differs from the iovecs' total", s->len);
-    s->tp_next = NULL;
-    s->tp_done = 0;
-    if (c->sq_tail)
-        c->sq_tail->tp_next = s;
-    else
-        c->sq_head = s;
-    c->sq_tail = s;
-    if (!c->cursor && s->len > 0)
-        c->cursor = s;
+    int rc = fdn__send_queue_push(&c->sq, s, "shm");
+    if (rc < 0)
+        return rc;
     flush_sends(c); /* reported from the poller, never from inside this call */
     return 0;
 }

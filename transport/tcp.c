@@ -57,6 +57,7 @@
 #include "core/worker_internal.h"
 #include "numa/memory.h"
 #include "transport/acceptor.h"
+#include "transport/send_queue.h"
 
 #define DEFAULT_NOTSENT_LOWAT (128u << 10)
 #define DEFAULT_RECV_BUFFER_BYTES (64u << 10)
@@ -168,10 +169,9 @@ struct tcp_conn {
     int bgid;                             /* -1 when not registered */
     uint32_t held_head, held_count;
 
-    /* Send: sq_head .. sq_tail are the requests not yet reported; cursor is
-     * the first with bytes not yet written. head_start is the stream offset
-     * of sq_head's first byte, written the number of bytes written so far. */
-    struct fdn__tp_send *sq_head, *sq_tail, *cursor;
+    /* Send: the requests not yet reported. head_start is the stream offset
+     * of sq.head's first byte, written the number of bytes written so far. */
+    struct fdn__send_queue sq;
     uint64_t head_start, written;
     bool send_busy;                       /* a send operation has not reported its result */
     struct send_op send_ops[SEND_OPS];
@@ -319,9 +319,8 @@ static void conn_finish(struct tcp_conn *c)
 {
     conn_free_recv_buffers(c);
     int send_err = c->close_err < 0 ? c->close_err : -ECANCELED;
-    struct fdn__tp_send *s;
-    while ((s = c->sq_head)) {
-        c->sq_head = s->tp_next;
+    while (c->sq.head) {
+        struct fdn__tp_send *s = fdn__send_queue_pop(&c->sq);
         if (c->started)
             c->ev->on_sent(c->ctx, s, send_err);
     }
@@ -528,9 +527,9 @@ static struct fdn__tp_send *first_unwritten(struct fdn__tp_send *s)
  * pieces. Returns the bytes in the window. */
 static size_t gather_window(struct tcp_conn *c, bool zerocopy, int *niov)
 {
-    size_t bytes = 0, skip = c->cursor->tp_done;
+    size_t bytes = 0, skip = c->sq.cursor->tp_done;
     int n = 0;
-    for (struct fdn__tp_send *s = c->cursor; s && n < SEND_IOV_MAX; s = s->tp_next) {
+    for (struct fdn__tp_send *s = c->sq.cursor; s && n < SEND_IOV_MAX; s = s->tp_next) {
         if (s->len == 0)
             continue;
         if (is_zerocopy(s) != zerocopy)
@@ -557,12 +556,12 @@ static size_t gather_window(struct tcp_conn *c, bool zerocopy, int *niov)
  * free. Makes no callback, so core's calls may use it. */
 static void issue_send(struct tcp_conn *c)
 {
-    if (c->send_busy || !c->connected || c->closing || !c->cursor)
+    if (c->send_busy || !c->connected || c->closing || !c->sq.cursor)
         return;
     struct send_op *op = free_send_op(c);
     if (!op)
         return; /* every slot awaits a notification; the next one calls us */
-    bool zerocopy = is_zerocopy(c->cursor);
+    bool zerocopy = is_zerocopy(c->sq.cursor);
     int niov;
     size_t bytes = gather_window(c, zerocopy, &niov);
     c->msg = (struct msghdr){.msg_iov = c->iov, .msg_iovlen = (size_t)niov};
@@ -582,12 +581,12 @@ static void advance_written(struct tcp_conn *c, size_t n)
 {
     c->written += n;
     while (n) {
-        struct fdn__tp_send *s = c->cursor;
+        struct fdn__tp_send *s = c->sq.cursor;
         size_t take = s->len - s->tp_done < n ? s->len - s->tp_done : n;
         s->tp_done += take;
         n -= take;
         if (s->tp_done == s->len)
-            c->cursor = first_unwritten(s->tp_next);
+            c->sq.cursor = first_unwritten(s->tp_next);
     }
 }
 
@@ -608,14 +607,12 @@ static bool pages_in_kernel(const struct tcp_conn *c, uint64_t start, uint64_t e
  * queue more sends or close: both are safe here. */
 static void report_sent(struct tcp_conn *c)
 {
-    while (c->sq_head && c->connected) {
-        struct fdn__tp_send *s = c->sq_head;
+    while (c->sq.head && c->connected) {
+        struct fdn__tp_send *s = c->sq.head;
         uint64_t end = c->head_start + s->len;
         if (s->tp_done < s->len || pages_in_kernel(c, c->head_start, end))
             return;
-        c->sq_head = s->tp_next;
-        if (!c->sq_head)
-            c->sq_tail = NULL;
+        fdn__send_queue_pop(&c->sq);
         c->head_start = end;
         c->ev->on_sent(c->ctx, s, 0);
     }
@@ -857,14 +854,6 @@ static int tcp_conn_peer_host(struct fdn__tp_conn *conn, char *buf, size_t len)
     return fdn__tcp_format_host((const struct sockaddr *)&to_conn(conn)->peer, buf, len);
 }
 
-static size_t iov_bytes(const struct iovec *iov, int iovcnt)
-{
-    size_t n = 0;
-    for (int i = 0; i < iovcnt; i++)
-        n += iov[i].iov_len;
-    return n;
-}
-
 static int tcp_send(struct fdn__tp_conn *conn, struct fdn__tp_send *s)
 {
     struct tcp_conn *c = to_conn(conn);
@@ -872,18 +861,9 @@ static int tcp_send(struct fdn__tp_conn *conn, struct fdn__tp_send *s)
         return -EPIPE;
     if (!c->started)
         return FDN_ERR(-ENOTCONN, "TCP send on an accepted connection before conn_start");
-    /* The byte accounting trusts len: a mismatch would stall the stream. */
-    if (s->iovcnt < 0 || iov_bytes(s->iov, s->iovcnt) != s->len)
-        return FDN_ERR(-EINVAL, "TCP send: len %zu differs from the iovecs' total", s->len);
-    s->tp_next = NULL;
-    s->tp_done = 0;
-    if (c->sq_tail)
-        c->sq_tail->tp_next = s;
-    else
-        c->sq_head = s;
-    c->sq_tail = s;
-    if (!c->cursor && s->len > 0)
-        c->cursor = s;
+    int rc = fdn__send_queue_push(&c->sq, s, "TCP");
+    if (rc < 0)
+        return rc;
     if (s->len == 0)
         conn_kick(c); /* nothing to write: reported, in order, from the kick */
     else
