@@ -900,7 +900,9 @@ struct NodePair {
     fdn_node *server = nullptr, *client = nullptr;
     fdn_peer *peer = nullptr;      // the client's view of the server
     fdn_peer *accepted = nullptr;  // the server's view of the client
-    uint64_t echoes = 0;
+    uint64_t echoes = 0;           // echoes the client received (ping-pong)
+    uint64_t received = 0;         // messages the server received (stream)
+    ~NodePair();
 };
 
 void on_ping(fdn_peer *peer, int channel, fdn_msg *m, void *)
@@ -920,16 +922,20 @@ void on_server_peer_up(fdn_peer *peer, void *arg)
     static_cast<NodePair *>(arg)->accepted = peer;
 }
 
-void BM_node_pingpong_one_worker(benchmark::State &state)
+// Which channel the two nodes use, and the handler each sets on it (NULL:
+// none); the handlers' arg is the NodePair.
+struct PairSetup {
+    int channel;
+    fdn_recv_fn server_handler, client_handler;
+};
+
+// Creates the two nodes on w, connected over shm or TCP, and waits until
+// every lane is up. Skips the benchmark and returns false when that fails.
+
+bool open_pair(benchmark::State &state, fdn_worker *w, bool tcp, const PairSetup &setup,
+               NodePair &pair)
 {
     static const uint8_t secret[] = "fdn-bench node ping-pong secret";
-    const char *transport = state.range(0) ? "tcp" : "shm";
-    const size_t size = static_cast<size_t>(state.range(1));
-    AttachedRuntime rt;
-    if (!rt.open(state, one_app_worker()))
-        return;
-    fdn_worker *w = rt.home();
-    NodePair pair;
     fdn_node_config cfg{};
     cfg.worker = w;
     cfg.secret = secret;
@@ -939,30 +945,53 @@ void BM_node_pingpong_one_worker(benchmark::State &state)
     if (rc == 0)
         rc = fdn_node_create(&cfg, &pair.client);
     if (rc < 0)
-        return skip_fdn(state, "fdn_node_create", rc);
+        return skip_fdn(state, "fdn_node_create", rc), false;
     fdn_node_events ev{};
     ev.peer_up = on_server_peer_up;
     ev.arg = &pair;
     fdn_node_set_events(pair.server, &ev);
-    fdn_channel_set_handler(pair.server, FDN_CHANNEL_COORDINATION, on_ping, nullptr);
-    fdn_channel_set_handler(pair.client, FDN_CHANNEL_COORDINATION, on_echo_count, &pair);
+    if (setup.server_handler)
+        fdn_channel_set_handler(pair.server, setup.channel, setup.server_handler, &pair);
+    if (setup.client_handler)
+        fdn_channel_set_handler(pair.client, setup.channel, setup.client_handler, &pair);
     char addr[128];
-    rc = fdn_node_listen(pair.server, state.range(0) ? "tcp://127.0.0.1:0" : "shm://@");
+    rc = fdn_node_listen(pair.server, tcp ? "tcp://127.0.0.1:0" : "shm://@");
     if (rc >= 0)
         rc = fdn_node_listen_addr(pair.server, rc, addr, sizeof addr);
     if (rc >= 0)
         rc = fdn_node_connect(pair.client, addr, &pair.peer);
-    if (rc < 0) {
-        fdn_node_destroy(pair.client);
-        fdn_node_destroy(pair.server);
-        return skip_fdn(state, "listen or connect", rc);
-    }
-    auto until = [&](auto cond) {
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-        while (!cond() && std::chrono::steady_clock::now() < deadline)
-            fdn_worker_progress(w);
-        return cond();
+    if (rc < 0)
+        return skip_fdn(state, "listen or connect", rc), false;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    auto up = [&] {
+        return pair.peer && pair.accepted && fdn_peer_lanes_up(pair.peer) &&
+               fdn_peer_lanes_up(pair.accepted);
     };
+    while (!up() && std::chrono::steady_clock::now() < deadline)
+        fdn_worker_progress(w);
+    if (!up())
+        state.SkipWithError("the two nodes did not connect");
+    return up();
+}
+
+NodePair::~NodePair()
+{
+    fdn_node_destroy(client);
+    fdn_node_destroy(server);
+}
+
+void BM_node_pingpong_one_worker(benchmark::State &state)
+{
+    const char *transport = state.range(0) ? "tcp" : "shm";
+    const size_t size = static_cast<size_t>(state.range(1));
+    AttachedRuntime rt;
+    if (!rt.open(state, one_app_worker()))
+        return;
+    fdn_worker *w = rt.home();
+    NodePair pair;
+    if (!open_pair(state, w, state.range(0), {FDN_CHANNEL_COORDINATION, on_ping, on_echo_count},
+                   pair))
+        return;
     auto round_trip = [&]() {
         fdn_msg *m;
         uint64_t want = pair.echoes + 1;
@@ -976,8 +1005,7 @@ void BM_node_pingpong_one_worker(benchmark::State &state)
                 return false;
         return true;
     };
-    bool ok = until([&] { return pair.peer && pair.accepted && fdn_peer_lanes_up(pair.peer) &&
-                               fdn_peer_lanes_up(pair.accepted); });
+    bool ok = true;
     for (int i = 0; ok && i < kWarmupRoundTrips; i++)
         ok = round_trip();
     if (ok) {
@@ -990,10 +1018,78 @@ void BM_node_pingpong_one_worker(benchmark::State &state)
         set_one_way_ns(state, clock.elapsed_ns());
     }
     state.SetLabel(std::string(transport) + ", " + std::to_string(size) + " B, one worker");
-    fdn_node_destroy(pair.client);
-    fdn_node_destroy(pair.server);
     if (!ok)
         state.SkipWithError("a ping was refused or its echo never came");
+}
+
+// ---- 11. A stream through two nodes on one worker ---------------------------
+
+// The same two nodes; the client streams messages on the data channel (a
+// reliable channel with a credit window) and the server's handler counts and
+// frees them. Each iteration sends one message; when the channel is full
+// (-EAGAIN) the worker makes progress until it takes it. The clock stops
+// once the server has received every message sent. So msg_ns is what one
+// message of a stream costs the sender and the receiver together, the
+// software part of fdn-perf bw's rate without the other core.
+void on_stream_count(fdn_peer *, int, fdn_msg *m, void *arg)
+{
+    ++static_cast<NodePair *>(arg)->received;
+    fdn_msg_free(m);
+}
+
+void BM_node_stream_one_worker(benchmark::State &state)
+{
+    const char *transport = state.range(0) ? "tcp" : "shm";
+    const size_t size = static_cast<size_t>(state.range(1));
+    AttachedRuntime rt;
+    if (!rt.open(state, one_app_worker()))
+        return;
+    fdn_worker *w = rt.home();
+    NodePair pair;
+    if (!open_pair(state, w, state.range(0), {FDN_CHANNEL_DATA, on_stream_count, nullptr}, pair))
+        return;
+    uint64_t sent = 0;
+    auto send_one = [&]() {
+        fdn_msg *m;
+        if (fdn_msg_alloc(fdn_worker_pool(w), size, &m) < 0)
+            return false;
+        std::memset(fdn_msg_data(m), 0x5a, size);
+        int rc;
+        for (int passes = 0; (rc = fdn_send(pair.peer, FDN_CHANNEL_DATA, m)) == -EAGAIN; passes++)
+            if (passes > 1000000 || fdn_worker_progress(w) < 0)
+                break;
+        if (rc < 0) {
+            fdn_msg_free(m);
+            return false;
+        }
+        sent++;
+        return true;
+    };
+    auto drain = [&]() {
+        for (int passes = 0; pair.received < sent; passes++)
+            if (passes > 10000000 || fdn_worker_progress(w) < 0)
+                return false;
+        return true;
+    };
+    bool ok = true;
+    for (int i = 0; ok && i < kWarmupRoundTrips; i++)
+        ok = send_one();
+    ok = ok && drain();
+    if (ok) {
+        LoopClock clock;
+        for (auto _ : state)
+            if (!send_one()) {
+                ok = false;
+                break;
+            }
+        ok = ok && drain();
+        state.counters["msg_ns"] =
+            benchmark::Counter(clock.elapsed_ns(), benchmark::Counter::kAvgIterations);
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.SetLabel(std::string(transport) + ", " + std::to_string(size) + " B, one worker");
+    if (!ok)
+        state.SkipWithError("a message was refused or never arrived");
 }
 
 } // namespace
@@ -1037,6 +1133,12 @@ BENCHMARK(BM_node_pingpong_one_worker)
     ->Args({0, 8})
     ->Args({0, 64})
     ->Args({1, 8})
+    ->UseRealTime();
+BENCHMARK(BM_node_stream_one_worker)
+    ->ArgNames({"tcp", "bytes"})
+    ->Args({0, 64})
+    ->Args({0, 1024})
+    ->Args({1, 64})
     ->UseRealTime();
 
 // hwloc's PCI plugin (loaded with the host topology by every runtime) keeps
