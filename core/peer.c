@@ -700,6 +700,10 @@ static void deliver_one(fdn_peer *p, uint16_t channel, fdn_msg *m,
     }
 }
 
+#define DELIVER_BATCH 64             /* messages per run of a delivery task */
+#define DELIVER_CHECK_EVERY 8        /* messages between credit and time-slice checks */
+#define DELIVER_CHECK_BYTES (64u << 10) /* ... or bytes, whichever comes first */
+
 /* The delivery task of one channel: runs at the channel's priority, so the
  * worker delivers urgent channels first, and yields when its turn is long.
  * Credit goes back to the sender as messages are delivered, so a paused
@@ -708,7 +712,8 @@ static int deliver_task(fdn_worker *w, fdn_task *t)
 {
     struct fdn__rx_channel *rx = t->arg;
     fdn_peer *p = rx->peer;
-    unsigned budget = 64;
+    unsigned budget = DELIVER_BATCH;
+    uint64_t consumed = 0;
     while (rx->head && !rx->paused && budget--) {
         fdn_msg *m = rx->head;
         rx->head = m->qnext;
@@ -716,17 +721,27 @@ static int deliver_task(fdn_worker *w, fdn_task *t)
             rx->tail = NULL;
         rx->queued--;
         m->qnext = NULL;
-        size_t len = fdn_msg_total_len(m);
+        consumed += fdn_msg_total_len(m);
         struct fdn__rx_stash what;
         memcpy(&what, fdn__msg_scratch(m), sizeof what);  /* stashed by rx_message */
         rx->delivered++;
-        fdn__reasm_consumed(p->reasm, rx->channel, len);
         deliver_one(p, rx->channel, m, &what);
         if (closing(p))
             return FDN_TASK_DONE;
+        /* Credit and the time slice are looked at every few messages, or
+         * after any large one: per message, they cost a small message's
+         * receiver a tenth of its time. */
+        if (consumed >= DELIVER_CHECK_BYTES || budget % DELIVER_CHECK_EVERY == 0) {
+            fdn__reasm_consumed(p->reasm, rx->channel, consumed);
+            consumed = 0;
+            grant_credit(p, rx->channel);
+            if (fdn_worker_should_yield(w))
+                break;
+        }
+    }
+    if (consumed) {
+        fdn__reasm_consumed(p->reasm, rx->channel, consumed);
         grant_credit(p, rx->channel);
-        if (fdn_worker_should_yield(w))
-            break;
     }
     return rx->head && !rx->paused ? FDN_TASK_YIELD : FDN_TASK_DONE;
 }
