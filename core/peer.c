@@ -1000,17 +1000,28 @@ static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
         if (!l->rx_in_payload) {
             if (len == 0)
                 break;
-            size_t take = FDN__FRAME_MAX_HDR_SIZE - l->rx_hdr_have;
-            if (take > len)
-                take = len;
-            memcpy(l->rx_hdr + l->rx_hdr_have, data, take);
             enum fdn__wire_error why;
             struct fdn__wire_limits lim = l->peer->limits;
             if (lane_refs(l) && lim.max_message > lim.max_fragment)
                 lim.max_fragment = lim.max_message > UINT32_MAX ? UINT32_MAX
                                                                 : (uint32_t)lim.max_message;
-            int rc = fdn__frame_decode(l->rx_hdr, l->rx_hdr_have + take, &lim, &l->rx_frame,
-                                       &why);
+            /* A header that arrived whole is decoded where it lies (the
+             * decoder reads each field once, so bytes a peer changes in
+             * shared memory meanwhile cannot pass a check and then be used
+             * differently); one split across receives is gathered. */
+            size_t take = 0;
+            int rc = 0;
+            if (l->rx_hdr_have == 0)
+                rc = fdn__frame_decode(data, len, &lim, &l->rx_frame, &why);
+            if (rc == 0) {
+                take = FDN__FRAME_MAX_HDR_SIZE - l->rx_hdr_have;
+                if (take > len)
+                    take = len;
+                memcpy(l->rx_hdr + l->rx_hdr_have, data, take);
+                if (l->rx_hdr_have)
+                    rc = fdn__frame_decode(l->rx_hdr, l->rx_hdr_have + take, &lim,
+                                           &l->rx_frame, &why);
+            }
             if (rc < 0)
                 return FDN_ERR(rc, "bad frame from %s: %s", l->peer->addr,
                                fdn__wire_error_name(why));

@@ -775,6 +775,68 @@ static void test_raw_peers_refused(void)
     fdn_node_destroy(a.node);
 }
 
+/* The node reads a byte stream, and a frame may be cut anywhere, its header
+ * too: a header that arrived whole is decoded where it lies, one cut across
+ * receives is gathered first. A raw peer writes 64 messages, every other
+ * one with a trace extension (a 64-byte header), in pieces of 1 to 13 bytes
+ * with the worker running between them: every message arrives, in order,
+ * with its bytes intact. */
+static void test_frames_cut_anywhere(void)
+{
+    struct side a;
+    char addr[128];
+    make_node(&a, NULL, secret, sizeof secret, NULL);
+    listen_any(&a, addr, sizeof addr);
+    struct raw r = {0};
+    raw_connect(&r, addr);
+    CHECK(raw_handshake(&r, 1, 1, secret, sizeof secret));
+    RUN_UNTIL(a.ups == 1);
+
+    enum { MSGS = 64 };
+    static uint8_t stream[MSGS * (FDN__FRAME_MAX_HDR_SIZE + 4 + MSGS)];
+    size_t len = 0;
+    uint64_t sum = 14695981039346656037ull;
+    for (uint32_t i = 0; i < MSGS; i++) {
+        uint8_t payload[4 + MSGS];
+        size_t n = 4 + i;
+        memcpy(payload, &i, 4);
+        for (size_t k = 4; k < n; k++)
+            payload[k] = (uint8_t)(i * 7 + k);
+        struct fdn__frame_hdr h = {
+            .type = FDN__FRAME_DATA, .channel = FDN_CHANNEL_DATA, .seq = i,
+            .frag_len = (uint32_t)n, .total_len = n,
+            .flags = (uint16_t)(FDN__FRAME_FIRST | FDN__FRAME_LAST |
+                                (i % 2 ? FDN__FRAME_TRACE : 0)),
+        };
+        memset(h.trace.trace_id, 0xab, sizeof h.trace.trace_id);
+        memset(h.trace.span_id, 0xcd, sizeof h.trace.span_id);
+        len += fdn__frame_encode(&h, stream + len);
+        memcpy(stream + len, payload, n);
+        len += n;
+        sum = fnv(payload, n, sum);
+    }
+    static const size_t cuts[] = {1, 2, 3, 5, 7, 11, 13};
+    for (size_t off = 0, k = 0; off < len; k++) {
+        size_t n = cuts[k % (sizeof cuts / sizeof cuts[0])];
+        if (n > len - off)
+            n = len - off;
+        CHECK(raw_send_all(r.fd, stream + off, n));
+        off += n;
+        for (int pass = 0; pass < 16; pass++)
+            fdn_worker_progress(w);
+    }
+    RUN_UNTIL(a.arrivals == MSGS);
+    for (uint32_t i = 0; i < MSGS; i++) {
+        CHECK_EQ(a.arrival_channel[i], FDN_CHANNEL_DATA);
+        CHECK_EQ(a.arrival_tag[i], i);
+    }
+    CHECK_EQ(a.checksum, sum);
+    CHECK_EQ(a.downs, 0);
+    raw_close(&r);
+    RUN_UNTIL(a.downs == 1);
+    fdn_node_destroy(a.node);
+}
+
 int main(void)
 {
     /* Both nodes share one worker and so one pool, which keeps its slabs:
@@ -794,6 +856,7 @@ int main(void)
     RUN(test_many_peers_and_clean_close);
     RUN(test_wrong_secret_and_cluster);
     RUN(test_raw_peers_refused);
+    RUN(test_frames_cut_anywhere);
     harness_stop();
     return 0;
 }
