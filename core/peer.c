@@ -1006,9 +1006,10 @@ static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
                 lim.max_fragment = lim.max_message > UINT32_MAX ? UINT32_MAX
                                                                 : (uint32_t)lim.max_message;
             /* A header that arrived whole is decoded where it lies (the
-             * decoder reads each field once, so bytes a peer changes in
-             * shared memory meanwhile cannot pass a check and then be used
-             * differently); one split across receives is gathered. */
+             * decoder checks its own copy of each field, so bytes a peer
+             * changes in shared memory meanwhile cannot pass a check and
+             * then be used differently); one split across receives is
+             * gathered. */
             size_t take = 0;
             int rc = 0;
             if (l->rx_hdr_have == 0)

@@ -238,7 +238,9 @@ size_t fdn__frame_encode(const struct fdn__frame_hdr *h, uint8_t *buf);
  * malformed. *reason is set in every case (FDN__WIRE_OK unless an error);
  * errors also record a detail for fdn_errmsg(). A bad magic or version is
  * reported as soon as those bytes arrive. *out is meaningful only on
- * success. */
+ * success. buf may be memory a peer can change meanwhile (an shm ring):
+ * each field is copied into *out once and the copy is what is checked and
+ * returned, so keep it that way. */
 int fdn__frame_decode(const uint8_t *buf, size_t len, const struct fdn__wire_limits *lim,
                       struct fdn__frame_hdr *out, enum fdn__wire_error *reason);
 
