@@ -54,6 +54,34 @@ static inline void harness_stop(void)
     fdn_runtime_destroy(rt);
 }
 
+/* One node and what its peer_up/peer_down events told: the last peer that
+ * came up (NULL again once that one goes down), how many came up and went
+ * down, and the last reason given. A test uses it as it is, or embeds it in
+ * a struct side of its own beside what the test counts. */
+struct link {
+    fdn_node *node;
+    fdn_peer *peer;
+    int ups, downs, last_down_reason;
+};
+
+/* peer_up and peer_down for fdn_node_events, with arg a struct link *. */
+static inline void link_on_up(fdn_peer *p, void *arg)
+{
+    struct link *l = arg;
+    l->peer = p;
+    l->ups++;
+}
+
+/* Forgets p if it was the last peer up: its handle dies with this event. */
+static inline void link_on_down(fdn_peer *p, int reason, void *arg)
+{
+    struct link *l = arg;
+    if (l->peer == p)
+        l->peer = NULL;
+    l->downs++;
+    l->last_down_reason = reason;
+}
+
 /* True once p (maybe not known yet) is up with every lane it agreed on up
  * too. */
 static inline bool all_lanes_up(const fdn_peer *p)

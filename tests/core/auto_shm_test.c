@@ -28,27 +28,9 @@
 static const uint8_t secret[] = "same host, same secret, 32 bytes";
 
 struct side {
-    fdn_node *node;
-    fdn_peer *up_peer;
-    int ups, downs;
+    struct link link;
     uint64_t arrivals[FDN_CHANNEL_FIRST_USER];
 };
-
-static void on_up(fdn_peer *p, void *arg)
-{
-    struct side *s = arg;
-    s->up_peer = p;
-    s->ups++;
-}
-
-static void on_down(fdn_peer *p, int reason, void *arg)
-{
-    (void)reason;
-    struct side *s = arg;
-    if (s->up_peer == p)
-        s->up_peer = NULL;
-    s->downs++;
-}
 
 static void on_message(fdn_peer *p, int channel, fdn_msg *m, void *arg)
 {
@@ -63,18 +45,18 @@ static void make_node(struct side *s, bool no_shm)
     memset(s, 0, sizeof *s);
     fdn_node_config cfg = {.worker = w, .secret = secret, .secret_len = sizeof secret,
                            .no_same_host_shm = no_shm};
-    CHECK_OK(fdn_node_create(&cfg, &s->node));
-    fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
-    fdn_node_set_events(s->node, &ev);
+    CHECK_OK(fdn_node_create(&cfg, &s->link.node));
+    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = &s->link};
+    fdn_node_set_events(s->link.node, &ev);
     for (int c = 0; c < FDN_CHANNEL_FIRST_USER; c++)
-        CHECK_OK(fdn_channel_set_handler(s->node, c, on_message, s));
+        CHECK_OK(fdn_channel_set_handler(s->link.node, c, on_message, s));
 }
 
 static void listen_on(struct side *s, const char *where, char *addr, size_t len)
 {
-    int idx = fdn_node_listen(s->node, where);
+    int idx = fdn_node_listen(s->link.node, where);
     CHECK_OK(idx);
-    CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
+    CHECK(fdn_node_listen_addr(s->link.node, idx, addr, len) > 0);
 }
 
 
@@ -95,8 +77,9 @@ static const char *lanes_transport(const fdn_peer *p)
 static fdn_peer *connect_whole(struct side *server, struct side *client, const char *addr)
 {
     fdn_peer *p;
-    CHECK_OK(fdn_node_connect(client->node, addr, &p));
-    RUN_UNTIL(client->ups == 1 && server->ups == 1 && all_lanes_up(p) && all_lanes_up(server->up_peer));
+    CHECK_OK(fdn_node_connect(client->link.node, addr, &p));
+    RUN_UNTIL(client->link.ups == 1 && server->link.ups == 1 && all_lanes_up(p) &&
+              all_lanes_up(server->link.peer));
     CHECK_EQ(fdn_peer_lane_count(p), 2);
     return p;
 }
@@ -111,16 +94,17 @@ static void exchange(struct side *server, struct side *client, fdn_peer *p)
     memset(fdn_msg_data(m), 7, fdn_msg_len(m));
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, m));
     CHECK_OK(fdn_msg_alloc(fdn_worker_pool(w), 64, &m));
-    CHECK_OK(fdn_send(server->up_peer, FDN_CHANNEL_COORDINATION, m));
+    CHECK_OK(fdn_send(server->link.peer, FDN_CHANNEL_COORDINATION, m));
     RUN_UNTIL(server->arrivals[FDN_CHANNEL_DATA] == before_s + 1 &&
               client->arrivals[FDN_CHANNEL_COORDINATION] == before_c + 1);
 }
 
 static void teardown(struct side *a, struct side *b)
 {
-    fdn_node_destroy(a->node);
-    fdn_node_destroy(b->node);
-    CHECK_EQ(a->downs + b->downs, a->ups + b->ups);   /* each up peer told once */
+    fdn_node_destroy(a->link.node);
+    fdn_node_destroy(b->link.node);
+    /* Each up peer told once. */
+    CHECK_EQ(a->link.downs + b->link.downs, a->link.ups + b->link.ups);
     fdn_pool_stats ps;
     fdn_pool_stats_get(fdn_worker_pool(w), &ps);
     CHECK_EQ(ps.buffers_in_use, 0);
@@ -173,17 +157,17 @@ static void test_loopback_tcp_goes_over_shm(void)
     listen_on(&a, "tcp://127.0.0.1:0", addr, sizeof addr);
     fdn_peer *p = connect_whole(&a, &b, addr);
     CHECK(!strcmp(fdn_peer_transport(p), "shm"));
-    CHECK(!strcmp(fdn_peer_transport(a.up_peer), "shm"));
+    CHECK(!strcmp(fdn_peer_transport(a.link.peer), "shm"));
     CHECK(fdn_peer_addr(p, shown, sizeof shown) > 0);
     char expect[2 * FDN__ADDR_MAX];
     snprintf(expect, sizeof expect, "shm://@fdn-tcp-%s", addr + strlen("tcp://"));
     CHECK(!strcmp(shown, expect));
-    CHECK(fdn_peer_addr(a.up_peer, shown, sizeof shown) > 0);
+    CHECK(fdn_peer_addr(a.link.peer, shown, sizeof shown) > 0);
     CHECK(starts_with(shown, "shm://pid:"));
     CHECK(!strcmp(lanes_transport(p), "shm"));
-    CHECK(!strcmp(lanes_transport(a.up_peer), "shm"));
+    CHECK(!strcmp(lanes_transport(a.link.peer), "shm"));
     exchange(&a, &b, p);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     teardown(&a, &b);
 }
 
@@ -201,7 +185,7 @@ static void test_wildcard_listener(void)
     CHECK(!strcmp(fdn_peer_transport(p), "shm"));
     CHECK(!strcmp(lanes_transport(p), "shm"));
     exchange(&a, &b, p);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     teardown(&a, &b);
 }
 
@@ -217,13 +201,13 @@ static void test_told_otherwise_is_tcp(void)
         listen_on(&a, "tcp://127.0.0.1:0", addr, sizeof addr);
         fdn_peer *p = connect_whole(&a, &b, addr);
         CHECK(!strcmp(fdn_peer_transport(p), "tcp"));
-        CHECK(!strcmp(fdn_peer_transport(a.up_peer), "tcp"));
+        CHECK(!strcmp(fdn_peer_transport(a.link.peer), "tcp"));
         CHECK(fdn_peer_addr(p, shown, sizeof shown) > 0);
         CHECK(!strcmp(shown, addr));
         CHECK(!strcmp(lanes_transport(p), "tcp"));
         exchange(&a, &b, p);
-        CHECK_EQ(a.downs + b.downs, 0);
-        CHECK_EQ(b.ups, 1);
+        CHECK_EQ(a.link.downs + b.link.downs, 0);
+        CHECK_EQ(b.link.ups, 1);
         teardown(&a, &b);
     }
 }
@@ -244,15 +228,15 @@ static void test_plain_tcp_listener(void)
     struct side b;
     make_node(&b, false);
     fdn_peer *p;
-    CHECK_OK(fdn_node_connect(b.node, addr, &p));
+    CHECK_OK(fdn_node_connect(b.link.node, addr, &p));
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     RUN_UNTIL(poll(&pfd, 1, 0) == 1);
     int conn = accept(fd, NULL, NULL);
     CHECK(conn >= 0);
     CHECK(!strcmp(fdn_peer_transport(p), "tcp"));
-    CHECK_EQ(b.downs, 0);
-    fdn_node_destroy(b.node);
-    CHECK_EQ(b.downs, 1);   /* the peer that never came up, at destroy */
+    CHECK_EQ(b.link.downs, 0);
+    fdn_node_destroy(b.link.node);
+    CHECK_EQ(b.link.downs, 1);   /* the peer that never came up, at destroy */
     close(conn);
     close(fd);
 }
@@ -268,21 +252,21 @@ static void test_same_port_two_addresses(void)
     make_node(&b, false);
     listen_on(&a, "tcp://127.0.0.1:0", addr_a, sizeof addr_a);
     snprintf(want, sizeof want, "tcp://127.0.0.2:%s", strrchr(addr_a, ':') + 1);
-    if (fdn_node_listen(c.node, want) < 0) {
+    if (fdn_node_listen(c.link.node, want) < 0) {
         printf("   (127.0.0.2 cannot be bound here: skipped)\n");
-        fdn_node_destroy(c.node);
-        fdn_node_destroy(b.node);
-        fdn_node_destroy(a.node);
+        fdn_node_destroy(c.link.node);
+        fdn_node_destroy(b.link.node);
+        fdn_node_destroy(a.link.node);
         return;
     }
-    CHECK(fdn_node_listen_addr(c.node, 0, addr_c, sizeof addr_c) > 0);
+    CHECK(fdn_node_listen_addr(c.link.node, 0, addr_c, sizeof addr_c) > 0);
     fdn_peer *p = connect_whole(&c, &b, addr_c);
     CHECK(!strcmp(fdn_peer_transport(p), "shm"));
-    CHECK(!memcmp(fdn_peer_node_id(p), c.node->node_id, sizeof c.node->node_id));
-    CHECK_EQ(a.ups, 0);
-    fdn_node_destroy(c.node);
-    fdn_node_destroy(b.node);
-    fdn_node_destroy(a.node);
+    CHECK(!memcmp(fdn_peer_node_id(p), c.link.node->node_id, sizeof c.link.node->node_id));
+    CHECK_EQ(a.link.ups, 0);
+    fdn_node_destroy(c.link.node);
+    fdn_node_destroy(b.link.node);
+    fdn_node_destroy(a.link.node);
 }
 
 /* From inside: one lane's transport closed under it, as a reset would. */
@@ -306,19 +290,19 @@ static void test_resume_over_shm(void)
     fdn_peer *p = connect_whole(&a, &b, addr);
     for (int round = 0; round < 2; round++) {
         /* The data lane from the client, then the urgent lane from the server. */
-        CHECK(round == 0 ? kill_lane(p, 1) : kill_lane(a.up_peer, 0));
-        RUN_UNTIL(!fdn_peer_is_up(p) || !fdn_peer_is_up(a.up_peer));
-        RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
+        CHECK(round == 0 ? kill_lane(p, 1) : kill_lane(a.link.peer, 0));
+        RUN_UNTIL(!fdn_peer_is_up(p) || !fdn_peer_is_up(a.link.peer));
+        RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.link.peer));
         CHECK(!strcmp(lanes_transport(p), "shm"));
         CHECK(!strcmp(fdn_peer_transport(p), "shm"));
-        CHECK(!strcmp(fdn_peer_transport(a.up_peer), "shm"));
+        CHECK(!strcmp(fdn_peer_transport(a.link.peer), "shm"));
         exchange(&a, &b, p);
     }
     fdn_node_stats ns;
-    fdn_node_stats_get(b.node, &ns);
+    fdn_node_stats_get(b.link.node, &ns);
     CHECK_EQ(ns.sessions_resumed, 2);
-    CHECK_EQ(a.ups + b.ups, 2);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.ups + b.link.ups, 2);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     teardown(&a, &b);
 }
 
@@ -333,21 +317,21 @@ static void test_resume_falls_back_to_tcp(void)
     listen_on(&a, "tcp://127.0.0.1:0", addr, sizeof addr);
     fdn_peer *p = connect_whole(&a, &b, addr);
     CHECK(!strcmp(fdn_peer_transport(p), "shm"));
-    CHECK(a.node->shortcuts[0].tp != NULL);
-    fdn__tp_listener_close(a.node->shortcuts[0].tp);
-    RUN_UNTIL(a.node->shortcuts[0].closed);
+    CHECK(a.link.node->shortcuts[0].tp != NULL);
+    fdn__tp_listener_close(a.link.node->shortcuts[0].tp);
+    RUN_UNTIL(a.link.node->shortcuts[0].closed);
     CHECK(kill_lane(p, 0));
     RUN_UNTIL(!fdn_peer_is_up(p));
-    RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
+    RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.link.peer));
     CHECK(!strcmp(fdn_peer_transport(p), "tcp"));
-    CHECK(!strcmp(fdn_peer_transport(a.up_peer), "tcp"));
+    CHECK(!strcmp(fdn_peer_transport(a.link.peer), "tcp"));
     CHECK(!strcmp(lanes_transport(p), "tcp"));
-    CHECK(!strcmp(lanes_transport(a.up_peer), "tcp"));
+    CHECK(!strcmp(lanes_transport(a.link.peer), "tcp"));
     exchange(&a, &b, p);
     fdn_node_stats ns;
-    fdn_node_stats_get(b.node, &ns);
+    fdn_node_stats_get(b.link.node, &ns);
     CHECK_EQ(ns.sessions_resumed, 1);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     teardown(&a, &b);
 }
 

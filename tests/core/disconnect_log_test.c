@@ -107,29 +107,7 @@ static const char *the_line(const fdn_node *n, int level, const char *const *wor
 
 /* ---- Nodes --------------------------------------------------------------------- */
 
-struct side {
-    fdn_node *node;
-    fdn_peer *peer;
-    int ups, downs, last_down_reason;
-};
-
-static void on_up(fdn_peer *p, void *arg)
-{
-    struct side *s = arg;
-    s->peer = p;
-    s->ups++;
-}
-
-static void on_down(fdn_peer *p, int reason, void *arg)
-{
-    struct side *s = arg;
-    if (s->peer == p)
-        s->peer = NULL;
-    s->downs++;
-    s->last_down_reason = reason;
-}
-
-static void make_node(struct side *s, const uint8_t *key, size_t key_len, fdn_node_config cfg)
+static void make_node(struct link *s, const uint8_t *key, size_t key_len, fdn_node_config cfg)
 {
     memset(s, 0, sizeof *s);
     cfg.worker = w;
@@ -137,11 +115,11 @@ static void make_node(struct side *s, const uint8_t *key, size_t key_len, fdn_no
     cfg.secret_len = key_len;
     cfg.no_same_host_shm = true;
     CHECK_OK(fdn_node_create(&cfg, &s->node));
-    fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
+    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = s};
     fdn_node_set_events(s->node, &ev);
 }
 
-static int listen_any(struct side *s, char *addr, size_t len)
+static int listen_any(struct link *s, char *addr, size_t len)
 {
     int idx = fdn_node_listen(s->node, "tcp://127.0.0.1:0");
     CHECK_OK(idx);
@@ -149,7 +127,7 @@ static int listen_any(struct side *s, char *addr, size_t len)
     return atoi(strrchr(addr, ':') + 1);
 }
 
-static fdn_node_stats stats_of(const struct side *s)
+static fdn_node_stats stats_of(const struct link *s)
 {
     fdn_node_stats ns;
     fdn_node_stats_get(s->node, &ns);
@@ -248,7 +226,7 @@ static void raw_close(struct raw *r)
  * it; the client, which the server tells nothing, says its handshake failed. */
 static void test_auth_failure(void)
 {
-    struct side srv, cli;
+    struct link srv, cli;
     char addr[128];
     make_node(&srv, secret, sizeof secret, (fdn_node_config){0});
     make_node(&cli, wrong, sizeof wrong, (fdn_node_config){0});
@@ -256,8 +234,8 @@ static void test_auth_failure(void)
     forget_lines();
     fdn_peer *p;
     CHECK_OK(fdn_node_connect(cli.node, addr, &p));
-    RUN_UNTIL(cli.downs == 1 && stats_of(&srv).auth_failures == 1 && lines_of(srv.node) == 1 &&
-              lines_of(cli.node) == 1);
+    RUN_UNTIL(cli.downs == 1 && stats_of(&srv).auth_failures == 1 &&
+              lines_of(srv.node) == 1 && lines_of(cli.node) == 1);
     THE_LINE(srv.node, FDN_LOG_WARN, "tcp://127.0.0.1:", "lane 1 (tcp)", ": auth failed: ");
     THE_LINE(cli.node, FDN_LOG_WARN, addr, "lane 1 (tcp)", ": handshake failed: ");
     CHECK_EQ(stats_of(&cli).peers_down, 1);
@@ -269,7 +247,7 @@ static void test_auth_failure(void)
  * lanes. */
 static void test_orderly_close(void)
 {
-    struct side srv, cli;
+    struct link srv, cli;
     char addr[128];
     make_node(&srv, secret, sizeof secret, (fdn_node_config){0});
     make_node(&cli, secret, sizeof secret, (fdn_node_config){0});
@@ -297,7 +275,7 @@ static void test_orderly_close(void)
  * resumed, and expires. Two events, two lines, two counters. */
 static void test_idle_timeout_then_expiry(void)
 {
-    struct side srv;
+    struct link srv;
     char addr[128];
     make_node(&srv, secret, sizeof secret,
               (fdn_node_config){.keepalive_ns = 20 * MS, .idle_timeout_ns = 100 * MS,
@@ -333,7 +311,7 @@ static void test_idle_timeout_then_expiry(void)
 /* A connection over max_conns_per_addr is refused and says whence. */
 static void test_refused_by_limit(void)
 {
-    struct side srv;
+    struct link srv;
     char addr[128];
     make_node(&srv, secret, sizeof secret,
               (fdn_node_config){.max_conns_per_addr = 1, .handshake_timeout_ns = 60000 * MS});

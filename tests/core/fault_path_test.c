@@ -22,29 +22,11 @@
 static const uint8_t secret[] = "the fault layer needs a secret too";
 
 struct side {
-    fdn_node *node;
-    fdn_peer *up_peer;
-    int ups, downs;
+    struct link link;
     uint32_t expect[FDN_CHANNEL_FIRST_USER];
     uint64_t arrivals[FDN_CHANNEL_FIRST_USER];
     uint64_t out_of_order, corrupted;
 };
-
-static void on_up(fdn_peer *p, void *arg)
-{
-    struct side *s = arg;
-    s->up_peer = p;
-    s->ups++;
-}
-
-static void on_down(fdn_peer *p, int reason, void *arg)
-{
-    struct side *s = arg;
-    (void)reason;
-    if (s->up_peer == p)
-        s->up_peer = NULL;
-    s->downs++;
-}
 
 /* Tags must come 0, 1, 2, ... and intact. A corrupted tag is counted as
  * corruption, not as disorder. */
@@ -75,13 +57,13 @@ static int make_node(struct side *s, const char *faults)
         .secret_len = sizeof secret,
         .faults = faults ? faults : "",
     };
-    int rc = fdn_node_create(&cfg, &s->node);
+    int rc = fdn_node_create(&cfg, &s->link.node);
     if (rc < 0)
         return rc;
-    fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
-    fdn_node_set_events(s->node, &ev);
+    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = &s->link};
+    fdn_node_set_events(s->link.node, &ev);
     for (int c = 0; c < FDN_CHANNEL_FIRST_USER; c++)
-        CHECK_OK(fdn_channel_set_handler(s->node, c, on_message, s));
+        CHECK_OK(fdn_channel_set_handler(s->link.node, c, on_message, s));
     return 0;
 }
 
@@ -89,13 +71,13 @@ static int make_node(struct side *s, const char *faults)
 static fdn_peer *pair_up(struct side *server, struct side *client)
 {
     char addr[128];
-    int idx = fdn_node_listen(server->node, "tcp://127.0.0.1:0");
+    int idx = fdn_node_listen(server->link.node, "tcp://127.0.0.1:0");
     CHECK_OK(idx);
-    CHECK(fdn_node_listen_addr(server->node, idx, addr, sizeof addr) > 0);
+    CHECK(fdn_node_listen_addr(server->link.node, idx, addr, sizeof addr) > 0);
     fdn_peer *p;
-    CHECK_OK(fdn_node_connect(client->node, addr, &p));
-    RUN_UNTIL(client->ups == 1 && server->ups == 1 && all_lanes_up(p) &&
-              all_lanes_up(server->up_peer));
+    CHECK_OK(fdn_node_connect(client->link.node, addr, &p));
+    RUN_UNTIL(client->link.ups == 1 && server->link.ups == 1 && all_lanes_up(p) &&
+              all_lanes_up(server->link.peer));
     return p;
 }
 
@@ -113,8 +95,8 @@ static void send_blocking(fdn_peer *p, int channel, fdn_msg *m)
 
 static void teardown(struct side *a, struct side *b)
 {
-    fdn_node_destroy(a->node);
-    fdn_node_destroy(b->node);
+    fdn_node_destroy(a->link.node);
+    fdn_node_destroy(b->link.node);
     fdn_pool_stats ps;
     fdn_pool_stats_get(fdn_worker_pool(w), &ps);
     CHECK_EQ(ps.buffers_in_use, 0);
@@ -133,7 +115,7 @@ static void test_bad_rules_refused(void)
     /* The environment is read only when the config says nothing. */
     setenv(FDN__FAULT_ENV, "dup=oops", 1);
     CHECK_EQ(make_node(&s, NULL), 0);   /* "" in make_node: off, the variable unread */
-    fdn_node_destroy(s.node);
+    fdn_node_destroy(s.link.node);
     fdn_node_config cfg = {.worker = w, .secret = secret, .secret_len = sizeof secret};
     fdn_node *n;
     CHECK_EQ(fdn_node_create(&cfg, &n), -EINVAL);
@@ -154,11 +136,11 @@ static void test_off_has_no_state(void)
     CHECK_OK(make_node(&a, NULL));
     CHECK_OK(make_node(&b, "   "));
     fdn_peer *p = pair_up(&a, &b);
-    CHECK(a.node->faults == NULL && b.node->faults == NULL);
+    CHECK(a.link.node->faults == NULL && b.link.node->faults == NULL);
     for (int i = 0; i < fdn_peer_lane_count(p); i++)
-        CHECK(p->lanes[i]->faults == NULL && a.up_peer->lanes[i]->faults == NULL);
+        CHECK(p->lanes[i]->faults == NULL && a.link.peer->lanes[i]->faults == NULL);
     char line[64] = "x";
-    CHECK_EQ(fdn_node_fault_report(a.node, line, sizeof line), 0);
+    CHECK_EQ(fdn_node_fault_report(a.link.node, line, sizeof line), 0);
     CHECK_EQ(line[0], '\0');
     teardown(&a, &b);
 }
@@ -196,10 +178,10 @@ static void test_reliable_stream_survives(void)
     CHECK_EQ(a.out_of_order + a.corrupted, 0);
     CHECK_EQ(a.arrivals[FDN_CHANNEL_DATA], STREAM_DATA);
     CHECK_EQ(a.arrivals[FDN_CHANNEL_COORDINATION], STREAM_COORD);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     struct fdn__fault_stats fa, fb;
-    fdn__node_fault_stats(a.node, &fa);
-    fdn__node_fault_stats(b.node, &fb);
+    fdn__node_fault_stats(a.link.node, &fa);
+    fdn__node_fault_stats(b.link.node, &fb);
     printf("   frames %" PRIu64 " drop %" PRIu64 " dup %" PRIu64 " delay %" PRIu64
            " reorder %" PRIu64 " reset %" PRIu64 "\n",
            fa.frames + fb.frames, fa.actions[FDN__FAULT_DROP] + fb.actions[FDN__FAULT_DROP],
@@ -210,8 +192,8 @@ static void test_reliable_stream_survives(void)
     for (int k = FDN__FAULT_DROP; k <= FDN__FAULT_DELAY; k++)
         CHECK(fa.actions[k] + fb.actions[k] > 0);
     fdn_node_stats na, nb;
-    fdn_node_stats_get(a.node, &na);
-    fdn_node_stats_get(b.node, &nb);
+    fdn_node_stats_get(a.link.node, &na);
+    fdn_node_stats_get(b.link.node, &nb);
     CHECK(na.sessions_resumed > 0 && nb.sessions_resumed > 0);
     CHECK(na.sequence_errors > 0);
     teardown(&a, &b);
@@ -231,9 +213,9 @@ static void test_tail_drop_found(void)
     }
     CHECK_EQ(a.out_of_order + a.corrupted, 0);
     struct fdn__fault_stats st;
-    fdn__node_fault_stats(b.node, &st);
+    fdn__node_fault_stats(b.link.node, &st);
     CHECK(st.actions[FDN__FAULT_DROP] > 0);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     teardown(&a, &b);
 }
 
@@ -254,12 +236,12 @@ static void test_rx_hold_keeps_order(void)
     RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 300 && a.arrivals[FDN_CHANNEL_COORDINATION] == 300);
     CHECK_EQ(a.out_of_order + a.corrupted, 0);
     struct fdn__fault_stats st;
-    fdn__node_fault_stats(a.node, &st);
+    fdn__node_fault_stats(a.link.node, &st);
     CHECK(st.actions[FDN__FAULT_DELAY] > 0 && st.actions[FDN__FAULT_REORDER] > 0);
     fdn_node_stats na;
-    fdn_node_stats_get(a.node, &na);
+    fdn_node_stats_get(a.link.node, &na);
     CHECK_EQ(na.sessions_interrupted, 0);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     teardown(&a, &b);
 }
 

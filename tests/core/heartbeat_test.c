@@ -49,30 +49,12 @@ static bool over_shm(void)
 /* ---- A node and what it sees (every field on its worker's thread) -------- */
 
 struct side {
+    struct link link;
     fdn_worker *worker;
-    fdn_node *node;
-    fdn_peer *peer;
-    int ups, downs;
     uint32_t expect;      /* the tag the next message must carry */
     uint32_t arrivals;
     uint32_t bad;         /* out of order, repeated or corrupted */
 };
-
-static void on_up(fdn_peer *p, void *arg)
-{
-    struct side *s = arg;
-    s->peer = p;
-    s->ups++;
-}
-
-static void on_down(fdn_peer *p, int reason, void *arg)
-{
-    struct side *s = arg;
-    (void)reason;
-    if (s->peer == p)
-        s->peer = NULL;
-    s->downs++;
-}
 
 static void on_message(fdn_peer *p, int channel, fdn_msg *m, void *arg)
 {
@@ -99,12 +81,12 @@ static void make_node(struct side *s, fdn_worker *wk, const fdn_node_config *ext
     cfg.secret = secret;
     cfg.secret_len = sizeof secret;
     cfg.no_same_host_shm = !over_shm();
-    CHECK_OK(fdn_node_create(&cfg, &s->node));
-    fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
-    fdn_node_set_events(s->node, &ev);
+    CHECK_OK(fdn_node_create(&cfg, &s->link.node));
+    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = &s->link};
+    fdn_node_set_events(s->link.node, &ev);
     /* Each test streams on one of them: one sequence of tags. */
-    CHECK_OK(fdn_channel_set_handler(s->node, FDN_CHANNEL_COORDINATION, on_message, s));
-    CHECK_OK(fdn_channel_set_handler(s->node, FDN_CHANNEL_DATA, on_message, s));
+    CHECK_OK(fdn_channel_set_handler(s->link.node, FDN_CHANNEL_COORDINATION, on_message, s));
+    CHECK_OK(fdn_channel_set_handler(s->link.node, FDN_CHANNEL_DATA, on_message, s));
 }
 
 /* Message `tag` of len bytes from s's worker's pool, as make_tagged_msg()
@@ -122,16 +104,16 @@ static fdn_msg *tagged(struct side *s, size_t len, uint32_t tag)
 
 static void send_tagged(struct side *s, uint32_t tag)
 {
-    CHECK(s->peer != NULL);
-    CHECK_OK(fdn_send(s->peer, FDN_CHANNEL_COORDINATION, tagged(s, 200, tag)));
+    CHECK(s->link.peer != NULL);
+    CHECK_OK(fdn_send(s->link.peer, FDN_CHANNEL_COORDINATION, tagged(s, 200, tag)));
 }
 
 
 static void listen_any(struct side *s, char *addr, size_t len)
 {
-    int idx = fdn_node_listen(s->node, "tcp://127.0.0.1:0");
+    int idx = fdn_node_listen(s->link.node, "tcp://127.0.0.1:0");
     CHECK_OK(idx);
-    CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
+    CHECK(fdn_node_listen_addr(s->link.node, idx, addr, len) > 0);
 }
 
 static void check_pool_empty(fdn_worker *wk)
@@ -170,9 +152,9 @@ static void *drive_a(void *arg)
             fdn_worker_wait(drv.w, 1000000);
     }
     /* Destroying a node drives its worker: here, not from a task. */
-    if (drv.a && drv.a->node) {
-        fdn_node_destroy(drv.a->node);
-        drv.a->node = NULL;
+    if (drv.a && drv.a->link.node) {
+        fdn_node_destroy(drv.a->link.node);
+        drv.a->link.node = NULL;
     }
     check_pool_empty(drv.w);
     CHECK_OK(fdn_worker_detach(drv.w));
@@ -256,7 +238,7 @@ static void a_listen(void *arg)
 static void a_connect(void *arg)
 {
     struct a_view *v = arg;
-    CHECK_OK(fdn_node_connect(v->a->node, v->addr, &v->a->peer));
+    CHECK_OK(fdn_node_connect(v->a->link.node, v->addr, &v->a->link.peer));
 }
 
 static void a_send(void *arg)
@@ -269,14 +251,14 @@ static void a_send(void *arg)
 static void a_look(void *arg)
 {
     struct a_view *v = arg;
-    v->up = all_lanes_up(v->a->peer);
-    if (v->a->peer)
-        CHECK_OK(fdn_peer_lane_stats(v->a->peer, 2, &v->data_lane));
+    v->up = all_lanes_up(v->a->link.peer);
+    if (v->a->link.peer)
+        CHECK_OK(fdn_peer_lane_stats(v->a->link.peer, 2, &v->data_lane));
     v->arrivals = v->a->arrivals;
     v->bad = v->a->bad;
-    v->ups = v->a->ups;
-    v->downs = v->a->downs;
-    fdn_node_stats_get(v->a->node, &v->stats);
+    v->ups = v->a->link.ups;
+    v->downs = v->a->link.downs;
+    fdn_node_stats_get(v->a->link.node, &v->stats);
 }
 
 static struct a_view *look(struct a_view *v)
@@ -292,17 +274,17 @@ static void pair_a_b(struct side *b, struct a_view *v, bool a_serves)
     make_node(b, w, v->cfg);
     if (a_serves) {
         on_a(a_listen, v);
-        CHECK_OK(fdn_node_connect(b->node, v->addr, &b->peer));
+        CHECK_OK(fdn_node_connect(b->link.node, v->addr, &b->link.peer));
     } else {
         listen_any(b, v->addr, sizeof v->addr);
         on_a(a_connect, v);
     }
-    RUN_UNTIL(all_lanes_up(b->peer) && look(v)->up);
+    RUN_UNTIL(all_lanes_up(b->link.peer) && look(v)->up);
 }
 
 static void teardown_a_b(struct side *b)
 {
-    fdn_node_destroy(b->node);
+    fdn_node_destroy(b->link.node);
     check_pool_empty(w);
     stop_a();
 }
@@ -343,11 +325,11 @@ static void test_quiet_session_stays_up(void)
     pair_a_b(&b, &v, true);
     uint64_t start = fdn_now_ns();
     RUN_UNTIL(fdn_now_ns() - start >= 12 * STEADY_IDLE_NS);
-    CHECK(all_lanes_up(b.peer));
+    CHECK(all_lanes_up(b.link.peer));
     look(&v);
     CHECK(v.up);
     fdn_node_stats nb;
-    fdn_node_stats_get(b.node, &nb);
+    fdn_node_stats_get(b.link.node, &nb);
     printf("   A: %" PRIu64 " pings, %" PRIu64 " pongs; B: %" PRIu64 " pings, %" PRIu64 " pongs\n",
            v.stats.pings_sent, v.stats.pongs_received, nb.pings_sent, nb.pongs_received);
     /* A lane pings after 25 ms of quiet: over a hundred in 3 s. */
@@ -355,7 +337,7 @@ static void test_quiet_session_stays_up(void)
     CHECK(v.stats.pings_sent + nb.pings_sent >= v.stats.pongs_received + nb.pongs_received);
     CHECK_EQ(v.stats.idle_timeouts + nb.idle_timeouts, 0);
     CHECK_EQ(v.stats.sessions_interrupted + nb.sessions_interrupted, 0);
-    CHECK_EQ(v.downs + b.downs, 0);
+    CHECK_EQ(v.downs + b.link.downs, 0);
     teardown_a_b(&b);
 }
 
@@ -389,11 +371,12 @@ static void frozen_peer(bool a_serves)
     for (; to_a < 2 * PER_PHASE; to_a++)
         send_tagged(&b, to_a);
     fdn_node_stats nb;
-    RUN_UNTIL((fdn_node_stats_get(b.node, &nb), nb.idle_timeouts >= 1) && !fdn_peer_is_up(b.peer));
+    RUN_UNTIL((fdn_node_stats_get(b.link.node, &nb), nb.idle_timeouts >= 1) &&
+              !fdn_peer_is_up(b.link.peer));
     uint64_t noticed_ns = fdn_now_ns() - frozen_at;
     CHECK(nb.sessions_interrupted >= 1);
-    CHECK_EQ(b.downs, 0);
-    CHECK(b.peer != NULL);
+    CHECK_EQ(b.link.downs, 0);
+    CHECK(b.link.peer != NULL);
     for (; to_a < 3 * PER_PHASE; to_a++)   /* queued while the session is suspended */
         send_tagged(&b, to_a);
     /* Frozen for at least 3 idle timeouts: A's lanes' silence, as A's
@@ -408,8 +391,9 @@ static void frozen_peer(bool a_serves)
     RUN_UNTIL(b.arrivals == PER_PHASE && (look(&v), v.arrivals == 4 * PER_PHASE));
     /* Settled: both ends up, every interruption resumed (should a loaded
      * machine stall a thread long enough to add one, it resumes too). */
-    RUN_UNTIL(all_lanes_up(b.peer) &&
-              (fdn_node_stats_get(b.node, &nb), nb.sessions_resumed == nb.sessions_interrupted) &&
+    RUN_UNTIL(all_lanes_up(b.link.peer) &&
+              (fdn_node_stats_get(b.link.node, &nb),
+               nb.sessions_resumed == nb.sessions_interrupted) &&
               (look(&v), v.up && v.stats.sessions_resumed == v.stats.sessions_interrupted));
     printf("   B noticed after %" PRIu64 " ms; B: %" PRIu64 " idle timeouts, %" PRIu64
            " interrupted, %" PRIu64 " resumed; A: %" PRIu64 " idle timeouts, %" PRIu64
@@ -422,8 +406,8 @@ static void frozen_peer(bool a_serves)
     CHECK(nb.sessions_resumed >= 1);
     CHECK(v.stats.sessions_resumed >= 1);
     CHECK_EQ(nb.sessions_expired + v.stats.sessions_expired, 0);
-    CHECK_EQ(v.downs + b.downs, 0);
-    CHECK_EQ(v.ups + b.ups, 2);   /* resumed, not reconnected as a new session */
+    CHECK_EQ(v.downs + b.link.downs, 0);
+    CHECK_EQ(v.ups + b.link.ups, 2);   /* resumed, not reconnected as a new session */
     teardown_a_b(&b);
 }
 
@@ -444,7 +428,7 @@ static void test_one_way_stream(void)
     while (fdn_now_ns() - start < 30 * STEADY_KEEPALIVE_NS) {
         fdn_msg *m = tagged(&b, 32 << 10, sent);
         int rc;
-        while ((rc = fdn_send(b.peer, FDN_CHANNEL_DATA, m)) == -EAGAIN)
+        while ((rc = fdn_send(b.link.peer, FDN_CHANNEL_DATA, m)) == -EAGAIN)
             if (fdn_worker_progress(w) == 0)
                 fdn_worker_wait(w, 1000000);
         CHECK_OK(rc);
@@ -453,9 +437,9 @@ static void test_one_way_stream(void)
     }
     RUN_UNTIL((look(&v), v.arrivals == sent));
     fdn_node_stats nb;
-    fdn_node_stats_get(b.node, &nb);
+    fdn_node_stats_get(b.link.node, &nb);
     fdn_lane_stats bl;
-    CHECK_OK(fdn_peer_lane_stats(b.peer, 2, &bl));
+    CHECK_OK(fdn_peer_lane_stats(b.link.peer, 2, &bl));
     printf("   %u messages; lane 2: the receiver sent %" PRIu64 " pings, the sender %" PRIu64
            "\n", sent, v.data_lane.pings_sent, bl.pings_sent);
     /* About one per keepalive + a check period: ~16 in 30 keepalives. */
@@ -479,22 +463,22 @@ static void test_worker_pause_is_not_peer_silence(void)
     make_node(&a, w, &liveness);
     make_node(&b, w, &liveness);
     listen_any(&a, addr, sizeof addr);
-    CHECK_OK(fdn_node_connect(b.node, addr, &b.peer));
-    RUN_UNTIL(all_lanes_up(b.peer) && all_lanes_up(a.peer));
+    CHECK_OK(fdn_node_connect(b.link.node, addr, &b.link.peer));
+    RUN_UNTIL(all_lanes_up(b.link.peer) && all_lanes_up(a.link.peer));
     /* The pause is the scenario here, not a way to wait for something. */
     struct timespec pause = {.tv_nsec = (long)(3 * IDLE_NS)};
     nanosleep(&pause, NULL);
     uint64_t start = fdn_now_ns();
     RUN_UNTIL(fdn_now_ns() - start >= 3 * IDLE_NS);
     fdn_node_stats na, nb;
-    fdn_node_stats_get(a.node, &na);
-    fdn_node_stats_get(b.node, &nb);
+    fdn_node_stats_get(a.link.node, &na);
+    fdn_node_stats_get(b.link.node, &nb);
     CHECK(na.heartbeat_stalls >= 1 && nb.heartbeat_stalls >= 1);
     CHECK_EQ(na.idle_timeouts + nb.idle_timeouts, 0);
     CHECK_EQ(na.sessions_interrupted + nb.sessions_interrupted, 0);
-    CHECK(all_lanes_up(a.peer) && all_lanes_up(b.peer));
-    fdn_node_destroy(a.node);
-    fdn_node_destroy(b.node);
+    CHECK(all_lanes_up(a.link.peer) && all_lanes_up(b.link.peer));
+    fdn_node_destroy(a.link.node);
+    fdn_node_destroy(b.link.node);
     check_pool_empty(w);
 }
 

@@ -25,29 +25,7 @@ static const uint8_t secret[] = "limits keep the door, not the house";
 
 #define S ((uint64_t)1000 * 1000 * 1000)
 
-struct side {
-    fdn_node *node;
-    fdn_peer *peer;
-    int ups, downs, last_down_reason;
-};
-
-static void on_up(fdn_peer *p, void *arg)
-{
-    struct side *s = arg;
-    s->peer = p;
-    s->ups++;
-}
-
-static void on_down(fdn_peer *p, int reason, void *arg)
-{
-    struct side *s = arg;
-    if (s->peer == p)
-        s->peer = NULL;
-    s->downs++;
-    s->last_down_reason = reason;
-}
-
-static void make_node(struct side *s, fdn_node_config cfg, bool same_host_shm)
+static void make_node(struct link *s, fdn_node_config cfg, bool same_host_shm)
 {
     memset(s, 0, sizeof *s);
     cfg.worker = w;
@@ -58,11 +36,11 @@ static void make_node(struct side *s, fdn_node_config cfg, bool same_host_shm)
     if (!cfg.handshake_timeout_ns)
         cfg.handshake_timeout_ns = 600 * S;
     CHECK_OK(fdn_node_create(&cfg, &s->node));
-    fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
+    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = s};
     fdn_node_set_events(s->node, &ev);
 }
 
-static int listen_any(struct side *s, char *addr, size_t len)
+static int listen_any(struct link *s, char *addr, size_t len)
 {
     int idx = fdn_node_listen(s->node, "tcp://127.0.0.1:0");
     CHECK_OK(idx);
@@ -108,7 +86,7 @@ static bool places_free(fdn_node *n)
  * 127.0.0.1, so one more socket fits and the next is refused again. */
 static void test_per_addr_limit(void)
 {
-    struct side srv, cli;
+    struct link srv, cli;
     char addr[128];
     make_node(&srv, (fdn_node_config){.max_conns_per_addr = 3}, false);
     int port = listen_any(&srv, addr, sizeof addr);
@@ -158,7 +136,7 @@ static void test_per_addr_limit(void)
  * being pending when it authenticates). */
 static void test_pending_limit(void)
 {
-    struct side srv, cli;
+    struct link srv, cli;
     char addr[128];
     make_node(&srv, (fdn_node_config){.max_pending_handshakes = 2}, false);
     int port = listen_any(&srv, addr, sizeof addr);
@@ -198,7 +176,7 @@ static void test_pending_limit(void)
  * closed then, and their places come back. */
 static void test_pending_places_expire(void)
 {
-    struct side srv;
+    struct link srv;
     char addr[128];
     make_node(&srv, (fdn_node_config){.max_pending_handshakes = 2,
                                       .handshake_timeout_ns = S / 5}, false);
@@ -221,7 +199,7 @@ static void test_pending_places_expire(void)
  * instead, which counts 127.0.0.1 apart. */
 static void test_shm_limit_per_process(void)
 {
-    struct side srv, c1, c2;
+    struct link srv, c1, c2;
     char addr[128], pid[32];
     make_node(&srv, (fdn_node_config){.max_conns_per_addr = 2}, true);
     listen_any(&srv, addr, sizeof addr);

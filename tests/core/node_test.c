@@ -31,9 +31,7 @@ static const uint8_t secret[] = "correct horse battery staple 42";
 /* ---- Per-node bookkeeping ------------------------------------------------ */
 
 struct side {
-    fdn_node *node;
-    fdn_peer *up_peer;          /* last peer that came up */
-    int ups, downs, last_down_reason;
+    struct link link;
     /* Arrivals: channel and first payload byte, in delivery order. */
     int arrivals;
     int arrival_channel[4096];
@@ -41,22 +39,6 @@ struct side {
     uint64_t bytes_received;
     uint64_t checksum;
 };
-
-static void on_up(fdn_peer *p, void *arg)
-{
-    struct side *s = arg;
-    s->up_peer = p;
-    s->ups++;
-}
-
-static void on_down(fdn_peer *p, int reason, void *arg)
-{
-    struct side *s = arg;
-    if (s->up_peer == p)
-        s->up_peer = NULL;
-    s->downs++;
-    s->last_down_reason = reason;
-}
 
 static uint64_t fnv(const uint8_t *d, size_t n, uint64_t h)
 {
@@ -110,18 +92,18 @@ static void make_node(struct side *s, const char *cluster, const uint8_t *key, s
     cfg.channels = user_channels;
     cfg.num_channels = 1;
     cfg.no_same_host_shm = !over_shm();
-    CHECK_OK(fdn_node_create(&cfg, &s->node));
-    fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
-    fdn_node_set_events(s->node, &ev);
+    CHECK_OK(fdn_node_create(&cfg, &s->link.node));
+    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = &s->link};
+    fdn_node_set_events(s->link.node, &ev);
     for (int c = 0; c < FDN_CHANNEL_FIRST_USER + 1; c++)
-        CHECK_OK(fdn_channel_set_handler(s->node, c, on_message, s));
+        CHECK_OK(fdn_channel_set_handler(s->link.node, c, on_message, s));
 }
 
 static void listen_any(struct side *s, char *addr, size_t len)
 {
-    int idx = fdn_node_listen(s->node, "tcp://127.0.0.1:0");
+    int idx = fdn_node_listen(s->link.node, "tcp://127.0.0.1:0");
     CHECK_OK(idx);
-    CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
+    CHECK(fdn_node_listen_addr(s->link.node, idx, addr, len) > 0);
 }
 
 /* server listens, client connects; returns the client's peer once both are up. */
@@ -130,10 +112,10 @@ static fdn_peer *pair_up(struct side *server, struct side *client)
     char addr[128];
     listen_any(server, addr, sizeof addr);
     fdn_peer *p;
-    CHECK_OK(fdn_node_connect(client->node, addr, &p));
-    RUN_UNTIL(client->ups == 1 && server->ups == 1);
+    CHECK_OK(fdn_node_connect(client->link.node, addr, &p));
+    RUN_UNTIL(client->link.ups == 1 && server->link.ups == 1);
     CHECK(fdn_peer_is_up(p));
-    CHECK(memcmp(fdn_peer_node_id(p), fdn_peer_node_id(server->up_peer), 16) != 0);
+    CHECK(memcmp(fdn_peer_node_id(p), fdn_peer_node_id(server->link.peer), 16) != 0);
     return p;
 }
 
@@ -151,8 +133,8 @@ static fdn_msg *make_msg(size_t len, uint32_t tag)
 
 static void teardown(struct side *a, struct side *b)
 {
-    fdn_node_destroy(a->node);
-    fdn_node_destroy(b->node);
+    fdn_node_destroy(a->link.node);
+    fdn_node_destroy(b->link.node);
     fdn_pool_stats ps;
     fdn_pool_stats_get(fdn_worker_pool(w), &ps);
     CHECK_EQ(ps.buffers_in_use, 0); /* every message freed, sent or not */
@@ -166,8 +148,8 @@ static void test_every_channel_in_order(void)
     make_node(&a, NULL, secret, sizeof secret, NULL);
     make_node(&b, NULL, secret, sizeof secret, NULL);
     fdn_peer *p = pair_up(&a, &b);
-    CHECK_EQ(fdn_channel_lookup(b.node, "telemetry"), FDN_CHANNEL_FIRST_USER);
-    CHECK_EQ(fdn_channel_lookup(b.node, "nope"), -ENOENT);
+    CHECK_EQ(fdn_channel_lookup(b.link.node, "telemetry"), FDN_CHANNEL_FIRST_USER);
+    CHECK_EQ(fdn_channel_lookup(b.link.node, "nope"), -ENOENT);
 
     uint64_t seed = 7, expect = 14695981039346656037ull, bytes = 0;
     int sent = 0;
@@ -202,7 +184,7 @@ static void test_every_channel_in_order(void)
     fdn_channel_stats st;
     CHECK_OK(fdn_peer_channel_stats(p, FDN_CHANNEL_DATA, &st));
     CHECK(st.msgs_sent > 0 && st.bytes_sent > 0);
-    CHECK_OK(fdn_peer_channel_stats(a.up_peer, FDN_CHANNEL_DATA, &st));
+    CHECK_OK(fdn_peer_channel_stats(a.link.peer, FDN_CHANNEL_DATA, &st));
     CHECK(st.msgs_received > 0 && st.msgs_delivered == st.msgs_received);
     teardown(&a, &b);
 }
@@ -251,10 +233,10 @@ static void test_lanes_carry_their_channels(void)
     make_node(&b, NULL, secret, sizeof secret, &cfg);
     fdn_peer *p = pair_up(&a, &b);
     CHECK_EQ(fdn_peer_lane_count(p), 3);
-    RUN_UNTIL(lane_up(p, 2) && lane_up(p, 3) && lane_up(a.up_peer, 2) &&
-              lane_up(a.up_peer, 3));
-    CHECK_EQ(a.ups, 1);
-    CHECK_EQ(b.ups, 1);
+    RUN_UNTIL(lane_up(p, 2) && lane_up(p, 3) && lane_up(a.link.peer, 2) &&
+              lane_up(a.link.peer, 3));
+    CHECK_EQ(a.link.ups, 1);
+    CHECK_EQ(b.link.ups, 1);
     CHECK_EQ(fdn_peer_channel_lane(p, FDN_CHANNEL_COORDINATION), 1);
     CHECK_EQ(fdn_peer_channel_lane(p, FDN_CHANNEL_DATA), 3);
     CHECK_EQ(fdn_peer_lane_stats(p, 4, &(fdn_lane_stats){0}), -EINVAL);
@@ -273,11 +255,11 @@ static void test_lanes_carry_their_channels(void)
     CHECK_EQ(after.max_inflight_bytes, 128u << 10);
     CHECK_OK(fdn_peer_lane_stats(p, 2, &after));
     CHECK_EQ(after.bytes_sent, before[2].bytes_sent);           /* nothing mapped there */
-    CHECK_OK(fdn_peer_lane_stats(a.up_peer, 3, &after));
+    CHECK_OK(fdn_peer_lane_stats(a.link.peer, 3, &after));
     CHECK(after.bytes_received >= 8u << 20);
 
     /* Back the other way, and a request on the data lane answered there. */
-    CHECK_OK(fdn_send(a.up_peer, FDN_CHANNEL_DATA, make_msg(3u << 20, 3)));
+    CHECK_OK(fdn_send(a.link.peer, FDN_CHANNEL_DATA, make_msg(3u << 20, 3)));
     RUN_UNTIL(b.arrivals == 1);
     CHECK_EQ(b.bytes_received, 3u << 20);
     teardown(&a, &b);
@@ -292,10 +274,10 @@ static void test_lane_count_negotiated_down(void)
     make_node(&b, NULL, secret, sizeof secret, &(fdn_node_config){.lanes = 4});
     fdn_peer *p = pair_up(&a, &b);
     CHECK_EQ(fdn_peer_lane_count(p), 1);
-    CHECK_EQ(fdn_peer_lane_count(a.up_peer), 1);
+    CHECK_EQ(fdn_peer_lane_count(a.link.peer), 1);
     CHECK_EQ(fdn_peer_channel_lane(p, FDN_CHANNEL_DATA), 1);
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(2u << 20, 1)));
-    CHECK_OK(fdn_send(a.up_peer, FDN_CHANNEL_DATA, make_msg(2u << 20, 2)));
+    CHECK_OK(fdn_send(a.link.peer, FDN_CHANNEL_DATA, make_msg(2u << 20, 2)));
     RUN_UNTIL(a.arrivals == 1 && b.arrivals == 1);
     teardown(&a, &b);
 
@@ -317,13 +299,13 @@ static void test_lane_loss_resumes_session(void)
     make_node(&a, NULL, secret, sizeof secret, NULL);
     make_node(&b, NULL, secret, sizeof secret, NULL);
     fdn_peer *p = pair_up(&a, &b);
-    RUN_UNTIL(lane_up(p, 2) && lane_up(a.up_peer, 2));
+    RUN_UNTIL(lane_up(p, 2) && lane_up(a.link.peer, 2));
     fdn__tp_conn_close(p->lanes[1]->conn);
     RUN_UNTIL(!fdn_peer_is_up(p));
-    RUN_UNTIL(fdn_peer_is_up(p) && lane_up(p, 2) && lane_up(a.up_peer, 2));
+    RUN_UNTIL(fdn_peer_is_up(p) && lane_up(p, 2) && lane_up(a.link.peer, 2));
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(1 << 20, 1)));
     RUN_UNTIL(a.arrivals == 1);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     teardown(&a, &b);
 }
 
@@ -336,7 +318,7 @@ static void test_stalled_consumer_does_not_block_others(void)
     make_node(&a, NULL, secret, sizeof secret, &small);
     make_node(&b, NULL, secret, sizeof secret, &small);
     fdn_peer *p = pair_up(&a, &b);
-    CHECK_OK(fdn_channel_pause(a.up_peer, FDN_CHANNEL_DATA, true));
+    CHECK_OK(fdn_channel_pause(a.link.peer, FDN_CHANNEL_DATA, true));
     for (int i = 0; i < 10; i++)
         CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(1 << 20, (uint32_t)i)));
     /* Run until the sender has used its window. */
@@ -347,9 +329,9 @@ static void test_stalled_consumer_does_not_block_others(void)
     RUN_UNTIL(a.arrivals == 50);
     for (int i = 0; i < 50; i++)
         CHECK_EQ(a.arrival_channel[i], FDN_CHANNEL_COORDINATION);
-    CHECK_OK(fdn_peer_channel_stats(a.up_peer, FDN_CHANNEL_DATA, &st));
+    CHECK_OK(fdn_peer_channel_stats(a.link.peer, FDN_CHANNEL_DATA, &st));
     CHECK(st.recv_queued_msgs >= 1 && st.recv_queued_msgs <= 2); /* the window, no more */
-    CHECK_OK(fdn_channel_pause(a.up_peer, FDN_CHANNEL_DATA, false));
+    CHECK_OK(fdn_channel_pause(a.link.peer, FDN_CHANNEL_DATA, false));
     RUN_UNTIL(a.arrivals == 60);
     teardown(&a, &b);
 }
@@ -389,7 +371,8 @@ static void test_request_response(void)
     make_node(&a, NULL, secret, sizeof secret, NULL);
     make_node(&b, NULL, secret, sizeof secret, NULL);
     int mode = 0;
-    CHECK_OK(fdn_channel_set_request_handler(a.node, FDN_CHANNEL_COORDINATION, on_request, &mode));
+    CHECK_OK(fdn_channel_set_request_handler(a.link.node, FDN_CHANNEL_COORDINATION, on_request,
+                                             &mode));
     fdn_peer *p = pair_up(&a, &b);
 
     struct reply_state r[3] = {{0}};
@@ -419,11 +402,11 @@ static void test_request_response(void)
     /* A request still pending when the peer goes down gets -ENOTCONN. */
     struct reply_state late = {0};
     CHECK_OK(fdn_request(p, FDN_CHANNEL_COORDINATION, make_msg(64, 80), 0, on_reply, &late, NULL));
-    fdn_node_destroy(a.node);
+    fdn_node_destroy(a.link.node);
     RUN_UNTIL(late.calls == 1);
     CHECK_EQ(late.status, -ENOTCONN);
-    RUN_UNTIL(b.downs == 1);
-    fdn_node_destroy(b.node);
+    RUN_UNTIL(b.link.downs == 1);
+    fdn_node_destroy(b.link.node);
 }
 
 /* ---- Backpressure -------------------------------------------------------- */
@@ -446,7 +429,7 @@ static void test_full_channel_is_eagain(void)
     make_node(&a, NULL, secret, sizeof secret, &cfg);
     make_node(&b, NULL, secret, sizeof secret, &cfg);
     fdn_peer *p = pair_up(&a, &b);
-    CHECK_OK(fdn_channel_pause(a.up_peer, FDN_CHANNEL_DATA, true));
+    CHECK_OK(fdn_channel_pause(a.link.peer, FDN_CHANNEL_DATA, true));
     int accepted = 0, rc;
     fdn_msg *m = make_msg(1 << 20, 0);
     while ((rc = fdn_send(p, FDN_CHANNEL_DATA, m)) == 0) {
@@ -462,7 +445,7 @@ static void test_full_channel_is_eagain(void)
     fdn_task t;
     fdn_task_init(&t, on_writable, NULL, FDN_PRIO_DEFAULT);
     CHECK_OK(fdn_send_notify(p, FDN_CHANNEL_DATA, &t));
-    CHECK_OK(fdn_channel_pause(a.up_peer, FDN_CHANNEL_DATA, false));
+    CHECK_OK(fdn_channel_pause(a.link.peer, FDN_CHANNEL_DATA, false));
     RUN_UNTIL(writable_runs == 1);
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, m));
     RUN_UNTIL(a.arrivals == accepted + 1);
@@ -482,7 +465,7 @@ static void test_agreed_size_limit(void)
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(1 << 20, 2)));
     RUN_UNTIL(a.arrivals == 1);
     fdn_node_stats ns;
-    fdn_node_stats_get(a.node, &ns);
+    fdn_node_stats_get(a.link.node, &ns);
     CHECK_EQ(ns.limit_violations, 0);
     teardown(&a, &b);
 }
@@ -516,7 +499,7 @@ static int server_peer_count;
 
 static void on_server_up(fdn_peer *p, void *arg)
 {
-    on_up(p, arg);
+    link_on_up(p, arg);
     server_peers[server_peer_count++] = p;
 }
 
@@ -526,7 +509,7 @@ static void on_server_down(fdn_peer *p, int reason, void *arg)
     for (int i = 0; i < server_peer_count; i++)
         if (server_peers[i] == p)
             server_peers[i] = NULL;
-    on_down(p, reason, arg);
+    link_on_down(p, reason, arg);
 }
 
 static void on_echo(fdn_peer *p, int channel, fdn_msg *m, void *arg)
@@ -540,19 +523,20 @@ static void test_many_peers_and_clean_close(void)
     struct side server, clients[MANY];
     char addr[128];
     make_node(&server, NULL, secret, sizeof secret, NULL);
-    fdn_node_events ev = {.peer_up = on_server_up, .peer_down = on_server_down, .arg = &server};
-    fdn_node_set_events(server.node, &ev);
-    CHECK_OK(fdn_channel_set_handler(server.node, FDN_CHANNEL_EVENTS, on_echo, NULL));
+    fdn_node_events ev = {.peer_up = on_server_up, .peer_down = on_server_down,
+                          .arg = &server.link};
+    fdn_node_set_events(server.link.node, &ev);
+    CHECK_OK(fdn_channel_set_handler(server.link.node, FDN_CHANNEL_EVENTS, on_echo, NULL));
     server_peer_count = 0;
     listen_any(&server, addr, sizeof addr);
     fdn_peer *peers[MANY];
     for (int i = 0; i < MANY; i++) {
         make_node(&clients[i], NULL, secret, sizeof secret, NULL);
-        CHECK_OK(fdn_node_connect(clients[i].node, addr, &peers[i]));
+        CHECK_OK(fdn_node_connect(clients[i].link.node, addr, &peers[i]));
     }
-    RUN_UNTIL(server.ups == MANY);
+    RUN_UNTIL(server.link.ups == MANY);
     for (int i = 0; i < MANY; i++) {
-        RUN_UNTIL(clients[i].ups == 1);
+        RUN_UNTIL(clients[i].link.ups == 1);
         for (int k = 0; k < 10; k++)
             CHECK_OK(fdn_send(peers[i], FDN_CHANNEL_EVENTS, make_msg(1000, (uint32_t)k)));
     }
@@ -562,21 +546,21 @@ static void test_many_peers_and_clean_close(void)
     for (int i = 0; i < MANY / 2; i++)   /* clients close */
         fdn_peer_close(peers[i]);
     for (int i = 0; i < MANY / 2; i++)
-        RUN_UNTIL(clients[i].downs == 1);
-    RUN_UNTIL(server.downs == MANY / 2);
-    CHECK_EQ(server.last_down_reason, 0);
+        RUN_UNTIL(clients[i].link.downs == 1);
+    RUN_UNTIL(server.link.downs == MANY / 2);
+    CHECK_EQ(server.link.last_down_reason, 0);
     /* The server closes the others: find them among its peers still up. */
     for (int i = 0; i < server_peer_count; i++)
         if (server_peers[i])
             fdn_peer_close(server_peers[i]);
-    RUN_UNTIL(server.downs == MANY);
+    RUN_UNTIL(server.link.downs == MANY);
     for (int i = MANY / 2; i < MANY; i++) {
-        RUN_UNTIL(clients[i].downs == 1);
-        CHECK_EQ(clients[i].last_down_reason, 0);
+        RUN_UNTIL(clients[i].link.downs == 1);
+        CHECK_EQ(clients[i].link.last_down_reason, 0);
     }
     for (int i = 0; i < MANY; i++)
-        fdn_node_destroy(clients[i].node);
-    fdn_node_destroy(server.node);
+        fdn_node_destroy(clients[i].link.node);
+    fdn_node_destroy(server.link.node);
     fdn_pool_stats ps;
     fdn_pool_stats_get(fdn_worker_pool(w), &ps);
     CHECK_EQ(ps.buffers_in_use, 0);
@@ -593,21 +577,21 @@ static void test_wrong_secret_and_cluster(void)
     make_node(&b, NULL, other, sizeof other, NULL);
     listen_any(&a, addr, sizeof addr);
     fdn_peer *p;
-    CHECK_OK(fdn_node_connect(b.node, addr, &p));
+    CHECK_OK(fdn_node_connect(b.link.node, addr, &p));
     /* The client proves itself first; the server refuses it, counts it and
      * closes without a word. */
-    RUN_UNTIL(b.downs == 1);
-    CHECK_EQ(b.last_down_reason, -ECONNABORTED);
-    CHECK_EQ(a.ups + b.ups, 0);
+    RUN_UNTIL(b.link.downs == 1);
+    CHECK_EQ(b.link.last_down_reason, -ECONNABORTED);
+    CHECK_EQ(a.link.ups + b.link.ups, 0);
     fdn_node_stats ns;
-    RUN_UNTIL((fdn_node_stats_get(a.node, &ns), ns.auth_failures == 1));
-    fdn_node_destroy(b.node);
+    RUN_UNTIL((fdn_node_stats_get(a.link.node, &ns), ns.auth_failures == 1));
+    fdn_node_destroy(b.link.node);
 
     make_node(&b, "another-cluster", secret, sizeof secret, NULL);
-    CHECK_OK(fdn_node_connect(b.node, addr, &p));
-    RUN_UNTIL(b.downs == 1);
-    CHECK_EQ(b.last_down_reason, -EPERM);
-    fdn_node_stats_get(a.node, &ns);
+    CHECK_OK(fdn_node_connect(b.link.node, addr, &p));
+    RUN_UNTIL(b.link.downs == 1);
+    CHECK_EQ(b.link.last_down_reason, -EPERM);
+    fdn_node_stats_get(a.link.node, &ns);
     CHECK(ns.handshake_failures >= 1);
     teardown(&a, &b);
 }
@@ -722,7 +706,7 @@ static void test_raw_peers_refused(void)
     CHECK_EQ(send(r.fd, "GET / HTTP/1.1\r\n\r\n", 18, MSG_NOSIGNAL), 18);
     RUN_UNTIL(raw_closed(&r));
     close(r.fd);
-    fdn_node_stats_get(a.node, &ns);
+    fdn_node_stats_get(a.link.node, &ns);
     CHECK_EQ(ns.protocol_errors, 1);
 
     /* A version the node does not speak. */
@@ -730,7 +714,7 @@ static void test_raw_peers_refused(void)
     raw_connect(&r, addr);
     CHECK(!raw_handshake(&r, 2, 3, secret, sizeof secret));
     raw_close(&r);
-    RUN_UNTIL((fdn_node_stats_get(a.node, &ns), ns.handshake_failures == 1));
+    RUN_UNTIL((fdn_node_stats_get(a.link.node, &ns), ns.handshake_failures == 1));
 
     /* Authenticated, then more DATA than the agreed 1 MiB window while the
      * node's consumer is paused (so it grants nothing back): the node must
@@ -738,8 +722,8 @@ static void test_raw_peers_refused(void)
     r = (struct raw){0};
     raw_connect(&r, addr);
     CHECK(raw_handshake(&r, 1, 1, secret, sizeof secret));
-    RUN_UNTIL(a.ups == 1);
-    CHECK_OK(fdn_channel_pause(a.up_peer, FDN_CHANNEL_DATA, true));
+    RUN_UNTIL(a.link.ups == 1);
+    CHECK_OK(fdn_channel_pause(a.link.peer, FDN_CHANNEL_DATA, true));
     static uint8_t chunk[1 << 16];
     bool open = true;
     for (uint64_t msg_id = 0; msg_id < 2 && open; msg_id++) {
@@ -755,9 +739,9 @@ static void test_raw_peers_refused(void)
     }
     RUN_UNTIL(raw_closed(&r));
     raw_close(&r);
-    RUN_UNTIL(a.downs == 1);
-    CHECK_EQ(a.last_down_reason, -ENOSPC);
-    fdn_node_stats_get(a.node, &ns);
+    RUN_UNTIL(a.link.downs == 1);
+    CHECK_EQ(a.link.last_down_reason, -ENOSPC);
+    fdn_node_stats_get(a.link.node, &ns);
     CHECK_EQ(ns.limit_violations, 1);
     CHECK_EQ(ns.protocol_errors, 1); /* the garbage, earlier */
 
@@ -768,11 +752,11 @@ static void test_raw_peers_refused(void)
     CHECK(raw_handshake_lane(&r, 1, 1, secret, sizeof secret, 0x1234, 1));
     RUN_UNTIL(raw_closed(&r));
     raw_close(&r);
-    RUN_UNTIL((fdn_node_stats_get(a.node, &ns), ns.resumes_refused == 1));
+    RUN_UNTIL((fdn_node_stats_get(a.link.node, &ns), ns.resumes_refused == 1));
     CHECK_EQ(ns.protocol_errors, 1);
-    CHECK_EQ(a.ups, 1);
-    CHECK_EQ(a.downs, 1);
-    fdn_node_destroy(a.node);
+    CHECK_EQ(a.link.ups, 1);
+    CHECK_EQ(a.link.downs, 1);
+    fdn_node_destroy(a.link.node);
 }
 
 /* The node reads a byte stream, and a frame may be cut anywhere, its header
@@ -790,7 +774,7 @@ static void test_frames_cut_anywhere(void)
     struct raw r = {0};
     raw_connect(&r, addr);
     CHECK(raw_handshake(&r, 1, 1, secret, sizeof secret));
-    RUN_UNTIL(a.ups == 1);
+    RUN_UNTIL(a.link.ups == 1);
 
     enum { MSGS = 64 };
     static uint8_t stream[MSGS * (FDN__FRAME_MAX_HDR_SIZE + 4 + MSGS)];
@@ -831,10 +815,10 @@ static void test_frames_cut_anywhere(void)
         CHECK_EQ(a.arrival_tag[i], i);
     }
     CHECK_EQ(a.checksum, sum);
-    CHECK_EQ(a.downs, 0);
+    CHECK_EQ(a.link.downs, 0);
     raw_close(&r);
-    RUN_UNTIL(a.downs == 1);
-    fdn_node_destroy(a.node);
+    RUN_UNTIL(a.link.downs == 1);
+    fdn_node_destroy(a.link.node);
 }
 
 int main(void)

@@ -39,9 +39,7 @@ static const uint8_t secret[] = "resumption needs the same secret";
 #define CHANNELS (FDN_CHANNEL_FIRST_USER + 1)
 
 struct side {
-    fdn_node *node;
-    fdn_peer *up_peer;
-    int ups, downs, last_down_reason;
+    struct link link;
     char events[64];               /* 'U' and 'D' in the order they came */
     int num_events;
     uint64_t undelivered_at_down;  /* reliable channels, read in peer_down */
@@ -54,8 +52,7 @@ struct side {
 static void on_up(fdn_peer *p, void *arg)
 {
     struct side *s = arg;
-    s->up_peer = p;
-    s->ups++;
+    link_on_up(p, &s->link);
     if (s->num_events < (int)sizeof s->events)
         s->events[s->num_events++] = 'U';
 }
@@ -68,10 +65,7 @@ static void on_down(fdn_peer *p, int reason, void *arg)
         CHECK_OK(fdn_peer_channel_stats(p, c, &st));
         s->undelivered_at_down += st.undelivered_msgs;
     }
-    if (s->up_peer == p)
-        s->up_peer = NULL;
-    s->downs++;
-    s->last_down_reason = reason;
+    link_on_down(p, reason, &s->link);
     if (s->num_events < (int)sizeof s->events)
         s->events[s->num_events++] = 'D';
 }
@@ -123,18 +117,18 @@ static void make_node(struct side *s, const fdn_node_config *extra)
     cfg.channels = user_channels;
     cfg.num_channels = 1;
     cfg.no_same_host_shm = !over_shm();
-    CHECK_OK(fdn_node_create(&cfg, &s->node));
+    CHECK_OK(fdn_node_create(&cfg, &s->link.node));
     fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
-    fdn_node_set_events(s->node, &ev);
+    fdn_node_set_events(s->link.node, &ev);
     for (int c = 0; c < CHANNELS; c++)
-        CHECK_OK(fdn_channel_set_handler(s->node, c, on_message, s));
+        CHECK_OK(fdn_channel_set_handler(s->link.node, c, on_message, s));
 }
 
 static void listen_any(struct side *s, char *addr, size_t len)
 {
-    int idx = fdn_node_listen(s->node, "tcp://127.0.0.1:0");
+    int idx = fdn_node_listen(s->link.node, "tcp://127.0.0.1:0");
     CHECK_OK(idx);
-    CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
+    CHECK(fdn_node_listen_addr(s->link.node, idx, addr, len) > 0);
 }
 
 /* server listens, client connects; returns the client's peer once both are
@@ -143,16 +137,16 @@ static fdn_peer *pair_up(struct side *server, struct side *client, char *addr, s
 {
     listen_any(server, addr, len);
     fdn_peer *p;
-    CHECK_OK(fdn_node_connect(client->node, addr, &p));
-    RUN_UNTIL(client->ups == 1 && server->ups == 1 && all_lanes_up(p) &&
-              all_lanes_up(server->up_peer));
+    CHECK_OK(fdn_node_connect(client->link.node, addr, &p));
+    RUN_UNTIL(client->link.ups == 1 && server->link.ups == 1 && all_lanes_up(p) &&
+              all_lanes_up(server->link.peer));
     return p;
 }
 
 static void teardown(struct side *a, struct side *b)
 {
-    fdn_node_destroy(a->node);
-    fdn_node_destroy(b->node);
+    fdn_node_destroy(a->link.node);
+    fdn_node_destroy(b->link.node);
     fdn_pool_stats ps;
     fdn_pool_stats_get(fdn_worker_pool(w), &ps);
     CHECK_EQ(ps.buffers_in_use, 0);   /* every message freed, sent or not */
@@ -261,16 +255,16 @@ static void test_lane_loss_resumes(void)
     make_node(&b, NULL);
     fdn_peer *p = pair_up(&a, &b, addr, sizeof addr);
     CHECK(kill_lane(p, 1));
-    RUN_UNTIL(!fdn_peer_is_up(p) || !fdn_peer_is_up(a.up_peer));
-    RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
+    RUN_UNTIL(!fdn_peer_is_up(p) || !fdn_peer_is_up(a.link.peer));
+    RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.link.peer));
     fdn_node_stats ns;
-    fdn_node_stats_get(b.node, &ns);
+    fdn_node_stats_get(b.link.node, &ns);
     CHECK_EQ(ns.sessions_resumed, 1);
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_tagged_msg(3 << 20, 0)));
-    CHECK_OK(fdn_send(a.up_peer, FDN_CHANNEL_COORDINATION, make_tagged_msg(100, 0)));
+    CHECK_OK(fdn_send(a.link.peer, FDN_CHANNEL_COORDINATION, make_tagged_msg(100, 0)));
     RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 1 && b.arrivals[FDN_CHANNEL_COORDINATION] == 1);
-    CHECK_EQ(a.ups + b.ups, 2);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.ups + b.link.ups, 2);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     CHECK_EQ(a.bad + b.bad, 0);
     teardown(&a, &b);
 }
@@ -301,18 +295,18 @@ static void test_stream_across_kills(void)
                           make_tagged_msg(16 + coord_sent % 2000, coord_sent));
             coord_sent++;
         }
-        if (a.up_peer && data_sent % 4 == 0)
-            send_blocking(a.up_peer, FDN_CHANNEL_EVENTS, make_tagged_msg(300, back_sent++));
+        if (a.link.peer && data_sent % 4 == 0)
+            send_blocking(a.link.peer, FDN_CHANNEL_EVENTS, make_tagged_msg(300, back_sent++));
         fdn_worker_progress(w);
         /* A kill every 100 data messages, once the session is whole again. */
         if (data_sent >= 50u + 100u * (uint32_t)kills && kills < KILLS && all_lanes_up(p) &&
-            all_lanes_up(a.up_peer)) {
+            all_lanes_up(a.link.peer)) {
             bool done;
             switch (kills % 5) {
             case 0: done = kill_lane(p, 1); break;           /* client, data lane */
-            case 1: done = kill_lane(a.up_peer, 0); break;   /* server, urgent lane */
+            case 1: done = kill_lane(a.link.peer, 0); break;   /* server, urgent lane */
             case 2: done = kill_lane(p, 0); break;           /* client, urgent lane */
-            case 3: done = kill_lane(a.up_peer, 1); break;   /* server, data lane */
+            case 3: done = kill_lane(a.link.peer, 1); break;   /* server, data lane */
             default: done = shutdown_socket(raw_port_of(addr), kills); break;
             }
             kills += done;
@@ -325,18 +319,18 @@ static void test_stream_across_kills(void)
     CHECK_EQ(a.arrivals[FDN_CHANNEL_DATA], STREAM_DATA);
     CHECK_EQ(a.arrivals[FDN_CHANNEL_COORDINATION], STREAM_COORD);
     CHECK_EQ(b.arrivals[FDN_CHANNEL_EVENTS], back_sent);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     CHECK_EQ(kills, KILLS);
     fdn_node_stats na, nb;
-    fdn_node_stats_get(a.node, &na);
-    fdn_node_stats_get(b.node, &nb);
+    fdn_node_stats_get(a.link.node, &na);
+    fdn_node_stats_get(b.link.node, &nb);
     /* Every interruption ended in a resumption (two kills close together
      * may make one interruption of a side). */
     CHECK(na.sessions_interrupted >= KILLS / 2 && nb.sessions_interrupted >= KILLS / 2);
     CHECK_EQ(na.sessions_resumed, na.sessions_interrupted);
     CHECK_EQ(nb.sessions_resumed, nb.sessions_interrupted);
     CHECK_EQ(na.sessions_expired + nb.sessions_expired, 0);
-    uint64_t again = retransmitted(p) + retransmitted(a.up_peer);
+    uint64_t again = retransmitted(p) + retransmitted(a.link.peer);
     printf("   %d kills, %" PRIu64 " messages sent again, %" PRIu64 " resumptions\n", kills,
            again, nb.sessions_resumed);
     CHECK(again > 0);
@@ -382,9 +376,9 @@ static void test_requests_across_resume(void)
     char addr[128];
     make_node(&a, NULL);
     make_node(&b, NULL);
-    CHECK_OK(fdn_channel_set_request_handler(a.node, FDN_CHANNEL_COORDINATION, echo_request,
+    CHECK_OK(fdn_channel_set_request_handler(a.link.node, FDN_CHANNEL_COORDINATION, echo_request,
                                              NULL));
-    CHECK_OK(fdn_channel_set_request_handler(a.node, FDN_CHANNEL_DATA, echo_request, NULL));
+    CHECK_OK(fdn_channel_set_request_handler(a.link.node, FDN_CHANNEL_DATA, echo_request, NULL));
     fdn_peer *p = pair_up(&a, &b, addr, sizeof addr);
     struct replies r = {0};
     uint64_t ids[256];
@@ -397,14 +391,14 @@ static void test_requests_across_resume(void)
         if (i == 100)
             CHECK(kill_lane(p, 0));
         if (i == 200) {
-            RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
-            CHECK(kill_lane(a.up_peer, 1));
+            RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.link.peer));
+            CHECK(kill_lane(a.link.peer, 1));
         }
         fdn_worker_progress(w);
     }
     RUN_UNTIL(r.calls == 256);
     CHECK_EQ(r.bad, 0);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     fdn_channel_stats st;
     CHECK_OK(fdn_peer_channel_stats(p, FDN_CHANNEL_COORDINATION, &st));
     CHECK_EQ(st.rtt_count, 128);
@@ -527,8 +521,8 @@ static void test_session_expires(void)
     struct raw r = {0};
     raw_connect(&r, addr);
     CHECK(raw_handshake(&r, 0x11, 1, 0x5e55, false));
-    RUN_UNTIL(a.ups == 1);
-    fdn_peer *q = a.up_peer;
+    RUN_UNTIL(a.link.ups == 1);
+    fdn_peer *q = a.link.peer;
     CHECK(raw_data(&r, 0, 0));
     CHECK(raw_data(&r, 1, 1));
     RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 2);
@@ -536,22 +530,22 @@ static void test_session_expires(void)
         CHECK_OK(fdn_send(q, FDN_CHANNEL_DATA, make_tagged_msg(1000, i)));
     CHECK(raw_data(&r, 3, 3));         /* message 2 "lost" */
     fdn_node_stats ns;
-    RUN_UNTIL((fdn_node_stats_get(a.node, &ns), ns.sequence_errors == 1));
+    RUN_UNTIL((fdn_node_stats_get(a.link.node, &ns), ns.sequence_errors == 1));
     RUN_UNTIL(!raw_pump(&r));          /* the node dropped the connection */
     raw_close(&r);
     CHECK(!fdn_peer_is_up(q));
-    CHECK_EQ(a.downs, 0);
+    CHECK_EQ(a.link.downs, 0);
     CHECK_EQ(a.arrivals[FDN_CHANNEL_DATA], 2);
     uint64_t start = fdn_now_ns();
-    RUN_UNTIL(a.downs == 1);
+    RUN_UNTIL(a.link.downs == 1);
     CHECK(fdn_now_ns() - start >= 200 * 1000 * 1000ull);   /* not before its time */
-    CHECK_EQ(a.last_down_reason, -ETIMEDOUT);
+    CHECK_EQ(a.link.last_down_reason, -ETIMEDOUT);
     CHECK_EQ(a.undelivered_at_down, 3);
-    fdn_node_stats_get(a.node, &ns);
+    fdn_node_stats_get(a.link.node, &ns);
     CHECK_EQ(ns.sessions_expired, 1);
     CHECK_EQ(ns.undelivered_msgs, 3);
     CHECK_EQ(ns.handshake_timeouts, 0);
-    fdn_node_destroy(a.node);
+    fdn_node_destroy(a.link.node);
 }
 
 /* A node that comes back as a new incarnation starts a new session: the old
@@ -567,13 +561,13 @@ static void test_new_incarnation_and_unknown_session(void)
     struct raw first = {0}, second = {0}, stranger = {0};
     raw_connect(&first, addr);
     CHECK(raw_handshake(&first, 0x22, 1, 0x1001, false));
-    RUN_UNTIL(a.ups == 1);
+    RUN_UNTIL(a.link.ups == 1);
 
     raw_connect(&second, addr);
     CHECK(raw_handshake(&second, 0x22, 2, 0x2002, false));
-    RUN_UNTIL(a.ups == 2);
-    CHECK_EQ(a.downs, 1);
-    CHECK_EQ(a.last_down_reason, -ECONNRESET);
+    RUN_UNTIL(a.link.ups == 2);
+    CHECK_EQ(a.link.downs, 1);
+    CHECK_EQ(a.link.last_down_reason, -ECONNRESET);
     CHECK_EQ(a.num_events, 3);
     CHECK(memcmp(a.events, "UDU", 3) == 0);   /* the old session down before the new up */
     RUN_UNTIL(!raw_pump(&first));   /* the old session's connection is closed */
@@ -585,13 +579,13 @@ static void test_new_incarnation_and_unknown_session(void)
     CHECK(stranger.got_close);
     CHECK_EQ(stranger.close_reason, FDN__CLOSE_SESSION_UNKNOWN);
     fdn_node_stats ns;
-    fdn_node_stats_get(a.node, &ns);
+    fdn_node_stats_get(a.link.node, &ns);
     CHECK_EQ(ns.resumes_refused, 1);
-    CHECK_EQ(a.ups, 2);
+    CHECK_EQ(a.link.ups, 2);
     raw_close(&first);
     raw_close(&second);
     raw_close(&stranger);
-    fdn_node_destroy(a.node);
+    fdn_node_destroy(a.link.node);
 }
 
 /* The same with real nodes: a client node destroyed and created again
@@ -604,13 +598,13 @@ static void test_client_restart(void)
     make_node(&a, NULL);
     make_node(&b, NULL);
     pair_up(&a, &b, addr, sizeof addr);
-    fdn_node_destroy(b.node);
-    RUN_UNTIL(a.downs == 1);
-    CHECK_EQ(a.last_down_reason, 0);
+    fdn_node_destroy(b.link.node);
+    RUN_UNTIL(a.link.downs == 1);
+    CHECK_EQ(a.link.last_down_reason, 0);
     make_node(&b, NULL);
     fdn_peer *p;
-    CHECK_OK(fdn_node_connect(b.node, addr, &p));
-    RUN_UNTIL(a.ups == 2 && b.ups == 1 && all_lanes_up(p));
+    CHECK_OK(fdn_node_connect(b.link.node, addr, &p));
+    RUN_UNTIL(a.link.ups == 2 && b.link.ups == 1 && all_lanes_up(p));
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_tagged_msg(5000, 0)));
     RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 1);
     teardown(&a, &b);
@@ -632,24 +626,24 @@ static void test_best_effort_counts_losses(void)
     for (int kills = 0; kills < 60; kills++) {
         for (int i = 0; i < 40; i++)
             send_blocking(p, FDN_CHANNEL_GOSSIP, make_tagged_msg(60000, sent++));
-        RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
-        CHECK(kill_lane(a.up_peer, 0));   /* gossip is on the urgent lane */
-        CHECK_OK(fdn_peer_channel_stats(a.up_peer, FDN_CHANNEL_GOSSIP, &st));
+        RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.link.peer));
+        CHECK(kill_lane(a.link.peer, 0));   /* gossip is on the urgent lane */
+        CHECK_OK(fdn_peer_channel_stats(a.link.peer, FDN_CHANNEL_GOSSIP, &st));
         if (st.lost_msgs > 0)
             break;
     }
     /* Loss is likely but not certain on any one attempt: 60 tries. */
     CHECK(st.lost_msgs > 0);
-    RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.up_peer));
+    RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.link.peer));
     for (int i = 0; i < 10; i++)   /* a tail on a steady connection shows the last gap */
         send_blocking(p, FDN_CHANNEL_GOSSIP, make_tagged_msg(100, sent++));
     RUN_UNTIL(a.expect[FDN_CHANNEL_GOSSIP] == sent);
-    CHECK_OK(fdn_peer_channel_stats(a.up_peer, FDN_CHANNEL_GOSSIP, &st));
+    CHECK_OK(fdn_peer_channel_stats(a.link.peer, FDN_CHANNEL_GOSSIP, &st));
     printf("   %u sent, %" PRIu64 " delivered, %" PRIu64 " lost\n", sent, st.msgs_delivered,
            st.lost_msgs);
     CHECK_EQ(st.msgs_delivered + st.lost_msgs, sent);
     CHECK_EQ(a.bad, 0);
-    CHECK_EQ(a.downs + b.downs, 0);
+    CHECK_EQ(a.link.downs + b.link.downs, 0);
     teardown(&a, &b);
 }
 
@@ -663,11 +657,11 @@ static void test_orderly_close_does_not_resume(void)
     make_node(&b, NULL);
     fdn_peer *p = pair_up(&a, &b, addr, sizeof addr);
     fdn_peer_close(p);
-    RUN_UNTIL(a.downs == 1 && b.downs == 1);
-    CHECK_EQ(a.last_down_reason, 0);
-    CHECK_EQ(b.last_down_reason, 0);
+    RUN_UNTIL(a.link.downs == 1 && b.link.downs == 1);
+    CHECK_EQ(a.link.last_down_reason, 0);
+    CHECK_EQ(b.link.last_down_reason, 0);
     fdn_node_stats ns;
-    fdn_node_stats_get(a.node, &ns);
+    fdn_node_stats_get(a.link.node, &ns);
     CHECK_EQ(ns.sessions_interrupted, 0);
     teardown(&a, &b);
 }
