@@ -980,30 +980,63 @@ NodePair::~NodePair()
     fdn_node_destroy(server);
 }
 
-void BM_node_pingpong_one_worker(benchmark::State &state)
-{
-    const char *transport = state.range(0) ? "tcp" : "shm";
-    const size_t size = static_cast<size_t>(state.range(1));
+// A runtime with one application-driven worker, and the two nodes on it
+// connected over the transport the benchmark's first argument names (0 shm,
+// 1 TCP); the second argument is the message size. Members go in reverse:
+// the nodes before the runtime.
+struct OneWorkerPair {
     AttachedRuntime rt;
-    if (!rt.open(state, one_app_worker()))
-        return;
-    fdn_worker *w = rt.home();
+    fdn_worker *w = nullptr;
     NodePair pair;
-    if (!open_pair(state, w, state.range(0), {FDN_CHANNEL_COORDINATION, on_ping, on_echo_count},
-                   pair))
-        return;
-    auto round_trip = [&]() {
+    size_t size = 0;
+
+    bool open(benchmark::State &state, const PairSetup &setup)
+    {
+        size = static_cast<size_t>(state.range(1));
+        state.SetLabel(std::string(state.range(0) ? "tcp" : "shm") + ", " +
+                       std::to_string(size) + " B, one worker");
+        if (!rt.open(state, one_app_worker()))
+            return false;
+        w = rt.home();
+        return open_pair(state, w, state.range(0), setup, pair);
+    }
+
+    // A message of size bytes from the worker's pool, filled; NULL when the
+    // pool has none.
+    fdn_msg *message() const
+    {
         fdn_msg *m;
-        uint64_t want = pair.echoes + 1;
         if (fdn_msg_alloc(fdn_worker_pool(w), size, &m) < 0)
-            return false;
+            return nullptr;
         std::memset(fdn_msg_data(m), 0x5a, size);
-        if (fdn_send(pair.peer, FDN_CHANNEL_COORDINATION, m) < 0)
-            return false;
-        for (int passes = 0; pair.echoes < want; passes++)
-            if (passes > 1000000 || fdn_worker_progress(w) < 0)
+        return m;
+    }
+
+    // Makes progress until done() holds; false on an error or after
+    // max_passes passes (a lost message fails instead of hanging).
+    template <class Done> bool progress_until(Done done, long max_passes) const
+    {
+        for (long passes = 0; !done(); passes++)
+            if (passes > max_passes || fdn_worker_progress(w) < 0)
                 return false;
         return true;
+    }
+};
+
+void BM_node_pingpong_one_worker(benchmark::State &state)
+{
+    OneWorkerPair one;
+    if (!one.open(state, {FDN_CHANNEL_COORDINATION, on_ping, on_echo_count}))
+        return;
+    NodePair &pair = one.pair;
+    auto round_trip = [&]() {
+        uint64_t want = pair.echoes + 1;
+        fdn_msg *m = one.message();
+        if (!m)
+            return false;
+        if (fdn_send(pair.peer, FDN_CHANNEL_COORDINATION, m) < 0)
+            return false;
+        return one.progress_until([&] { return pair.echoes >= want; }, 1000000);
     };
     bool ok = true;
     for (int i = 0; ok && i < kWarmupRoundTrips; i++)
@@ -1017,7 +1050,6 @@ void BM_node_pingpong_one_worker(benchmark::State &state)
             }
         set_one_way_ns(state, clock.elapsed_ns());
     }
-    state.SetLabel(std::string(transport) + ", " + std::to_string(size) + " B, one worker");
     if (!ok)
         state.SkipWithError("a ping was refused or its echo never came");
 }
@@ -1039,21 +1071,16 @@ void on_stream_count(fdn_peer *, int, fdn_msg *m, void *arg)
 
 void BM_node_stream_one_worker(benchmark::State &state)
 {
-    const char *transport = state.range(0) ? "tcp" : "shm";
-    const size_t size = static_cast<size_t>(state.range(1));
-    AttachedRuntime rt;
-    if (!rt.open(state, one_app_worker()))
+    OneWorkerPair one;
+    if (!one.open(state, {FDN_CHANNEL_DATA, on_stream_count, nullptr}))
         return;
-    fdn_worker *w = rt.home();
-    NodePair pair;
-    if (!open_pair(state, w, state.range(0), {FDN_CHANNEL_DATA, on_stream_count, nullptr}, pair))
-        return;
+    fdn_worker *w = one.w;
+    NodePair &pair = one.pair;
     uint64_t sent = 0;
     auto send_one = [&]() {
-        fdn_msg *m;
-        if (fdn_msg_alloc(fdn_worker_pool(w), size, &m) < 0)
+        fdn_msg *m = one.message();
+        if (!m)
             return false;
-        std::memset(fdn_msg_data(m), 0x5a, size);
         int rc;
         for (int passes = 0; (rc = fdn_send(pair.peer, FDN_CHANNEL_DATA, m)) == -EAGAIN; passes++)
             if (passes > 1000000 || fdn_worker_progress(w) < 0)
@@ -1066,10 +1093,7 @@ void BM_node_stream_one_worker(benchmark::State &state)
         return true;
     };
     auto drain = [&]() {
-        for (int passes = 0; pair.received < sent; passes++)
-            if (passes > 10000000 || fdn_worker_progress(w) < 0)
-                return false;
-        return true;
+        return one.progress_until([&] { return pair.received >= sent; }, 10000000);
     };
     bool ok = true;
     for (int i = 0; ok && i < kWarmupRoundTrips; i++)
@@ -1087,7 +1111,6 @@ void BM_node_stream_one_worker(benchmark::State &state)
             benchmark::Counter(clock.elapsed_ns(), benchmark::Counter::kAvgIterations);
     }
     state.SetItemsProcessed(state.iterations());
-    state.SetLabel(std::string(transport) + ", " + std::to_string(size) + " B, one worker");
     if (!ok)
         state.SkipWithError("a message was refused or never arrived");
 }
