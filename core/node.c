@@ -447,7 +447,7 @@ static const struct fdn__tp_listener_events listener_events = {
 
 /* Opens the same-host companion of listener index (core/transport.h). Not
  * having one costs only speed (same-host peers use TCP), so a failure is
- * said once per process on stderr, not returned. */
+ * logged once per process, not returned. */
 static void listen_shortcut(fdn_node *n, int index)
 {
     static atomic_bool said;
@@ -467,8 +467,8 @@ static void listen_shortcut(fdn_node *n, int index)
         s->closed = true;
         s->tp = NULL;
         if (!atomic_exchange(&said, true))
-            fprintf(stderr, "fdn: %s has no same-host listener %s (%s); peers on this host "
-                    "will use TCP. Said once.\n", bound, addr, fdn_errmsg());
+            fdn__log(FDN_LOG_WARN, "%s has no same-host listener %s (%s); peers on this host "
+                     "will use TCP. Said once.", bound, addr, fdn_errmsg());
     }
 }
 
@@ -558,10 +558,12 @@ void fdn_node_destroy(fdn_node *n)
             fdn_worker_wait(n->worker, 1000000);
     }
     if (n->faults) {
-        /* The seed of a run with faults is worth more than its noise. */
-        char line[8192];
+        /* The seed of a run with faults is worth more than its noise: a
+         * warning, so it shows by default and reaches a log handler. (A
+         * line is at most FDN__LOG_LINE_MAX; the seed comes first.) */
+        char line[FDN__LOG_LINE_MAX];
         fdn_node_fault_report(n, line, sizeof line);
-        fprintf(stderr, "fdn: %s\n", line);
+        fdn__log(FDN_LOG_WARN, "%s", line);
         free(n->faults);
     }
     sodium_memzero(n->secret, sizeof n->secret);

@@ -358,7 +358,8 @@ void fdn_node_stats_get(const fdn_node *node, fdn_node_stats *out);
  * the seed, also one chosen at random because none was given. Written NUL
  * terminated and truncated to len, as snprintf does; returns the length of
  * the whole line, or 0 (and "") when the layer is off. A node with the layer
- * on also prints this line to stderr when it is destroyed. */
+ * on also logs this line as a warning (include/fdn/log.h: stderr unless the
+ * application set a handler) when it is destroyed. */
 int fdn_node_fault_report(const fdn_node *node, char *buf, size_t len);
 
 /* One lane (connection) of a peer. */
