@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <fdn/fdn.h>
@@ -52,6 +53,15 @@ static inline void harness_stop(void)
     CHECK_OK(fdn_worker_detach(w));
     CHECK_OK(fdn_runtime_stop(rt));
     fdn_runtime_destroy(rt);
+}
+
+/* FDN_TEST_SAME_HOST_SHM=1 runs a suite through shared memory: the nodes'
+ * same-host shortcut takes over the tcp:// addresses (see
+ * core/transport.h). Otherwise it runs over TCP, as it reads. */
+static inline bool harness_over_shm(void)
+{
+    const char *e = getenv("FDN_TEST_SAME_HOST_SHM");
+    return e && e[0] == '1';
 }
 
 /* One node and what its peer_up/peer_down events told: the last peer that

@@ -15,8 +15,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
 #include <fdn/fdn.h>
 
 #include "base/log.h"
@@ -119,12 +117,11 @@ static void make_node(struct link *s, const uint8_t *key, size_t key_len, fdn_no
     fdn_node_set_events(s->node, &ev);
 }
 
-static int listen_any(struct link *s, char *addr, size_t len)
+static void listen_any(struct link *s, char *addr, size_t len)
 {
     int idx = fdn_node_listen(s->node, "tcp://127.0.0.1:0");
     CHECK_OK(idx);
     CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
-    return atoi(strrchr(addr, ':') + 1);
 }
 
 static fdn_node_stats stats_of(const struct link *s)
@@ -132,92 +129,6 @@ static fdn_node_stats stats_of(const struct link *s)
     fdn_node_stats ns;
     fdn_node_stats_get(s->node, &ns);
     return ns;
-}
-
-/* ---- A raw client: the handshake by hand, then silence ------------------------ */
-
-struct raw {
-    int fd;
-    struct fdn__handshake *hs;
-    uint8_t in[65536];
-    size_t have;
-    int pings;
-    bool got_close;
-    uint64_t close_reason;
-};
-
-static const struct fdn__wire_limits raw_limits = {
-    .max_fragment = 1 << 20, .max_message = 1 << 20, .max_channel = 63};
-
-static void raw_connect(struct raw *r, int port) { r->fd = raw_tcp_connect(port); }
-
-/* Reads what came and handles whole frames (handshake messages, PINGs,
- * which it never answers, a CLOSE). False once the node has closed. */
-static bool raw_pump(struct raw *r)
-{
-    ssize_t n = recv(r->fd, r->in + r->have, sizeof r->in - r->have, MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN))
-        return false;
-    if (n > 0)
-        r->have += (size_t)n;
-    struct fdn__frame_hdr h;
-    enum fdn__wire_error why;
-    int hl;
-    while ((hl = fdn__frame_decode(r->in, r->have, &raw_limits, &h, &why)) > 0 &&
-           r->have >= (size_t)hl + h.frag_len) {
-        if (h.type == FDN__FRAME_HANDSHAKE && r->hs)
-            fdn__handshake_feed(r->hs, r->in + hl, h.frag_len);
-        r->pings += h.type == FDN__FRAME_PING;
-        if (h.type == FDN__FRAME_CLOSE) {
-            r->got_close = true;
-            r->close_reason = h.close_reason;
-        }
-        memmove(r->in, r->in + hl + h.frag_len, r->have - (size_t)hl - h.frag_len);
-        r->have -= (size_t)hl + h.frag_len;
-    }
-    return true;
-}
-
-/* Lane 0 of a one-lane session, as a client with the right secret. */
-static void raw_handshake(struct raw *r)
-{
-    struct fdn__channel_desc desc = {.id = FDN_CHANNEL_DATA, .priority = 4, .flags = 3,
-                                     .weight = 1, .lane = 0, .credit_window = 1 << 20,
-                                     .max_message = 1 << 20};
-    strcpy(desc.name, "data");
-    struct fdn__handshake_config cfg = {
-        .role = FDN__HS_CLIENT, .cluster_name = "foundation", .channels = &desc,
-        .channel_count = 1, .session = 0x5e55, .lane_count = 1, .incarnation = 1,
-        .limits = raw_limits,
-    };
-    memset(cfg.node_id, 0x77, sizeof cfg.node_id);
-    crypto_hash_sha256(cfg.secret, secret, sizeof secret);
-    CHECK_OK(fdn__handshake_create(&cfg, &r->hs));
-    long idle = 0;
-    while (fdn__handshake_status(r->hs) == FDN__HS_IN_PROGRESS) {
-        const uint8_t *msg;
-        size_t len;
-        while ((len = fdn__handshake_next_output(r->hs, &msg)) > 0) {
-            struct fdn__frame_hdr h = {.type = FDN__FRAME_HANDSHAKE,
-                                       .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST,
-                                       .frag_len = (uint32_t)len, .total_len = len};
-            uint8_t hdr[FDN__FRAME_MAX_HDR_SIZE];
-            CHECK(raw_send_all(r->fd, hdr, fdn__frame_encode(&h, hdr)));
-            CHECK(raw_send_all(r->fd, msg, len));
-        }
-        if (fdn_worker_progress(w) == 0) {
-            CHECK(++idle < HARNESS_IDLE_WAITS);
-            fdn_worker_wait(w, 1000000);
-        }
-        CHECK(raw_pump(r));
-    }
-    CHECK_EQ(fdn__handshake_status(r->hs), FDN__HS_DONE);
-}
-
-static void raw_close(struct raw *r)
-{
-    close(r->fd);
-    fdn__handshake_destroy(r->hs);
 }
 
 /* ---- Tests ---------------------------------------------------------------------- */
@@ -280,11 +191,14 @@ static void test_idle_timeout_then_expiry(void)
     make_node(&srv, secret, sizeof secret,
               (fdn_node_config){.keepalive_ns = 20 * MS, .idle_timeout_ns = 100 * MS,
                                 .session_timeout_ns = 300 * MS, .lanes = 1});
-    int port = listen_any(&srv, addr, sizeof addr);
-    struct raw r = {0};
-    raw_connect(&r, port);
+    listen_any(&srv, addr, sizeof addr);
+    struct raw_peer r;
+    raw_peer_connect(&r, addr);
     forget_lines();
-    raw_handshake(&r);
+    /* Lane 0 of a one-lane session, as a client with the right secret. */
+    CHECK(raw_peer_handshake(&r, secret, sizeof secret,
+                             (struct raw_hello){.node_id = 0x77, .incarnation = 1,
+                                                .session = 0x5e55}));
     RUN_UNTIL(srv.ups == 1);
     RUN_UNTIL(!raw_pump(&r));   /* pinged, never answered, closed */
     CHECK(r.pings >= 1);
@@ -304,7 +218,7 @@ static void test_idle_timeout_then_expiry(void)
     THE_LINE(srv.node, FDN_LOG_WARN, "all lanes (tcp)",
              ": session expired: not resumed within 300 ms");
     CHECK_EQ(lines_of(srv.node), 2);
-    raw_close(&r);
+    raw_peer_close(&r);
     fdn_node_destroy(srv.node);
 }
 
@@ -315,19 +229,19 @@ static void test_refused_by_limit(void)
     char addr[128];
     make_node(&srv, secret, sizeof secret,
               (fdn_node_config){.max_conns_per_addr = 1, .handshake_timeout_ns = 60000 * MS});
-    int port = listen_any(&srv, addr, sizeof addr);
+    listen_any(&srv, addr, sizeof addr);
     forget_lines();
-    struct raw first = {0}, second = {0};
-    raw_connect(&first, port);
-    raw_connect(&second, port);
+    struct raw_peer first, second;
+    raw_peer_connect(&first, addr);
+    raw_peer_connect(&second, addr);
     RUN_UNTIL(!raw_pump(&second));
     CHECK_EQ(stats_of(&srv).refused_per_addr, 1);
     THE_LINE(srv.node, FDN_LOG_WARN, "tcp://127.0.0.1:", "lane ? (tcp)",
              ": refused: too many connections from 127.0.0.1 (1, max_conns_per_addr)");
     CHECK_EQ(lines_of(srv.node), 1);
     CHECK(raw_pump(&first));
-    raw_close(&first);
-    raw_close(&second);
+    raw_peer_close(&first);
+    raw_peer_close(&second);
     fdn_node_destroy(srv.node);
 }
 

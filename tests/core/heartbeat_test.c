@@ -38,14 +38,6 @@ static const fdn_node_config liveness = {.keepalive_ns = KEEPALIVE_NS,
 static const fdn_node_config steady = {.keepalive_ns = STEADY_KEEPALIVE_NS,
                                        .idle_timeout_ns = STEADY_IDLE_NS};
 
-/* FDN_TEST_SAME_HOST_SHM=1 runs the suite through shared memory (the
- * same-host shortcut takes over the tcp:// addresses). */
-static bool over_shm(void)
-{
-    const char *e = getenv("FDN_TEST_SAME_HOST_SHM");
-    return e && e[0] == '1';
-}
-
 /* ---- A node and what it sees (every field on its worker's thread) -------- */
 
 struct side {
@@ -80,7 +72,7 @@ static void make_node(struct side *s, fdn_worker *wk, const fdn_node_config *ext
     cfg.worker = wk;
     cfg.secret = secret;
     cfg.secret_len = sizeof secret;
-    cfg.no_same_host_shm = !over_shm();
+    cfg.no_same_host_shm = !harness_over_shm();
     CHECK_OK(fdn_node_create(&cfg, &s->link.node));
     fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = &s->link};
     fdn_node_set_events(s->link.node, &ev);

@@ -7,14 +7,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <sodium.h>
 
 #include <fdn/fdn.h>
 #include <fdn/node.h>
@@ -70,15 +67,6 @@ static const fdn_channel_config user_channels[] = {
     {.name = "telemetry", .priority = 1, .max_message = 4096},
 };
 
-/* FDN_TEST_SAME_HOST_SHM=1 runs this suite through shared memory: the
- * nodes' same-host shortcut takes over the tcp:// addresses (see
- * core/transport.h). Otherwise it runs over TCP, as it reads. */
-static bool over_shm(void)
-{
-    const char *e = getenv("FDN_TEST_SAME_HOST_SHM");
-    return e && e[0] == '1';
-}
-
 static void make_node(struct side *s, const char *cluster, const uint8_t *key, size_t key_len,
                       const fdn_node_config *extra)
 {
@@ -91,7 +79,7 @@ static void make_node(struct side *s, const char *cluster, const uint8_t *key, s
     cfg.secret_len = key_len;
     cfg.channels = user_channels;
     cfg.num_channels = 1;
-    cfg.no_same_host_shm = !over_shm();
+    cfg.no_same_host_shm = !harness_over_shm();
     CHECK_OK(fdn_node_create(&cfg, &s->link.node));
     fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = &s->link};
     fdn_node_set_events(s->link.node, &ev);
@@ -596,101 +584,8 @@ static void test_wrong_secret_and_cluster(void)
     teardown(&a, &b);
 }
 
-/* A raw peer: a blocking socket that speaks the protocol by hand. */
-struct raw {
-    int fd;
-    struct fdn__handshake *hs;
-};
-
-static void raw_connect(struct raw *r, const char *addr)
-{
-    r->fd = raw_tcp_connect(raw_port_of(addr));
-    int one = 1;
-    setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-/* Reads whatever arrived (non-blocking), while the worker runs. */
-static ssize_t raw_read(struct raw *r, uint8_t *buf, size_t cap)
-{
-    ssize_t n = recv(r->fd, buf, cap, MSG_DONTWAIT);
-    return n < 0 && errno == EAGAIN ? 0 : n;
-}
-
-/* The peer closed on us (EOF or reset), seen without blocking. */
-static bool raw_closed(struct raw *r)
-{
-    uint8_t buf[65536];
-    ssize_t n = recv(r->fd, buf, sizeof buf, MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN);
-}
-
-/* Completes a handshake as a client with the given version range and key;
- * returns once DONE (true) or failed (false). */
-static bool raw_handshake_lane(struct raw *r, uint8_t vmin, uint8_t vmax, const uint8_t *key,
-                               size_t key_len, uint64_t session, uint8_t lane)
-{
-    struct fdn__channel_desc desc = {.id = FDN_CHANNEL_DATA, .priority = 4, .flags = 3,
-                                     .weight = 1, .lane = 0, .credit_window = 1 << 20,
-                                     .max_message = 1 << 20};
-    strcpy(desc.name, "data");
-    struct fdn__handshake_config cfg = {
-        .role = FDN__HS_CLIENT, .version_min = vmin, .version_max = vmax,
-        .cluster_name = "foundation", .channels = &desc, .channel_count = 1,
-        .session = session, .lane = lane, .lane_count = (uint8_t)(lane + 1),
-        .limits = {.max_fragment = 1 << 20, .max_message = 1 << 20, .max_channel = 63},
-    };
-    /* Nodes hash their secret into the key (SHA-256); do the same. */
-    crypto_hash_sha256(cfg.secret, key, key_len);
-    CHECK_OK(fdn__handshake_create(&cfg, &r->hs));
-    uint8_t in[65536];
-    size_t have = 0;
-    for (long rounds = 0; rounds < 200000; rounds++) {
-        const uint8_t *msg;
-        size_t len;
-        while ((len = fdn__handshake_next_output(r->hs, &msg)) > 0) {
-            struct fdn__frame_hdr h = {.type = FDN__FRAME_HANDSHAKE,
-                                       .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST,
-                                       .frag_len = (uint32_t)len, .total_len = len};
-            raw_send_frame(r->fd, &h, msg);
-        }
-        enum fdn__handshake_status st = fdn__handshake_status(r->hs);
-        if (st != FDN__HS_IN_PROGRESS)
-            return st == FDN__HS_DONE;
-        if (fdn_worker_progress(w) == 0)
-            fdn_worker_wait(w, 100000);
-        ssize_t n = raw_read(r, in + have, sizeof in - have);
-        if (n < 0)
-            return false;
-        have += (size_t)n;
-        struct fdn__wire_limits lim = {.max_fragment = 1 << 20, .max_message = 1 << 20,
-                                       .max_channel = 63};
-        struct fdn__frame_hdr h;
-        enum fdn__wire_error why;
-        int hl;
-        while ((hl = fdn__frame_decode(in, have, &lim, &h, &why)) > 0 &&
-               have >= (size_t)hl + h.frag_len) {
-            if (h.type == FDN__FRAME_HANDSHAKE)
-                fdn__handshake_feed(r->hs, in + hl, h.frag_len);
-            memmove(in, in + hl + h.frag_len, have - (size_t)hl - h.frag_len);
-            have -= (size_t)hl + h.frag_len;
-        }
-        if (n == 0 && raw_closed(r))
-            return false;
-    }
-    return false;
-}
-
-static bool raw_handshake(struct raw *r, uint8_t vmin, uint8_t vmax, const uint8_t *key,
-                          size_t key_len)
-{
-    return raw_handshake_lane(r, vmin, vmax, key, key_len, 0, 0);
-}
-
-static void raw_close(struct raw *r)
-{
-    close(r->fd);
-    fdn__handshake_destroy(r->hs);
-}
+/* A raw peer's HELLO at version 1, the one nodes speak. */
+static const struct raw_hello speaks_v1 = {.version_min = 1, .version_max = 1};
 
 static void test_raw_peers_refused(void)
 {
@@ -701,27 +596,26 @@ static void test_raw_peers_refused(void)
     fdn_node_stats ns;
 
     /* Garbage: not even a frame. */
-    struct raw r = {0};
-    raw_connect(&r, addr);
+    struct raw_peer r;
+    raw_peer_connect(&r, addr);
     CHECK_EQ(send(r.fd, "GET / HTTP/1.1\r\n\r\n", 18, MSG_NOSIGNAL), 18);
-    RUN_UNTIL(raw_closed(&r));
-    close(r.fd);
+    RUN_UNTIL(!raw_pump(&r));
+    raw_peer_close(&r);
     fdn_node_stats_get(a.link.node, &ns);
     CHECK_EQ(ns.protocol_errors, 1);
 
     /* A version the node does not speak. */
-    r = (struct raw){0};
-    raw_connect(&r, addr);
-    CHECK(!raw_handshake(&r, 2, 3, secret, sizeof secret));
-    raw_close(&r);
+    raw_peer_connect(&r, addr);
+    CHECK(!raw_peer_handshake(&r, secret, sizeof secret,
+                              (struct raw_hello){.version_min = 2, .version_max = 3}));
+    raw_peer_close(&r);
     RUN_UNTIL((fdn_node_stats_get(a.link.node, &ns), ns.handshake_failures == 1));
 
     /* Authenticated, then more DATA than the agreed 1 MiB window while the
      * node's consumer is paused (so it grants nothing back): the node must
      * cut the peer off for breaking its limits. */
-    r = (struct raw){0};
-    raw_connect(&r, addr);
-    CHECK(raw_handshake(&r, 1, 1, secret, sizeof secret));
+    raw_peer_connect(&r, addr);
+    CHECK(raw_peer_handshake(&r, secret, sizeof secret, speaks_v1));
     RUN_UNTIL(a.link.ups == 1);
     CHECK_OK(fdn_channel_pause(a.link.peer, FDN_CHANNEL_DATA, true));
     static uint8_t chunk[1 << 16];
@@ -737,8 +631,8 @@ static void test_raw_peers_refused(void)
             open = raw_send_frame(r.fd, &h, chunk);
         }
     }
-    RUN_UNTIL(raw_closed(&r));
-    raw_close(&r);
+    RUN_UNTIL(!raw_pump(&r));
+    raw_peer_close(&r);
     RUN_UNTIL(a.link.downs == 1);
     CHECK_EQ(a.link.last_down_reason, -ENOSPC);
     fdn_node_stats_get(a.link.node, &ns);
@@ -747,11 +641,12 @@ static void test_raw_peers_refused(void)
 
     /* An authenticated connection that claims to be lane 1 of a session the
      * node never opened is refused, and never becomes a peer. */
-    r = (struct raw){0};
-    raw_connect(&r, addr);
-    CHECK(raw_handshake_lane(&r, 1, 1, secret, sizeof secret, 0x1234, 1));
-    RUN_UNTIL(raw_closed(&r));
-    raw_close(&r);
+    raw_peer_connect(&r, addr);
+    CHECK(raw_peer_handshake(&r, secret, sizeof secret,
+                             (struct raw_hello){.version_min = 1, .version_max = 1,
+                                                .session = 0x1234, .lane = 1}));
+    RUN_UNTIL(!raw_pump(&r));
+    raw_peer_close(&r);
     RUN_UNTIL((fdn_node_stats_get(a.link.node, &ns), ns.resumes_refused == 1));
     CHECK_EQ(ns.protocol_errors, 1);
     CHECK_EQ(a.link.ups, 1);
@@ -771,9 +666,9 @@ static void test_frames_cut_anywhere(void)
     char addr[128];
     make_node(&a, NULL, secret, sizeof secret, NULL);
     listen_any(&a, addr, sizeof addr);
-    struct raw r = {0};
-    raw_connect(&r, addr);
-    CHECK(raw_handshake(&r, 1, 1, secret, sizeof secret));
+    struct raw_peer r;
+    raw_peer_connect(&r, addr);
+    CHECK(raw_peer_handshake(&r, secret, sizeof secret, speaks_v1));
     RUN_UNTIL(a.link.ups == 1);
 
     enum { MSGS = 64 };
@@ -816,7 +711,7 @@ static void test_frames_cut_anywhere(void)
     }
     CHECK_EQ(a.checksum, sum);
     CHECK_EQ(a.link.downs, 0);
-    raw_close(&r);
+    raw_peer_close(&r);
     RUN_UNTIL(a.link.downs == 1);
     fdn_node_destroy(a.link.node);
 }

@@ -11,15 +11,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <sodium.h>
 
 #include <fdn/fdn.h>
 #include <fdn/node.h>
@@ -98,15 +95,6 @@ static const fdn_channel_config user_channels[] = {
     {.name = "telemetry", .priority = 1, .max_message = 4096},
 };
 
-/* FDN_TEST_SAME_HOST_SHM=1 runs this suite through shared memory: the
- * nodes' same-host shortcut takes over the tcp:// addresses (see
- * core/transport.h). Otherwise it runs over TCP, as it reads. */
-static bool over_shm(void)
-{
-    const char *e = getenv("FDN_TEST_SAME_HOST_SHM");
-    return e && e[0] == '1';
-}
-
 static void make_node(struct side *s, const fdn_node_config *extra)
 {
     memset(s, 0, sizeof *s);
@@ -116,7 +104,7 @@ static void make_node(struct side *s, const fdn_node_config *extra)
     cfg.secret_len = sizeof secret;
     cfg.channels = user_channels;
     cfg.num_channels = 1;
-    cfg.no_same_host_shm = !over_shm();
+    cfg.no_same_host_shm = !harness_over_shm();
     CHECK_OK(fdn_node_create(&cfg, &s->link.node));
     fdn_node_events ev = {.peer_up = on_up, .peer_down = on_down, .arg = s};
     fdn_node_set_events(s->link.node, &ev);
@@ -407,96 +395,8 @@ static void test_requests_across_resume(void)
 
 /* ---- A raw client: a socket that speaks the protocol by hand ---------------- */
 
-struct raw {
-    int fd;
-    struct fdn__handshake *hs;
-    uint8_t in[65536];
-    size_t have;
-    bool got_close;
-    uint64_t close_reason;
-};
-
-static const struct fdn__wire_limits raw_limits = {
-    .max_fragment = 1 << 20, .max_message = 1 << 20, .max_channel = 63};
-
-static void raw_connect(struct raw *r, const char *addr)
-{
-    r->fd = raw_tcp_connect(raw_port_of(addr));
-}
-
-/* Reads what arrived and handles whole frames: handshake messages go to the
- * state machine, a CLOSE is noted. Returns false once the node closed. */
-static bool raw_pump(struct raw *r)
-{
-    ssize_t n = recv(r->fd, r->in + r->have, sizeof r->in - r->have, MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN))
-        return false;
-    if (n > 0)
-        r->have += (size_t)n;
-    struct fdn__frame_hdr h;
-    enum fdn__wire_error why;
-    int hl;
-    while ((hl = fdn__frame_decode(r->in, r->have, &raw_limits, &h, &why)) > 0 &&
-           r->have >= (size_t)hl + h.frag_len) {
-        if (h.type == FDN__FRAME_HANDSHAKE && r->hs)
-            fdn__handshake_feed(r->hs, r->in + hl, h.frag_len);
-        if (h.type == FDN__FRAME_CLOSE) {
-            r->got_close = true;
-            r->close_reason = h.close_reason;
-        }
-        memmove(r->in, r->in + hl + h.frag_len, r->have - (size_t)hl - h.frag_len);
-        r->have -= (size_t)hl + h.frag_len;
-    }
-    return true;
-}
-
-/* A client handshake on lane 0 of a 1-lane session, as node `node_id` in
- * incarnation `incarnation`; resume asks to resume the session. Returns
- * true once DONE. */
-static bool raw_handshake(struct raw *r, uint8_t node_id, uint64_t incarnation,
-                          uint64_t session, bool resume)
-{
-    struct fdn__channel_desc desc = {.id = FDN_CHANNEL_DATA, .priority = 4, .flags = 3,
-                                     .weight = 1, .lane = 0, .credit_window = 1 << 20,
-                                     .max_message = 1 << 20};
-    strcpy(desc.name, "data");
-    struct fdn__handshake_config cfg = {
-        .role = FDN__HS_CLIENT, .cluster_name = "foundation", .channels = &desc,
-        .channel_count = 1, .session = session, .lane_count = 1, .resume = resume,
-        .incarnation = incarnation, .limits = raw_limits,
-    };
-    memset(cfg.node_id, node_id, sizeof cfg.node_id);
-    crypto_hash_sha256(cfg.secret, secret, sizeof secret);
-    CHECK_OK(fdn__handshake_create(&cfg, &r->hs));
-    for (long rounds = 0; rounds < 200000; rounds++) {
-        const uint8_t *msg;
-        size_t len;
-        while ((len = fdn__handshake_next_output(r->hs, &msg)) > 0) {
-            struct fdn__frame_hdr h = {.type = FDN__FRAME_HANDSHAKE,
-                                       .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST,
-                                       .frag_len = (uint32_t)len, .total_len = len};
-            raw_send_frame(r->fd, &h, msg);
-        }
-        enum fdn__handshake_status st = fdn__handshake_status(r->hs);
-        if (st != FDN__HS_IN_PROGRESS)
-            return st == FDN__HS_DONE;
-        if (fdn_worker_progress(w) == 0)
-            fdn_worker_wait(w, 100000);
-        if (!raw_pump(r))
-            return false;
-    }
-    return false;
-}
-
-static void raw_close(struct raw *r)
-{
-    close(r->fd);
-    fdn__handshake_destroy(r->hs);
-    r->hs = NULL;
-}
-
 /* A one-fragment DATA message on the data channel. */
-static bool raw_data(struct raw *r, uint64_t seq, uint32_t tag)
+static bool raw_data(struct raw_peer *r, uint64_t seq, uint32_t tag)
 {
     uint8_t payload[64];
     memcpy(payload, &tag, 4);
@@ -518,9 +418,11 @@ static void test_session_expires(void)
     char addr[128];
     make_node(&a, &(fdn_node_config){.session_timeout_ns = 300 * 1000 * 1000ull, .lanes = 1});
     listen_any(&a, addr, sizeof addr);
-    struct raw r = {0};
-    raw_connect(&r, addr);
-    CHECK(raw_handshake(&r, 0x11, 1, 0x5e55, false));
+    struct raw_peer r;
+    raw_peer_connect(&r, addr);
+    CHECK(raw_peer_handshake(&r, secret, sizeof secret,
+                             (struct raw_hello){.node_id = 0x11, .incarnation = 1,
+                                                .session = 0x5e55}));
     RUN_UNTIL(a.link.ups == 1);
     fdn_peer *q = a.link.peer;
     CHECK(raw_data(&r, 0, 0));
@@ -532,7 +434,7 @@ static void test_session_expires(void)
     fdn_node_stats ns;
     RUN_UNTIL((fdn_node_stats_get(a.link.node, &ns), ns.sequence_errors == 1));
     RUN_UNTIL(!raw_pump(&r));          /* the node dropped the connection */
-    raw_close(&r);
+    raw_peer_close(&r);
     CHECK(!fdn_peer_is_up(q));
     CHECK_EQ(a.link.downs, 0);
     CHECK_EQ(a.arrivals[FDN_CHANNEL_DATA], 2);
@@ -558,13 +460,17 @@ static void test_new_incarnation_and_unknown_session(void)
     char addr[128];
     make_node(&a, &(fdn_node_config){.lanes = 1});
     listen_any(&a, addr, sizeof addr);
-    struct raw first = {0}, second = {0}, stranger = {0};
-    raw_connect(&first, addr);
-    CHECK(raw_handshake(&first, 0x22, 1, 0x1001, false));
+    struct raw_peer first, second, stranger;
+    raw_peer_connect(&first, addr);
+    CHECK(raw_peer_handshake(&first, secret, sizeof secret,
+                             (struct raw_hello){.node_id = 0x22, .incarnation = 1,
+                                                .session = 0x1001}));
     RUN_UNTIL(a.link.ups == 1);
 
-    raw_connect(&second, addr);
-    CHECK(raw_handshake(&second, 0x22, 2, 0x2002, false));
+    raw_peer_connect(&second, addr);
+    CHECK(raw_peer_handshake(&second, secret, sizeof secret,
+                             (struct raw_hello){.node_id = 0x22, .incarnation = 2,
+                                                .session = 0x2002}));
     RUN_UNTIL(a.link.ups == 2);
     CHECK_EQ(a.link.downs, 1);
     CHECK_EQ(a.link.last_down_reason, -ECONNRESET);
@@ -573,8 +479,10 @@ static void test_new_incarnation_and_unknown_session(void)
     RUN_UNTIL(!raw_pump(&first));   /* the old session's connection is closed */
 
     /* Resuming the old session, or any unknown one, is refused. */
-    raw_connect(&stranger, addr);
-    CHECK(raw_handshake(&stranger, 0x22, 1, 0x1001, true));
+    raw_peer_connect(&stranger, addr);
+    CHECK(raw_peer_handshake(&stranger, secret, sizeof secret,
+                             (struct raw_hello){.node_id = 0x22, .incarnation = 1,
+                                                .session = 0x1001, .resume = true}));
     RUN_UNTIL(!raw_pump(&stranger));
     CHECK(stranger.got_close);
     CHECK_EQ(stranger.close_reason, FDN__CLOSE_SESSION_UNKNOWN);
@@ -582,9 +490,9 @@ static void test_new_incarnation_and_unknown_session(void)
     fdn_node_stats_get(a.link.node, &ns);
     CHECK_EQ(ns.resumes_refused, 1);
     CHECK_EQ(a.link.ups, 2);
-    raw_close(&first);
-    raw_close(&second);
-    raw_close(&stranger);
+    raw_peer_close(&first);
+    raw_peer_close(&second);
+    raw_peer_close(&stranger);
     fdn_node_destroy(a.link.node);
 }
 
