@@ -92,6 +92,31 @@ static inline void link_on_down(fdn_peer *p, int reason, void *arg)
     l->last_down_reason = reason;
 }
 
+/* Destroys the nodes of two links and checks that every message was
+ * freed, sent or not. */
+static inline void links_destroy(struct link *a, struct link *b)
+{
+    fdn_node_destroy(a->node);
+    fdn_node_destroy(b->node);
+    fdn_pool_stats ps;
+    fdn_pool_stats_get(fdn_worker_pool(w), &ps);
+    CHECK_EQ(ps.buffers_in_use, 0);
+}
+
+/* Sends m, running the worker while the channel pushes back (as it does
+ * while its queue is full, or a session resumes). */
+static inline void send_blocking(fdn_peer *p, int channel, fdn_msg *m)
+{
+    int rc;
+    long rounds = 0;
+    while ((rc = fdn_send(p, channel, m)) == -EAGAIN) {
+        CHECK(++rounds < 100000000);
+        if (fdn_worker_progress(w) == 0)
+            fdn_worker_wait(w, 1000000);
+    }
+    CHECK_OK(rc);
+}
+
 /* True once p (maybe not known yet) is up with every lane it agreed on up
  * too. */
 static inline bool all_lanes_up(const fdn_peer *p)

@@ -81,27 +81,6 @@ static fdn_peer *pair_up(struct side *server, struct side *client)
     return p;
 }
 
-static void send_blocking(fdn_peer *p, int channel, fdn_msg *m)
-{
-    int rc;
-    long rounds = 0;
-    while ((rc = fdn_send(p, channel, m)) == -EAGAIN) {
-        CHECK(++rounds < 100000000);
-        if (fdn_worker_progress(w) == 0)
-            fdn_worker_wait(w, 1000000);
-    }
-    CHECK_OK(rc);
-}
-
-static void teardown(struct side *a, struct side *b)
-{
-    fdn_node_destroy(a->link.node);
-    fdn_node_destroy(b->link.node);
-    fdn_pool_stats ps;
-    fdn_pool_stats_get(fdn_worker_pool(w), &ps);
-    CHECK_EQ(ps.buffers_in_use, 0);
-}
-
 /* ---- Tests ------------------------------------------------------------------ */
 
 static void test_bad_rules_refused(void)
@@ -142,7 +121,7 @@ static void test_off_has_no_state(void)
     char line[64] = "x";
     CHECK_EQ(fdn_node_fault_report(a.link.node, line, sizeof line), 0);
     CHECK_EQ(line[0], '\0');
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 #define STREAM_DATA 600
@@ -196,7 +175,7 @@ static void test_reliable_stream_survives(void)
     fdn_node_stats_get(b.link.node, &nb);
     CHECK(na.sessions_resumed > 0 && nb.sessions_resumed > 0);
     CHECK(na.sequence_errors > 0);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* One message and nothing after it: a drop leaves no gap for the receiver
@@ -216,7 +195,7 @@ static void test_tail_drop_found(void)
     fdn__node_fault_stats(b.link.node, &st);
     CHECK(st.actions[FDN__FAULT_DROP] > 0);
     CHECK_EQ(a.link.downs + b.link.downs, 0);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* Receipt held back: the receiver's layer delays and holds frames (and the
@@ -242,7 +221,7 @@ static void test_rx_hold_keeps_order(void)
     fdn_node_stats_get(a.link.node, &na);
     CHECK_EQ(na.sessions_interrupted, 0);
     CHECK_EQ(a.link.downs + b.link.downs, 0);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* CORRUPT changes what arrives, one byte, on either side, and never the
@@ -268,7 +247,7 @@ static void test_corrupt_leaves_sender_alone(void)
         send_blocking(p, FDN_CHANNEL_COORDINATION, make_tagged_msg(5000, 0));
         RUN_UNTIL(a.arrivals[FDN_CHANNEL_COORDINATION] == 1);
         CHECK_EQ(a.corrupted, 4);
-        teardown(&a, &b);
+        links_destroy(&a.link, &b.link);
     }
 }
 

@@ -419,11 +419,7 @@ static void test_one_way_stream(void)
     uint64_t start = fdn_now_ns();
     while (fdn_now_ns() - start < 30 * STEADY_KEEPALIVE_NS) {
         fdn_msg *m = tagged(&b, 32 << 10, sent);
-        int rc;
-        while ((rc = fdn_send(b.link.peer, FDN_CHANNEL_DATA, m)) == -EAGAIN)
-            if (fdn_worker_progress(w) == 0)
-                fdn_worker_wait(w, 1000000);
-        CHECK_OK(rc);
+        send_blocking(b.link.peer, FDN_CHANNEL_DATA, m);
         sent++;
         fdn_worker_progress(w);
     }

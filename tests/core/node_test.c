@@ -119,15 +119,6 @@ static fdn_msg *make_msg(size_t len, uint32_t tag)
     return m;
 }
 
-static void teardown(struct side *a, struct side *b)
-{
-    fdn_node_destroy(a->link.node);
-    fdn_node_destroy(b->link.node);
-    fdn_pool_stats ps;
-    fdn_pool_stats_get(fdn_worker_pool(w), &ps);
-    CHECK_EQ(ps.buffers_in_use, 0); /* every message freed, sent or not */
-}
-
 /* ---- Tests --------------------------------------------------------------- */
 
 static void test_every_channel_in_order(void)
@@ -147,10 +138,7 @@ static void test_every_channel_in_order(void)
         size_t max = channel == FDN_CHANNEL_DATA ? 3u << 20 : channel == FDN_CHANNEL_GOSSIP ? 60000 : channel == 4 ? 4096 : 100000;
         size_t len = (seed >> 13) % max;
         fdn_msg *m = make_msg(len, (uint32_t)i);
-        int rc;
-        while ((rc = fdn_send(p, channel, m)) == -EAGAIN)
-            fdn_worker_progress(w);
-        CHECK_OK(rc);
+        send_blocking(p, channel, m);
         sent++;
         (void)expect;
         bytes += len;
@@ -174,7 +162,7 @@ static void test_every_channel_in_order(void)
     CHECK(st.msgs_sent > 0 && st.bytes_sent > 0);
     CHECK_OK(fdn_peer_channel_stats(a.link.peer, FDN_CHANNEL_DATA, &st));
     CHECK(st.msgs_received > 0 && st.msgs_delivered == st.msgs_received);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* An urgent message queued behind a 64 MiB bulk message on a less urgent
@@ -193,7 +181,7 @@ static void urgent_overtakes_bulk(uint8_t lanes)
     RUN_UNTIL(a.arrivals == 2);
     CHECK_EQ(a.arrival_channel[0], FDN_CHANNEL_COORDINATION);
     CHECK_EQ(a.arrival_channel[1], FDN_CHANNEL_DATA);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 static void test_urgent_overtakes_bulk(void)
@@ -250,7 +238,7 @@ static void test_lanes_carry_their_channels(void)
     CHECK_OK(fdn_send(a.link.peer, FDN_CHANNEL_DATA, make_msg(3u << 20, 3)));
     RUN_UNTIL(b.arrivals == 1);
     CHECK_EQ(b.bytes_received, 3u << 20);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* Two nodes use the smaller lane count; channels on lanes beyond it fall
@@ -267,7 +255,7 @@ static void test_lane_count_negotiated_down(void)
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(2u << 20, 1)));
     CHECK_OK(fdn_send(a.link.peer, FDN_CHANNEL_DATA, make_msg(2u << 20, 2)));
     RUN_UNTIL(a.arrivals == 1 && b.arrivals == 1);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 
     /* A channel on a lane the node does not have is a configuration error. */
     fdn_node *n;
@@ -294,7 +282,7 @@ static void test_lane_loss_resumes_session(void)
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_msg(1 << 20, 1)));
     RUN_UNTIL(a.arrivals == 1);
     CHECK_EQ(a.link.downs + b.link.downs, 0);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* The data consumer stops: the data channel stalls on credit while the
@@ -321,7 +309,7 @@ static void test_stalled_consumer_does_not_block_others(void)
     CHECK(st.recv_queued_msgs >= 1 && st.recv_queued_msgs <= 2); /* the window, no more */
     CHECK_OK(fdn_channel_pause(a.link.peer, FDN_CHANNEL_DATA, false));
     RUN_UNTIL(a.arrivals == 60);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* ---- Request / response -------------------------------------------------- */
@@ -437,7 +425,7 @@ static void test_full_channel_is_eagain(void)
     RUN_UNTIL(writable_runs == 1);
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, m));
     RUN_UNTIL(a.arrivals == accepted + 1);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* Limits are what both ends agreed: a node that allows 64 MiB talking to
@@ -455,7 +443,7 @@ static void test_agreed_size_limit(void)
     fdn_node_stats ns;
     fdn_node_stats_get(a.link.node, &ns);
     CHECK_EQ(ns.limit_violations, 0);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* Zero-copy sends (opt-in) deliver the same bytes. */
@@ -474,7 +462,7 @@ static void test_zerocopy_sends(void)
     }
     RUN_UNTIL(a.arrivals == 8);
     CHECK_EQ(a.checksum, expect);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* Twenty clients on one server, traffic both ways, then half close from the
@@ -581,7 +569,7 @@ static void test_wrong_secret_and_cluster(void)
     CHECK_EQ(b.link.last_down_reason, -EPERM);
     fdn_node_stats_get(a.link.node, &ns);
     CHECK(ns.handshake_failures >= 1);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* A raw peer's HELLO at version 1, the one nodes speak. */

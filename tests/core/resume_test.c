@@ -131,29 +131,6 @@ static fdn_peer *pair_up(struct side *server, struct side *client, char *addr, s
     return p;
 }
 
-static void teardown(struct side *a, struct side *b)
-{
-    fdn_node_destroy(a->link.node);
-    fdn_node_destroy(b->link.node);
-    fdn_pool_stats ps;
-    fdn_pool_stats_get(fdn_worker_pool(w), &ps);
-    CHECK_EQ(ps.buffers_in_use, 0);   /* every message freed, sent or not */
-}
-
-/* Sends, running the worker while the channel pushes back (as it does while
- * the session resumes and its queue fills). */
-static void send_blocking(fdn_peer *p, int channel, fdn_msg *m)
-{
-    int rc;
-    long rounds = 0;
-    while ((rc = fdn_send(p, channel, m)) == -EAGAIN) {
-        CHECK(++rounds < 100000000);
-        if (fdn_worker_progress(w) == 0)
-            fdn_worker_wait(w, 1000000);
-    }
-    CHECK_OK(rc);
-}
-
 /* ---- Killing connections --------------------------------------------------- */
 
 /* From inside: the transport of one lane closed under it, as a reset would. */
@@ -254,7 +231,7 @@ static void test_lane_loss_resumes(void)
     CHECK_EQ(a.link.ups + b.link.ups, 2);
     CHECK_EQ(a.link.downs + b.link.downs, 0);
     CHECK_EQ(a.bad + b.bad, 0);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* Streams on two reliable channels (both lanes), both ways, while lanes are
@@ -325,7 +302,7 @@ static void test_stream_across_kills(void)
     /* Acknowledgements catch up: nothing stays held once all has arrived. */
     fdn_channel_stats st;
     RUN_UNTIL((fdn_peer_channel_stats(p, FDN_CHANNEL_DATA, &st), st.unacked_msgs == 0));
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* Requests sent across a resumption all get their one answer. */
@@ -390,7 +367,7 @@ static void test_requests_across_resume(void)
     fdn_channel_stats st;
     CHECK_OK(fdn_peer_channel_stats(p, FDN_CHANNEL_COORDINATION, &st));
     CHECK_EQ(st.rtt_count, 128);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* ---- A raw client: a socket that speaks the protocol by hand ---------------- */
@@ -515,7 +492,7 @@ static void test_client_restart(void)
     RUN_UNTIL(a.link.ups == 2 && b.link.ups == 1 && all_lanes_up(p));
     CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, make_tagged_msg(5000, 0)));
     RUN_UNTIL(a.arrivals[FDN_CHANNEL_DATA] == 1);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* A best-effort channel does not fail on loss: it counts the gap. The
@@ -552,7 +529,7 @@ static void test_best_effort_counts_losses(void)
     CHECK_EQ(st.msgs_delivered + st.lost_msgs, sent);
     CHECK_EQ(a.bad, 0);
     CHECK_EQ(a.link.downs + b.link.downs, 0);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 /* An orderly close ends the session at once, on both sides, with 0: no
@@ -571,7 +548,7 @@ static void test_orderly_close_does_not_resume(void)
     fdn_node_stats ns;
     fdn_node_stats_get(a.link.node, &ns);
     CHECK_EQ(ns.sessions_interrupted, 0);
-    teardown(&a, &b);
+    links_destroy(&a.link, &b.link);
 }
 
 int main(void)
