@@ -53,6 +53,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/compiler.h"
+
 #define FDN__SHM_MAGIC UINT64_C(0x3130484d534e4446) /* "FDNSHM01" little-endian */
 #define FDN__SHM_VERSION 3u       /* 2: records, pools and loans; 3: headers publish */
 #define FDN__SHM_DATA_OFFSET 4096u
@@ -271,7 +273,8 @@ static inline void fdn__shm_tx_write(struct fdn__shm_tx *t, const void *src, siz
     uint32_t off = (uint32_t)(t->tail & (t->size - 1));
     size_t first = t->size - off < n ? t->size - off : n;
     memcpy(t->data + off, src, first);
-    memcpy(t->data, (const uint8_t *)src + first, n - first);
+    if (fdn__unlikely(first < n))   /* wraps: rare, and a call saved per piece */
+        memcpy(t->data, (const uint8_t *)src + first, n - first);
     t->tail += n;
 }
 
