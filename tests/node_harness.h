@@ -92,6 +92,22 @@ static inline void link_on_down(fdn_peer *p, int reason, void *arg)
     l->last_down_reason = reason;
 }
 
+/* Points l's node's peer_up and peer_down events at l. */
+static inline void link_watch(struct link *l)
+{
+    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = l};
+    fdn_node_set_events(l->node, &ev);
+}
+
+/* Makes l's node listen on a free loopback TCP port; addr gets the bound
+ * address. */
+static inline void link_listen_any(struct link *l, char *addr, size_t len)
+{
+    int idx = fdn_node_listen(l->node, "tcp://127.0.0.1:0");
+    CHECK_OK(idx);
+    CHECK(fdn_node_listen_addr(l->node, idx, addr, len) > 0);
+}
+
 /* Destroys the nodes of two links and checks that every message was
  * freed, sent or not. */
 static inline void links_destroy(struct link *a, struct link *b)

@@ -46,8 +46,7 @@ static void make_node(struct side *s, bool no_shm)
     fdn_node_config cfg = {.worker = w, .secret = secret, .secret_len = sizeof secret,
                            .no_same_host_shm = no_shm};
     CHECK_OK(fdn_node_create(&cfg, &s->link.node));
-    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = &s->link};
-    fdn_node_set_events(s->link.node, &ev);
+    link_watch(&s->link);
     for (int c = 0; c < FDN_CHANNEL_FIRST_USER; c++)
         CHECK_OK(fdn_channel_set_handler(s->link.node, c, on_message, s));
 }

@@ -113,15 +113,7 @@ static void make_node(struct link *s, const uint8_t *key, size_t key_len, fdn_no
     cfg.secret_len = key_len;
     cfg.no_same_host_shm = true;
     CHECK_OK(fdn_node_create(&cfg, &s->node));
-    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = s};
-    fdn_node_set_events(s->node, &ev);
-}
-
-static void listen_any(struct link *s, char *addr, size_t len)
-{
-    int idx = fdn_node_listen(s->node, "tcp://127.0.0.1:0");
-    CHECK_OK(idx);
-    CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
+    link_watch(s);
 }
 
 static fdn_node_stats stats_of(const struct link *s)
@@ -141,7 +133,7 @@ static void test_auth_failure(void)
     char addr[128];
     make_node(&srv, secret, sizeof secret, (fdn_node_config){0});
     make_node(&cli, wrong, sizeof wrong, (fdn_node_config){0});
-    listen_any(&srv, addr, sizeof addr);
+    link_listen_any(&srv, addr, sizeof addr);
     forget_lines();
     fdn_peer *p;
     CHECK_OK(fdn_node_connect(cli.node, addr, &p));
@@ -162,7 +154,7 @@ static void test_orderly_close(void)
     char addr[128];
     make_node(&srv, secret, sizeof secret, (fdn_node_config){0});
     make_node(&cli, secret, sizeof secret, (fdn_node_config){0});
-    listen_any(&srv, addr, sizeof addr);
+    link_listen_any(&srv, addr, sizeof addr);
     fdn_peer *p;
     CHECK_OK(fdn_node_connect(cli.node, addr, &p));
     RUN_UNTIL(srv.ups == 1 && cli.ups == 1 && fdn_peer_lane_count(p) == 2);
@@ -191,7 +183,7 @@ static void test_idle_timeout_then_expiry(void)
     make_node(&srv, secret, sizeof secret,
               (fdn_node_config){.keepalive_ns = 20 * MS, .idle_timeout_ns = 100 * MS,
                                 .session_timeout_ns = 300 * MS, .lanes = 1});
-    listen_any(&srv, addr, sizeof addr);
+    link_listen_any(&srv, addr, sizeof addr);
     struct raw_peer r;
     raw_peer_connect(&r, addr);
     forget_lines();
@@ -229,7 +221,7 @@ static void test_refused_by_limit(void)
     char addr[128];
     make_node(&srv, secret, sizeof secret,
               (fdn_node_config){.max_conns_per_addr = 1, .handshake_timeout_ns = 60000 * MS});
-    listen_any(&srv, addr, sizeof addr);
+    link_listen_any(&srv, addr, sizeof addr);
     forget_lines();
     struct raw_peer first, second;
     raw_peer_connect(&first, addr);

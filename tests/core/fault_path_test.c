@@ -60,20 +60,16 @@ static int make_node(struct side *s, const char *faults)
     int rc = fdn_node_create(&cfg, &s->link.node);
     if (rc < 0)
         return rc;
-    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = &s->link};
-    fdn_node_set_events(s->link.node, &ev);
+    link_watch(&s->link);
     for (int c = 0; c < FDN_CHANNEL_FIRST_USER; c++)
         CHECK_OK(fdn_channel_set_handler(s->link.node, c, on_message, s));
     return 0;
 }
 
-
 static fdn_peer *pair_up(struct side *server, struct side *client)
 {
     char addr[128];
-    int idx = fdn_node_listen(server->link.node, "tcp://127.0.0.1:0");
-    CHECK_OK(idx);
-    CHECK(fdn_node_listen_addr(server->link.node, idx, addr, sizeof addr) > 0);
+    link_listen_any(&server->link, addr, sizeof addr);
     fdn_peer *p;
     CHECK_OK(fdn_node_connect(client->link.node, addr, &p));
     RUN_UNTIL(client->link.ups == 1 && server->link.ups == 1 && all_lanes_up(p) &&

@@ -74,8 +74,7 @@ static void make_node(struct side *s, fdn_worker *wk, const fdn_node_config *ext
     cfg.secret_len = sizeof secret;
     cfg.no_same_host_shm = !harness_over_shm();
     CHECK_OK(fdn_node_create(&cfg, &s->link.node));
-    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = &s->link};
-    fdn_node_set_events(s->link.node, &ev);
+    link_watch(&s->link);
     /* Each test streams on one of them: one sequence of tags. */
     CHECK_OK(fdn_channel_set_handler(s->link.node, FDN_CHANNEL_COORDINATION, on_message, s));
     CHECK_OK(fdn_channel_set_handler(s->link.node, FDN_CHANNEL_DATA, on_message, s));
@@ -100,13 +99,6 @@ static void send_tagged(struct side *s, uint32_t tag)
     CHECK_OK(fdn_send(s->link.peer, FDN_CHANNEL_COORDINATION, tagged(s, 200, tag)));
 }
 
-
-static void listen_any(struct side *s, char *addr, size_t len)
-{
-    int idx = fdn_node_listen(s->link.node, "tcp://127.0.0.1:0");
-    CHECK_OK(idx);
-    CHECK(fdn_node_listen_addr(s->link.node, idx, addr, len) > 0);
-}
 
 static void check_pool_empty(fdn_worker *wk)
 {
@@ -224,7 +216,7 @@ static void a_create(void *arg)
 static void a_listen(void *arg)
 {
     struct a_view *v = arg;
-    listen_any(v->a, v->addr, sizeof v->addr);
+    link_listen_any(&v->a->link, v->addr, sizeof v->addr);
 }
 
 static void a_connect(void *arg)
@@ -268,7 +260,7 @@ static void pair_a_b(struct side *b, struct a_view *v, bool a_serves)
         on_a(a_listen, v);
         CHECK_OK(fdn_node_connect(b->link.node, v->addr, &b->link.peer));
     } else {
-        listen_any(b, v->addr, sizeof v->addr);
+        link_listen_any(&b->link, v->addr, sizeof v->addr);
         on_a(a_connect, v);
     }
     RUN_UNTIL(all_lanes_up(b->link.peer) && look(v)->up);
@@ -450,7 +442,7 @@ static void test_worker_pause_is_not_peer_silence(void)
     char addr[128];
     make_node(&a, w, &liveness);
     make_node(&b, w, &liveness);
-    listen_any(&a, addr, sizeof addr);
+    link_listen_any(&a.link, addr, sizeof addr);
     CHECK_OK(fdn_node_connect(b.link.node, addr, &b.link.peer));
     RUN_UNTIL(all_lanes_up(b.link.peer) && all_lanes_up(a.link.peer));
     /* The pause is the scenario here, not a way to wait for something. */

@@ -36,16 +36,7 @@ static void make_node(struct link *s, fdn_node_config cfg, bool same_host_shm)
     if (!cfg.handshake_timeout_ns)
         cfg.handshake_timeout_ns = 600 * S;
     CHECK_OK(fdn_node_create(&cfg, &s->node));
-    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = s};
-    fdn_node_set_events(s->node, &ev);
-}
-
-static int listen_any(struct link *s, char *addr, size_t len)
-{
-    int idx = fdn_node_listen(s->node, "tcp://127.0.0.1:0");
-    CHECK_OK(idx);
-    CHECK(fdn_node_listen_addr(s->node, idx, addr, len) > 0);
-    return atoi(strrchr(addr, ':') + 1);
+    link_watch(s);
 }
 
 /* True once the node has closed the socket: end of stream or a reset.
@@ -89,7 +80,8 @@ static void test_per_addr_limit(void)
     struct link srv, cli;
     char addr[128];
     make_node(&srv, (fdn_node_config){.max_conns_per_addr = 3}, false);
-    int port = listen_any(&srv, addr, sizeof addr);
+    link_listen_any(&srv, addr, sizeof addr);
+    int port = raw_port_of(addr);
     int fd[5];
     for (int i = 0; i < 4; i++)
         fd[i] = raw_tcp_connect(port);
@@ -139,7 +131,8 @@ static void test_pending_limit(void)
     struct link srv, cli;
     char addr[128];
     make_node(&srv, (fdn_node_config){.max_pending_handshakes = 2}, false);
-    int port = listen_any(&srv, addr, sizeof addr);
+    link_listen_any(&srv, addr, sizeof addr);
+    int port = raw_port_of(addr);
     int fd[3];
     for (int i = 0; i < 3; i++)
         fd[i] = raw_tcp_connect(port);
@@ -180,7 +173,8 @@ static void test_pending_places_expire(void)
     char addr[128];
     make_node(&srv, (fdn_node_config){.max_pending_handshakes = 2,
                                       .handshake_timeout_ns = S / 5}, false);
-    int port = listen_any(&srv, addr, sizeof addr);
+    link_listen_any(&srv, addr, sizeof addr);
+    int port = raw_port_of(addr);
     int fd[2] = {raw_tcp_connect(port), raw_tcp_connect(port)};
     RUN_UNTIL(raw_closed(fd[0]) && raw_closed(fd[1]));
     RUN_UNTIL(places_free(srv.node));
@@ -202,7 +196,7 @@ static void test_shm_limit_per_process(void)
     struct link srv, c1, c2;
     char addr[128], pid[32];
     make_node(&srv, (fdn_node_config){.max_conns_per_addr = 2}, true);
-    listen_any(&srv, addr, sizeof addr);
+    link_listen_any(&srv, addr, sizeof addr);
     make_node(&c1, (fdn_node_config){0}, true);
     fdn_peer *p1;
     CHECK_OK(fdn_node_connect(c1.node, addr, &p1));

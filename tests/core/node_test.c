@@ -81,24 +81,16 @@ static void make_node(struct side *s, const char *cluster, const uint8_t *key, s
     cfg.num_channels = 1;
     cfg.no_same_host_shm = !harness_over_shm();
     CHECK_OK(fdn_node_create(&cfg, &s->link.node));
-    fdn_node_events ev = {.peer_up = link_on_up, .peer_down = link_on_down, .arg = &s->link};
-    fdn_node_set_events(s->link.node, &ev);
+    link_watch(&s->link);
     for (int c = 0; c < FDN_CHANNEL_FIRST_USER + 1; c++)
         CHECK_OK(fdn_channel_set_handler(s->link.node, c, on_message, s));
-}
-
-static void listen_any(struct side *s, char *addr, size_t len)
-{
-    int idx = fdn_node_listen(s->link.node, "tcp://127.0.0.1:0");
-    CHECK_OK(idx);
-    CHECK(fdn_node_listen_addr(s->link.node, idx, addr, len) > 0);
 }
 
 /* server listens, client connects; returns the client's peer once both are up. */
 static fdn_peer *pair_up(struct side *server, struct side *client)
 {
     char addr[128];
-    listen_any(server, addr, sizeof addr);
+    link_listen_any(&server->link, addr, sizeof addr);
     fdn_peer *p;
     CHECK_OK(fdn_node_connect(client->link.node, addr, &p));
     RUN_UNTIL(client->link.ups == 1 && server->link.ups == 1);
@@ -504,7 +496,7 @@ static void test_many_peers_and_clean_close(void)
     fdn_node_set_events(server.link.node, &ev);
     CHECK_OK(fdn_channel_set_handler(server.link.node, FDN_CHANNEL_EVENTS, on_echo, NULL));
     server_peer_count = 0;
-    listen_any(&server, addr, sizeof addr);
+    link_listen_any(&server.link, addr, sizeof addr);
     fdn_peer *peers[MANY];
     for (int i = 0; i < MANY; i++) {
         make_node(&clients[i], NULL, secret, sizeof secret, NULL);
@@ -551,7 +543,7 @@ static void test_wrong_secret_and_cluster(void)
     char addr[128];
     make_node(&a, NULL, secret, sizeof secret, NULL);
     make_node(&b, NULL, other, sizeof other, NULL);
-    listen_any(&a, addr, sizeof addr);
+    link_listen_any(&a.link, addr, sizeof addr);
     fdn_peer *p;
     CHECK_OK(fdn_node_connect(b.link.node, addr, &p));
     /* The client proves itself first; the server refuses it, counts it and
@@ -580,7 +572,7 @@ static void test_raw_peers_refused(void)
     struct side a;
     char addr[128];
     make_node(&a, NULL, secret, sizeof secret, NULL);
-    listen_any(&a, addr, sizeof addr);
+    link_listen_any(&a.link, addr, sizeof addr);
     fdn_node_stats ns;
 
     /* Garbage: not even a frame. */
@@ -653,7 +645,7 @@ static void test_frames_cut_anywhere(void)
     struct side a;
     char addr[128];
     make_node(&a, NULL, secret, sizeof secret, NULL);
-    listen_any(&a, addr, sizeof addr);
+    link_listen_any(&a.link, addr, sizeof addr);
     struct raw_peer r;
     raw_peer_connect(&r, addr);
     CHECK(raw_peer_handshake(&r, secret, sizeof secret, speaks_v1));

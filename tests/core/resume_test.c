@@ -112,18 +112,11 @@ static void make_node(struct side *s, const fdn_node_config *extra)
         CHECK_OK(fdn_channel_set_handler(s->link.node, c, on_message, s));
 }
 
-static void listen_any(struct side *s, char *addr, size_t len)
-{
-    int idx = fdn_node_listen(s->link.node, "tcp://127.0.0.1:0");
-    CHECK_OK(idx);
-    CHECK(fdn_node_listen_addr(s->link.node, idx, addr, len) > 0);
-}
-
 /* server listens, client connects; returns the client's peer once both are
  * up with every lane. */
 static fdn_peer *pair_up(struct side *server, struct side *client, char *addr, size_t len)
 {
-    listen_any(server, addr, len);
+    link_listen_any(&server->link, addr, len);
     fdn_peer *p;
     CHECK_OK(fdn_node_connect(client->link.node, addr, &p));
     RUN_UNTIL(client->link.ups == 1 && server->link.ups == 1 && all_lanes_up(p) &&
@@ -394,7 +387,7 @@ static void test_session_expires(void)
     struct side a;
     char addr[128];
     make_node(&a, &(fdn_node_config){.session_timeout_ns = 300 * 1000 * 1000ull, .lanes = 1});
-    listen_any(&a, addr, sizeof addr);
+    link_listen_any(&a.link, addr, sizeof addr);
     struct raw_peer r;
     raw_peer_connect(&r, addr);
     CHECK(raw_peer_handshake(&r, secret, sizeof secret,
@@ -436,7 +429,7 @@ static void test_new_incarnation_and_unknown_session(void)
     struct side a;
     char addr[128];
     make_node(&a, &(fdn_node_config){.lanes = 1});
-    listen_any(&a, addr, sizeof addr);
+    link_listen_any(&a.link, addr, sizeof addr);
     struct raw_peer first, second, stranger;
     raw_peer_connect(&first, addr);
     CHECK(raw_peer_handshake(&first, secret, sizeof secret,
