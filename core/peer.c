@@ -704,6 +704,14 @@ static void deliver_one(fdn_peer *p, uint16_t channel, fdn_msg *m,
 #define DELIVER_CHECK_EVERY 8        /* messages between credit and time-slice checks */
 #define DELIVER_CHECK_BYTES (64u << 10) /* ... or bytes, whichever comes first */
 
+/* Counts bytes the channel's handlers have had as consumed, and grants the
+ * credit that frees. */
+static void settle_credit(fdn_peer *p, struct fdn__rx_channel *rx, uint64_t bytes)
+{
+    fdn__reasm_consumed(p->reasm, rx->channel, bytes);
+    grant_credit(p, rx->channel);
+}
+
 /* The delivery task of one channel: runs at the channel's priority, so the
  * worker delivers urgent channels first, and yields when its turn is long.
  * Credit goes back to the sender as messages are delivered, so a paused
@@ -732,17 +740,14 @@ static int deliver_task(fdn_worker *w, fdn_task *t)
          * after any large one: per message, they cost a small message's
          * receiver a tenth of its time. */
         if (consumed >= DELIVER_CHECK_BYTES || budget % DELIVER_CHECK_EVERY == 0) {
-            fdn__reasm_consumed(p->reasm, rx->channel, consumed);
+            settle_credit(p, rx, consumed);
             consumed = 0;
-            grant_credit(p, rx->channel);
             if (fdn_worker_should_yield(w))
                 break;
         }
     }
-    if (consumed) {
-        fdn__reasm_consumed(p->reasm, rx->channel, consumed);
-        grant_credit(p, rx->channel);
-    }
+    if (consumed)
+        settle_credit(p, rx, consumed);
     return rx->head && !rx->paused ? FDN_TASK_YIELD : FDN_TASK_DONE;
 }
 
@@ -763,9 +768,8 @@ static void rx_message(fdn_peer *p, uint16_t channel, fdn_msg *m)
     if (best_effort && rx->paused) {
         /* Nobody is listening: drop rather than hold the window. */
         rx->drops++;
-        fdn__reasm_consumed(p->reasm, channel, fdn_msg_total_len(m));
+        settle_credit(p, rx, fdn_msg_total_len(m));
         fdn_msg_free(m);
-        grant_credit(p, channel);
         return;
     }
     rx_enqueue(rx, m);
