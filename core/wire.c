@@ -70,6 +70,8 @@ static const char *const wire_error_names[FDN__WIRE_ERROR_COUNT] = {
     [FDN__WIRE_CLOSE_REASON] = "close_reason",
     [FDN__WIRE_HANDSHAKE_FRAGMENTED] = "handshake_fragmented",
     [FDN__WIRE_HANDSHAKE_TOO_LARGE] = "handshake_too_large",
+    [FDN__WIRE_PACKED_FLAGS] = "packed_flags",
+    [FDN__WIRE_PACKED_RECORD] = "packed_record",
 };
 
 const char *fdn__wire_error_name(enum fdn__wire_error e)
@@ -119,7 +121,7 @@ static uint16_t allowed_flags(uint8_t type, bool *known)
     switch (type) {
     case FDN__FRAME_DATA:
         return FDN__FRAME_FIRST | FDN__FRAME_LAST | FDN__FRAME_TRACE | FDN__FRAME_REQUEST |
-               FDN__FRAME_RESPONSE | FDN__FRAME_CORR;
+               FDN__FRAME_RESPONSE | FDN__FRAME_CORR | FDN__FRAME_PACKED;
     case FDN__FRAME_HANDSHAKE:
         return FDN__FRAME_FIRST | FDN__FRAME_LAST;
     case FDN__FRAME_CREDIT:
@@ -186,6 +188,18 @@ static int check_kind(const struct fdn__frame_hdr *h, enum fdn__wire_error *reas
     return 0;
 }
 
+/* A PACKED frame is whole and plain: the records carry the messages, and
+ * each message's length is checked against its channel as it is unpacked. */
+static int check_packed(const struct fdn__frame_hdr *h, enum fdn__wire_error *reason)
+{
+    const uint16_t whole = FDN__FRAME_FIRST | FDN__FRAME_LAST | FDN__FRAME_PACKED;
+    if (h->flags != whole)
+        return REJECT(reason, FDN__WIRE_PACKED_FLAGS, "flags 0x%04x", h->flags);
+    if (h->frag_len < FDN__PACKED_REC_HDR)
+        return REJECT(reason, FDN__WIRE_PACKED_RECORD, "frag_len %" PRIu32, h->frag_len);
+    return check_fragment_position(h, reason);
+}
+
 static int check_data(const struct fdn__frame_hdr *h, const struct fdn__wire_limits *lim,
                       enum fdn__wire_error *reason)
 {
@@ -195,6 +209,8 @@ static int check_data(const struct fdn__frame_hdr *h, const struct fdn__wire_lim
     if (h->frag_len > lim->max_fragment)
         return REJECT(reason, FDN__WIRE_FRAGMENT_TOO_LARGE, "frag_len %" PRIu32 " > %" PRIu32,
                       h->frag_len, lim->max_fragment);
+    if (h->flags & FDN__FRAME_PACKED)
+        return check_packed(h, reason);
     if (h->total_len > lim->max_message)
         return REJECT(reason, FDN__WIRE_MESSAGE_TOO_LARGE, "total_len %" PRIu64 " > %" PRIu64,
                       h->total_len, lim->max_message);
@@ -310,6 +326,28 @@ int fdn__frame_validate(const struct fdn__frame_hdr *h, const struct fdn__wire_l
     if (h->flags & FDN__FRAME_TRACE)
         return check_trace(&h->trace, reason);
     return 0;
+}
+
+int fdn__packed_next(const uint8_t *payload, uint32_t len, uint32_t *pos, uint32_t *at,
+                     uint32_t *msg_len, enum fdn__wire_error *reason)
+{
+    *reason = FDN__WIRE_OK;
+    uint32_t p = *pos;
+    if (p >= len)
+        return len == 0 ? REJECT(reason, FDN__WIRE_PACKED_RECORD, "%s", "empty payload") : 0;
+    if (len - p < FDN__PACKED_REC_HDR)
+        return REJECT(reason, FDN__WIRE_PACKED_RECORD, "%" PRIu32 " bytes left at %" PRIu32,
+                      len - p, p);
+    uint32_t n = fdn__load_le32(payload + p);   /* read once: the copy is what counts */
+    p += FDN__PACKED_REC_HDR;
+    if (n > len - p)
+        return REJECT(reason, FDN__WIRE_PACKED_RECORD,
+                      "record of %" PRIu32 " bytes at %" PRIu32 ", %" PRIu32 " left", n,
+                      p - FDN__PACKED_REC_HDR, len - p);
+    *at = p;
+    *msg_len = n;
+    *pos = p + n;
+    return 1;
 }
 
 /* ---- Encoding and decoding ---------------------------------------------- */

@@ -53,6 +53,17 @@
  *
  *       +0    8 corr_id     any value
  *
+ * PACKED DATA payload: several whole messages of the channel, consecutive
+ * in its sequence (the first has the frame's word as its number, the next
+ * word + 1, and so on), each as a record of its length and its bytes, back
+ * to back, with no padding:
+ *
+ *       +0    4 len         bytes of the message (0 allowed)
+ *       +4  len bytes
+ *
+ * A sender packs only when both ends offered FDN__CAP_PACKED in the
+ * handshake, and only plain messages (no request, response or trace).
+ *
  * RESUME payload: word entries of 16 bytes, one per channel, in any order:
  *
  *       +0    2 channel     <= max_channel, each at most once
@@ -63,7 +74,7 @@
  *                           sequence number the receiver expects next
  *
  * Rules per type (anything else is rejected, naming the broken rule):
- *   DATA       flags FIRST, LAST, TRACE, REQUEST, RESPONSE, CORR;
+ *   DATA       flags FIRST, LAST, TRACE, REQUEST, RESPONSE, CORR, PACKED;
  *              channel <= max_channel; frag_len <= max_fragment;
  *              total_len <= max_message; offset + frag_len <= total_len;
  *              FIRST iff offset == 0; LAST iff offset + frag_len ==
@@ -71,6 +82,10 @@
  *              (total_len 0, FIRST|LAST); TRACE, REQUEST, RESPONSE and CORR
  *              only on the FIRST fragment (they describe the message);
  *              REQUEST and RESPONSE not both; CORR iff RESPONSE.
+ *              PACKED: exactly FIRST|LAST|PACKED, frag_len >= 4 (one
+ *              record at least); max_message bounds each message in it,
+ *              not the frame (reassembly checks each, per channel); the
+ *              records themselves are checked by fdn__packed_next().
  *   CREDIT     channel <= max_channel, word = bytes granted (> 0);
  *              no flags, no payload, offset and total_len 0.
  *   ACK        channel <= max_channel, word = messages received complete
@@ -130,6 +145,13 @@ enum fdn__frame_type {
 #define FDN__FRAME_REQUEST 0x0008u /* the message is a request (its id: its sequence number) */
 #define FDN__FRAME_RESPONSE 0x0010u /* the message answers the request named by CORR */
 #define FDN__FRAME_CORR 0x0020u    /* the correlation extension follows (after TRACE) */
+#define FDN__FRAME_PACKED 0x0040u  /* the payload is several whole messages (see above) */
+
+/* Bytes a PACKED record adds before its message. */
+#define FDN__PACKED_REC_HDR 4u
+
+/* Handshake capability bits (core/handshake.h, HELLO capabilities). */
+#define FDN__CAP_PACKED (UINT64_C(1) << 0)  /* decodes PACKED frames: send them to me */
 
 /* Why a connection is closed, carried by CLOSE frames. */
 enum fdn__close_reason {
@@ -213,6 +235,9 @@ enum fdn__wire_error {
     FDN__WIRE_CLOSE_REASON,         /* unknown CLOSE reason */
     FDN__WIRE_HANDSHAKE_FRAGMENTED, /* HANDSHAKE without exactly FIRST|LAST */
     FDN__WIRE_HANDSHAKE_TOO_LARGE,  /* HANDSHAKE frag_len > FDN__WIRE_HANDSHAKE_MAX */
+    FDN__WIRE_PACKED_FLAGS,         /* PACKED without exactly FIRST|LAST beside it */
+    FDN__WIRE_PACKED_RECORD,        /* a PACKED payload shorter than a record, or a
+                                       record running past the payload's end */
     FDN__WIRE_ERROR_COUNT
 };
 
@@ -249,6 +274,16 @@ int fdn__frame_decode(const uint8_t *buf, size_t len, const struct fdn__wire_lim
  * decoding it would give, with *reason set and fdn_errmsg() recorded. */
 int fdn__frame_validate(const struct fdn__frame_hdr *h, const struct fdn__wire_limits *lim,
                         enum fdn__wire_error *reason);
+
+/* Walks the records of a PACKED payload of len bytes. *pos is where the
+ * next record starts (0 at first). Returns 1 with the message at
+ * payload[*at .. *at + *msg_len) and *pos moved past it, 0 at the end of the
+ * payload, or -EPROTO (*reason FDN__WIRE_PACKED_RECORD, fdn_errmsg() says
+ * why) for a record cut short, or an empty payload. payload may change
+ * meanwhile (an shm ring): each length is read once, checked and returned
+ * as read. */
+int fdn__packed_next(const uint8_t *payload, uint32_t len, uint32_t *pos, uint32_t *at,
+                     uint32_t *msg_len, enum fdn__wire_error *reason);
 
 /* One RESUME entry (see the payload layout above). */
 struct fdn__resume_entry {

@@ -415,7 +415,9 @@ static void test_preamble_rules(bool *covered)
 static void test_flag_and_field_rules(bool *covered)
 {
     struct fdn__frame_hdr h = whole_message(1, 10);
-    h.flags |= 0x0040;
+    h.flags |= 0x0080;
+    check_header_rejected(&h, FDN__WIRE_UNKNOWN_FLAGS, covered);
+    h = (struct fdn__frame_hdr){.type = FDN__FRAME_ACK, .flags = FDN__FRAME_PACKED};
     check_header_rejected(&h, FDN__WIRE_UNKNOWN_FLAGS, covered);
     h = (struct fdn__frame_hdr){.type = FDN__FRAME_ACK, .flags = FDN__FRAME_CORR};
     check_header_rejected(&h, FDN__WIRE_UNKNOWN_FLAGS, covered);
@@ -584,6 +586,96 @@ static void test_control_rules(bool *covered)
     check_header_rejected(&h, FDN__WIRE_CLOSE_REASON, covered);
 }
 
+/* A PACKED frame: whole, plain, and a record at least; its records are
+ * checked by fdn__packed_next. */
+static void test_packed_rules(bool *covered)
+{
+    struct fdn__frame_hdr h = whole_message(1, 10);
+    h.flags |= FDN__FRAME_PACKED;
+    check_round_trip(&h, &limits);
+    /* max_message bounds the messages in it, not the frame. */
+    struct fdn__wire_limits small = limits;
+    small.max_message = 4;
+    check_round_trip(&h, &small);
+
+    const uint16_t not_with[] = {FDN__FRAME_TRACE, FDN__FRAME_REQUEST,
+                                 FDN__FRAME_RESPONSE | FDN__FRAME_CORR};
+    for (size_t i = 0; i < sizeof not_with / sizeof not_with[0]; i++) {
+        h = whole_message(1, 10);
+        h.flags |= FDN__FRAME_PACKED | not_with[i];
+        h.trace = sample_trace;
+        check_header_rejected(&h, FDN__WIRE_PACKED_FLAGS, covered);
+    }
+    h = whole_message(1, 10);
+    h.flags = FDN__FRAME_FIRST | FDN__FRAME_PACKED;   /* a packed frame is never a fragment */
+    h.total_len = 20;
+    check_header_rejected(&h, FDN__WIRE_PACKED_FLAGS, covered);
+
+    h = whole_message(1, 3);
+    h.flags |= FDN__FRAME_PACKED;
+    check_header_rejected(&h, FDN__WIRE_PACKED_RECORD, covered);
+    h = whole_message(1, 0);
+    h.flags |= FDN__FRAME_PACKED;
+    check_header_rejected(&h, FDN__WIRE_PACKED_RECORD, covered);
+    h = whole_message(1, 10);
+    h.flags |= FDN__FRAME_PACKED;
+    h.total_len = 11;
+    check_header_rejected(&h, FDN__WIRE_LAST_MISMATCH, covered);
+}
+
+/* Reads the records of a payload: lengths seen, and the final result. */
+static int walk_records(const uint8_t *p, uint32_t len, uint32_t *lens, uint32_t *ats, int max,
+                        int *count)
+{
+    uint32_t pos = 0, at, n;
+    enum fdn__wire_error why;
+    int rc;
+    *count = 0;
+    while ((rc = fdn__packed_next(p, len, &pos, &at, &n, &why)) == 1) {
+        CHECK(*count < max);
+        CHECK_EQ(why, FDN__WIRE_OK);
+        CHECK(at + n <= len);
+        lens[*count] = n;
+        ats[(*count)++] = at;
+    }
+    CHECK_EQ(why, rc == 0 ? FDN__WIRE_OK : FDN__WIRE_PACKED_RECORD);
+    return rc;
+}
+
+static void test_packed_records(void)
+{
+    /* Three messages: 2 bytes, empty, 3 bytes. */
+    const uint8_t payload[] = {2, 0, 0, 0, 'h', 'i', 0, 0, 0, 0, 3, 0, 0, 0, 'a', 'b', 'c'};
+    uint32_t lens[8], ats[8];
+    int count;
+    CHECK_EQ(walk_records(payload, sizeof payload, lens, ats, 8, &count), 0);
+    CHECK_EQ(count, 3);
+    CHECK_EQ(lens[0], 2);
+    CHECK_EQ(ats[0], 4);
+    CHECK(memcmp(payload + ats[0], "hi", 2) == 0);
+    CHECK_EQ(lens[1], 0);
+    CHECK_EQ(lens[2], 3);
+    CHECK(memcmp(payload + ats[2], "abc", 3) == 0);
+
+    /* Cut anywhere inside a record: the walk ends in an error, never reads
+     * past len, and delivers the records before the cut. */
+    for (uint32_t len = 0; len < sizeof payload; len++) {
+        bool on_boundary = len == 6 || len == 10;
+        int rc = walk_records(payload, len, lens, ats, 8, &count);
+        CHECK_EQ(rc, on_boundary ? 0 : -EPROTO);
+        CHECK_EQ(count, len < 6 ? 0 : len < 10 ? 1 : 2);
+        if (rc < 0)
+            CHECK(strstr(fdn_errmsg(), "packed_record") != NULL);
+    }
+
+    /* A length past the end, and one that would wrap a 32-bit sum. */
+    uint8_t bad[8] = {5, 0, 0, 0, 'x'};
+    CHECK_EQ(walk_records(bad, 5, lens, ats, 8, &count), -EPROTO);
+    fdn__store_le32(bad, UINT32_MAX);
+    CHECK_EQ(walk_records(bad, 8, lens, ats, 8, &count), -EPROTO);
+    CHECK_EQ(count, 0);
+}
+
 static void test_every_rule_has_its_reason(void)
 {
     bool covered[FDN__WIRE_ERROR_COUNT] = {0};
@@ -594,6 +686,7 @@ static void test_every_rule_has_its_reason(void)
     test_trace_rules(covered);
     test_kind_rules(covered);
     test_control_rules(covered);
+    test_packed_rules(covered);
     for (int e = 1; e < FDN__WIRE_ERROR_COUNT; e++) {
         if (!covered[e])
             fprintf(stderr, "no test for %s\n", fdn__wire_error_name(e));
@@ -678,6 +771,7 @@ int main(void)
     RUN(test_truncation_needs_more);
     RUN(test_decode_a_stream);
     RUN(test_every_rule_has_its_reason);
+    RUN(test_packed_records);
     RUN(test_error_names);
     RUN(test_traceparent_valid);
     RUN(test_traceparent_invalid);

@@ -11,10 +11,14 @@
  *   - a decoded header's size is what its extension flags (TRACE, CORR) say,
  *     and a response carries CORR while nothing else does;
  *   - each entry of a whole RESUME payload either decodes to a value that
- *     encodes back to the same 16 bytes or is refused.
+ *     encodes back to the same 16 bytes or is refused;
+ *   - a whole PACKED payload walks record by record, each record inside
+ *     the payload and right after the one before, to exactly its end or to
+ *     a packed_record error.
  * The same bytes, read as text, also go through the traceparent parser: a
  * context it accepts formats back to text that parses to the same context,
  * and to the very same text when the input was version 00. */
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +76,25 @@ static void check_resume_payload(const struct fdn__frame_hdr *h, const uint8_t *
     }
 }
 
+/* A PACKED payload: the records the walk accepts lie inside it, one after
+ * another, and it ends exactly at the payload's end or with an error. */
+static void check_packed_payload(const struct fdn__frame_hdr *h, const uint8_t *payload)
+{
+    FUZZ_CHECK(h->type == FDN__FRAME_DATA && h->frag_len >= FDN__PACKED_REC_HDR &&
+               h->total_len == h->frag_len && h->offset == 0);
+    uint32_t pos = 0, at, n, end = 0;
+    enum fdn__wire_error why;
+    int rc;
+    while ((rc = fdn__packed_next(payload, h->frag_len, &pos, &at, &n, &why)) == 1) {
+        FUZZ_CHECK(why == FDN__WIRE_OK);
+        FUZZ_CHECK(at == end + FDN__PACKED_REC_HDR && n <= h->frag_len - at && pos == at + n);
+        FUZZ_CHECK(fdn__load_le32(payload + end) == n);
+        end = pos;
+    }
+    FUZZ_CHECK(rc == 0 ? why == FDN__WIRE_OK && end == h->frag_len
+                       : rc == -EPROTO && why == FDN__WIRE_PACKED_RECORD && end < h->frag_len);
+}
+
 static void check_prefixes_need_more(const uint8_t *bytes, size_t size,
                                      const struct fdn__wire_limits *lim)
 {
@@ -123,6 +146,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;   /* the payload has not all arrived */
         if (h.type == FDN__FRAME_RESUME)
             check_resume_payload(&h, data + pos, &lim);
+        if (h.flags & FDN__FRAME_PACKED)
+            check_packed_payload(&h, data + pos);
         pos += h.frag_len;
     }
     return 0;

@@ -113,6 +113,18 @@ static void write_frame_seeds(const char *dir)
     append(&rs, payload, sizeof payload);
     write_seed(dir, "frame", "resume", &rs);
 
+    /* A PACKED frame of three messages (5 bytes, empty, 2 bytes), and one
+     * whose last record runs past the payload. */
+    const uint8_t records[] = {5, 0, 0, 0, 'h', 'e', 'l', 'l', 'o', 0, 0, 0, 0, 2, 0, 0, 0, 'o', 'k'};
+    struct fdn__frame_hdr packed = data_frame(first | last | FDN__FRAME_PACKED, 0,
+                                              sizeof records, sizeof records);
+    struct seed ps = {.len = 1};
+    append_frame(&ps, &packed, false);
+    append(&ps, records, sizeof records);
+    write_seed(dir, "frame", "packed", &ps);
+    ps.bytes[ps.len - 6] = 3;   /* the last record claims 3 bytes where 2 remain */
+    write_seed(dir, "frame", "packed_cut", &ps);
+
     struct seed truncated = {.len = 1};
     append_frame(&truncated, &frames[1].h, false);
     truncated.len = 1 + 40;   /* inside the trace extension */
