@@ -300,6 +300,7 @@ static void hand_out_fragment(struct fdn__sched *s, struct fdn__sched_channel *c
         .tag = m->tag,
         .kind = m->kind,
         .len = len,
+        .msgs = 1,
         .channel = c->id,
         .first = m->scheduled == 0,
         .last = m->scheduled + len == m->total_len,
@@ -339,6 +340,54 @@ int fdn__sched_next(struct fdn__sched *s, unsigned lane, struct fdn__frame *out)
     hand_out_fragment(s, c, out);
     recheck_on_round(s, c);
     return 1;
+}
+
+/* Whether the channel's next message may join a packed frame that has used
+ * `used` of pk->room (see fdn__sched_next_packed). */
+static bool packable(const struct fdn__sched *s, const struct fdn__sched_channel *c,
+                     const struct fdn__sched_pack *pk, uint64_t used)
+{
+    const struct msg_slot *m = &c->slots[ring_index(c, c->held - c->unscheduled)];
+    uint64_t len = m->total_len;
+    return m->kind == 0 && m->scheduled == 0 && len <= pk->max_msg_len &&
+           len + pk->per_msg <= pk->room - used && (!c->credit_limited || len <= c->credit) &&
+           fragment_cost((uint32_t)len) <= c->deficit &&
+           !(s->whole && s->whole(s->whole_arg, c->lane, m->msg));
+}
+
+int fdn__sched_next_packed(struct fdn__sched *s, unsigned lane, const struct fdn__sched_pack *pk,
+                           struct fdn__frame *out)
+{
+    unsigned ready = lane_ready(s, lane);
+    if (!ready)
+        return 0;
+    struct prio_class *cls = &s->classes[lane * FDN_PRIO_CLASSES + (unsigned)__builtin_ctz(ready)];
+    struct fdn__sched_channel *c = pick_in_class(s, cls);
+    /* The deficit covers the first message (pick_in_class): check the rest
+     * of the rules before handing it out. */
+    bool pack = pk->max_msgs > 1 && packable(s, c, pk, 0);
+    hand_out_fragment(s, c, out);
+    if (pack) {
+        uint64_t used = out->len + (uint64_t)pk->per_msg;
+        while (out->msgs < pk->max_msgs && c->unscheduled > 0 && packable(s, c, pk, used)) {
+            struct fdn__frame more;
+            hand_out_fragment(s, c, &more);   /* whole: packable() checked it fits */
+            used += more.len + (uint64_t)pk->per_msg;
+            out->len += more.len;
+            out->msgs++;
+        }
+        out->total_len = out->len;
+    }
+    recheck_on_round(s, c);
+    return 1;
+}
+
+const fdn_msg *fdn__frame_msg(const struct fdn__frame *f, uint32_t i)
+{
+    const struct fdn__sched_channel *c = f->chan_;
+    assert(i < f->msgs);
+    uint32_t slot = f->slot_ + i;
+    return c->slots[slot >= c->capacity ? slot - c->capacity : slot].msg;
 }
 
 bool fdn__sched_has_ready(const struct fdn__sched *s, unsigned lane)
@@ -418,13 +467,21 @@ void fdn__sched_frame_done(struct fdn__sched *s, const struct fdn__frame *f)
 {
     (void)s;
     struct fdn__sched_channel *c = f->chan_;
-    struct msg_slot *m = &c->slots[f->slot_];
-    assert(m->msg == f->msg && m->frames_out > 0);
-    m->frames_out--;
+    assert(c->slots[f->slot_].msg == f->msg);
     c->stats.frames_sent++;
     c->stats.bytes_sent += f->len;
-    if (m->last_handed_out && m->frames_out == 0)
-        message_sent(c, m);
+    /* A packed frame's messages sit in consecutive slots, none retired
+     * before its own release (a release callback's enqueue lands past them). */
+    uint32_t slot = f->slot_;
+    for (uint32_t i = 0; i < f->msgs; i++) {
+        struct msg_slot *m = &c->slots[slot];
+        assert(m->msg && m->frames_out > 0);
+        m->frames_out--;
+        if (m->last_handed_out && m->frames_out == 0)
+            message_sent(c, m);
+        if (++slot == c->capacity)
+            slot = 0;
+    }
 }
 
 /* ---- Acknowledgement and rewind ------------------------------------------- */

@@ -131,7 +131,9 @@ struct fdn__frame {
     uint64_t offset;       /* of the fragment's first byte within the message */
     uint64_t total_len;    /* payload bytes of the whole message */
     uint64_t tag;          /* the caller's, as enqueued (fdn__sched_enqueue_tagged) */
-    uint32_t len;          /* payload bytes of this fragment; 0 only for an empty message */
+    uint32_t len;          /* payload bytes of this fragment; 0 only for an empty message;
+                              a packed frame: of all its messages */
+    uint32_t msgs;         /* messages in the frame: 1, or more when packed */
     uint16_t channel;
     uint16_t kind;         /* the caller's, as enqueued */
     bool first;            /* offset == 0 */
@@ -199,6 +201,32 @@ int fdn__sched_enqueue_tagged(struct fdn__sched *s, uint16_t channel_id, fdn_msg
  * send (all empty, or every one with data is credit-stalled). */
 int fdn__sched_next(struct fdn__sched *s, unsigned lane, struct fdn__frame *out);
 
+/* Packing: what fdn__sched_next_packed() may put in one frame. */
+struct fdn__sched_pack {
+    uint32_t max_msgs;     /* messages per frame, >= 1 */
+    uint32_t max_msg_len;  /* the largest message packed */
+    uint64_t room;         /* bytes the frame's messages may take, per_msg each included */
+    uint32_t per_msg;      /* bytes each message takes beside its payload */
+};
+
+/* fdn__sched_next(), and then, when the frame is a whole message that may
+ * be packed, more whole messages of the same channel, in order, in the same
+ * frame (out->msgs of them, out->len their bytes; out->msg, msg_id, tag
+ * and kind are the first one's, offset is 0, total_len is len, first and
+ * last are true). A message may be packed when it was enqueued with kind 0,
+ * is at most pk->max_msg_len bytes, is not sent whole by reference
+ * (fdn__sched_set_whole), and fits what is left of pk->room, of the
+ * channel's credit and of its deficit: each costs the scheduler what a
+ * frame of it would, so priorities, shares and credit hold as without
+ * packing. Packing stops at the first message that may not be packed;
+ * that one goes in the next frame. fdn__frame_msg() names the messages,
+ * and one fdn__sched_frame_done() reports them all. */
+int fdn__sched_next_packed(struct fdn__sched *s, unsigned lane, const struct fdn__sched_pack *pk,
+                           struct fdn__frame *out);
+
+/* Message i (0 .. f->msgs - 1) of a frame. */
+const fdn_msg *fdn__frame_msg(const struct fdn__frame *f, uint32_t i);
+
 /* True when fdn__sched_next() would return a frame for lane. */
 bool fdn__sched_has_ready(const struct fdn__sched *s, unsigned lane);
 
@@ -217,7 +245,7 @@ int fdn__frame_iov(const struct fdn__frame *f, struct iovec *iov, int max);
  * care which) and its bytes are no longer needed by the transport. Call it
  * exactly once per frame returned by fdn__sched_next(), in any order. The
  * message is released when its last frame has been handed out and all of its
- * frames are done. */
+ * frames are done; a packed frame's messages, each in turn. */
 void fdn__sched_frame_done(struct fdn__sched *s, const struct fdn__frame *f);
 
 /* Adds bytes of credit granted by the receiver (saturating). A credit-stalled

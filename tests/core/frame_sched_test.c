@@ -1,7 +1,8 @@
 /* Tests of the frame scheduler (core/frame_sched.c): strict priority, DWRR
  * shares, fragment granularity, per-channel order, credit stalls and grants,
  * queue limits, empty messages, chains mapped to iovecs, frames completed out
- * of order, teardown; then seeded random traffic on five channels through
+ * of order, teardown, small messages packed into shared frames; then seeded
+ * random traffic on five channels (plainly, and packed) through
  * the scheduler, fdn__frame_iov() and the reassembler (core/reassembly.c),
  * every message checked byte for byte, once, in order. */
 #include "core/frame_sched.h"
@@ -880,6 +881,211 @@ static void test_destroy_drops_queued(void)
     destroy_all(s, pool, 9);
 }
 
+/* ---- Packing ------------------------------------------------------------- */
+
+static const struct fdn__sched_pack small_pack = {
+    .max_msgs = 4, .max_msg_len = 100, .room = 1000, .per_msg = 4,
+};
+
+static struct fdn__frame next_packed(struct fdn__sched *s, const struct fdn__sched_pack *pk)
+{
+    struct fdn__frame f;
+    CHECK_EQ(fdn__sched_next_packed(s, 0, pk, &f), 1);
+    return f;
+}
+
+/* Checks a frame: its channel, first id, message count and bytes, and that
+ * fdn__frame_msg names the messages enqueued with those ids. */
+static void check_packed(const struct fdn__frame *f, uint16_t channel, uint64_t first_id,
+                         uint32_t msgs, uint32_t len, fdn_msg *const *sent)
+{
+    CHECK_EQ(f->channel, channel);
+    CHECK_EQ(f->msg_id, first_id);
+    CHECK_EQ(f->msgs, msgs);
+    CHECK_EQ(f->len, len);
+    CHECK(f->first && f->last && f->offset == 0 && f->total_len == len);
+    for (uint32_t i = 0; i < msgs; i++)
+        CHECK(fdn__frame_msg(f, i) == sent[first_id + i]);
+}
+
+/* Whole plain messages of one channel share a frame, in order, up to
+ * max_msgs and room; a message enqueued with a kind, or over max_msg_len,
+ * goes alone and ends the pack before it. */
+static void test_packing_rules(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__sched *s = make_sched(1000);
+    add_channel(s, 1, 3, 1, 0, 64);
+    fdn_msg *sent[32];
+    uint64_t id = 0;
+    for (int i = 0; i < 10; i++, id++)
+        enqueue_ok(s, 1, sent[id] = alloc_msg(pool, 50), id);
+    CHECK_OK(fdn__sched_enqueue_tagged(s, 1, sent[id] = alloc_msg(pool, 50), id, 1, 99));
+    id++;
+    for (int i = 0; i < 2; i++, id++)
+        enqueue_ok(s, 1, sent[id] = alloc_msg(pool, 50), id);
+    enqueue_ok(s, 1, sent[id] = alloc_msg(pool, 101), id);
+    id++;
+    for (int i = 0; i < 5; i++, id++)
+        enqueue_ok(s, 1, sent[id] = alloc_msg(pool, 0), id);
+
+    struct fdn__frame f[8];
+    f[0] = next_packed(s, &small_pack);
+    check_packed(&f[0], 1, 0, 4, 200, sent);       /* max_msgs */
+    f[1] = next_packed(s, &small_pack);
+    check_packed(&f[1], 1, 4, 4, 200, sent);
+    f[2] = next_packed(s, &small_pack);
+    check_packed(&f[2], 1, 8, 2, 100, sent);       /* stops before the tagged one */
+    f[3] = next_packed(s, &small_pack);
+    check_packed(&f[3], 1, 10, 1, 50, sent);
+    CHECK_EQ(f[3].kind, 1);
+    CHECK_EQ(f[3].tag, 99);
+    struct fdn__sched_pack tight = small_pack;
+    tight.room = 107;                              /* one 54-byte record, not two */
+    f[4] = next_packed(s, &tight);
+    check_packed(&f[4], 1, 11, 1, 50, sent);
+    f[5] = next_packed(s, &small_pack);
+    check_packed(&f[5], 1, 12, 1, 50, sent);       /* stops before the large one */
+    f[6] = next_packed(s, &small_pack);
+    check_packed(&f[6], 1, 13, 1, 101, sent);
+    f[7] = next_packed(s, &small_pack);
+    check_packed(&f[7], 1, 14, 4, 0, sent);        /* empty messages pack too */
+    CHECK_EQ(channel_stats(s, 1).queued_msgs, 19);
+
+    /* One done per frame releases every message in it. */
+    for (int i = 0; i < 8; i++)
+        fdn__sched_frame_done(s, &f[i]);
+    struct fdn__sched_channel_stats st = channel_stats(s, 1);
+    CHECK_EQ(st.msgs_sent, 18);
+    CHECK_EQ(st.frames_sent, 8);
+    CHECK_EQ(st.bytes_sent, 13 * 50 + 101);
+    CHECK_EQ(buffers_in_use(pool), 1);
+    check_packed((struct fdn__frame[]){next_packed(s, &small_pack)}, 1, 18, 1, 0, sent);
+    destroy_all(s, pool, 1);
+}
+
+/* Each packed message costs its channel's deficit: two channels of one
+ * class still alternate a quantum each, and a more urgent channel's message
+ * goes next, between two packed frames. */
+static void test_packing_keeps_shares_and_priority(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__sched *s = make_sched(1000);   /* quantum 1000 bytes */
+    add_channel(s, 1, 4, 1, 0, 256);
+    add_channel(s, 2, 4, 1, 0, 256);
+    add_channel(s, 3, 0, 1, 0, 16);
+    const struct fdn__sched_pack roomy = {
+        .max_msgs = 128, .max_msg_len = 512, .room = 4096, .per_msg = 4,
+    };
+    uint64_t id = 0;
+    for (int i = 0; i < 200; i++) {
+        enqueue_ok(s, 1, alloc_msg(pool, 50), id++);
+        enqueue_ok(s, 2, alloc_msg(pool, 50), id++);
+    }
+    for (int round = 0; round < 4; round++) {
+        struct fdn__frame a = next_packed(s, &roomy);
+        struct fdn__frame b = next_packed(s, &roomy);
+        CHECK_EQ(a.channel, 1);
+        CHECK_EQ(b.channel, 2);
+        CHECK_EQ(a.msgs, 20);                   /* 20 x 50 bytes: the whole quantum */
+        CHECK_EQ(b.msgs, 20);
+        fdn__sched_frame_done(s, &a);
+        fdn__sched_frame_done(s, &b);
+        if (round == 1)
+            enqueue_ok(s, 3, alloc_msg(pool, 50), id++);
+        if (round == 1) {
+            struct fdn__frame u = next_packed(s, &roomy);
+            CHECK_EQ(u.channel, 3);
+            CHECK_EQ(u.msgs, 1);
+            fdn__sched_frame_done(s, &u);
+        }
+    }
+    CHECK_EQ(channel_stats(s, 1).bytes_sent, channel_stats(s, 2).bytes_sent);
+    destroy_all(s, pool, 2 * (200 - 80));
+}
+
+static bool whole_if_64(void *arg, unsigned lane, const fdn_msg *m)
+{
+    (void)arg;
+    (void)lane;
+    return fdn_msg_len(m) == 64;
+}
+
+/* A pack takes only messages its credit covers whole, and never one sent
+ * whole by reference. */
+static void test_packing_credit_and_whole(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__sched *s = make_sched(1000);
+    fdn__sched_set_whole(s, whole_if_64, NULL);
+    add_channel(s, 1, 3, 1, 130, 64);
+    fdn_msg *sent[8];
+    for (uint64_t id = 0; id < 3; id++)
+        enqueue_ok(s, 1, sent[id] = alloc_msg(pool, 50), id);
+    struct fdn__frame f = next_packed(s, &small_pack);
+    check_packed(&f, 1, 0, 2, 100, sent);       /* 30 bytes of credit left */
+    struct fdn__frame cut = next_packed(s, &small_pack);
+    CHECK_EQ(cut.msgs, 1);
+    CHECK_EQ(cut.len, 30);                      /* a fragment, as without packing */
+    CHECK(!cut.last);
+    CHECK_EQ(fdn__sched_next_packed(s, 0, &small_pack, &(struct fdn__frame){0}), 0);
+    CHECK_OK(fdn__sched_grant(s, 1, 1000));
+    fdn__sched_frame_done(s, &f);
+    fdn__sched_frame_done(s, &cut);
+    fdn__sched_frame_done(s, (struct fdn__frame[]){next_packed(s, &small_pack)});
+
+    enqueue_ok(s, 1, sent[3] = alloc_msg(pool, 10), 3);
+    enqueue_ok(s, 1, sent[4] = alloc_msg(pool, 64), 4);   /* goes whole, by reference */
+    enqueue_ok(s, 1, sent[5] = alloc_msg(pool, 10), 5);
+    enqueue_ok(s, 1, sent[6] = alloc_msg(pool, 10), 6);
+    f = next_packed(s, &small_pack);
+    check_packed(&f, 1, 3, 1, 10, sent);
+    fdn__sched_frame_done(s, &f);
+    f = next_packed(s, &small_pack);
+    check_packed(&f, 1, 4, 1, 64, sent);
+    fdn__sched_frame_done(s, &f);
+    f = next_packed(s, &small_pack);
+    check_packed(&f, 1, 5, 2, 20, sent);
+    fdn__sched_frame_done(s, &f);
+    destroy_all(s, pool, 0);
+}
+
+/* A retaining channel keeps packed messages until acknowledged, and a
+ * rewind sends the unacknowledged ones again, packed anew from the first
+ * of them. */
+static void test_packed_frames_retained_and_rewound(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__sched *s = make_sched(1000);
+    add_retaining(s, 1, 100000, 16);
+    fdn_msg *sent[8];
+    for (uint64_t id = 0; id < 6; id++)
+        enqueue_ok(s, 1, sent[id] = alloc_msg(pool, 40), id);
+    struct fdn__sched_pack pk = small_pack;
+    pk.max_msgs = 5;
+    struct fdn__frame f = next_packed(s, &pk);
+    check_packed(&f, 1, 0, 5, 200, sent);
+    CHECK_OK(fdn__sched_ack(s, 1, 2));          /* before done: released at done */
+    CHECK_EQ(fdn__sched_ack(s, 1, 6), -EPROTO); /* message 5 was not handed out */
+    CHECK_EQ(fdn__sched_rewind(s, 1), -EBUSY);
+    fdn__sched_frame_done(s, &f);
+    CHECK_EQ(buffers_in_use(pool), 4);
+    struct fdn__sched_channel_stats st = channel_stats(s, 1);
+    CHECK_EQ(st.unacked_msgs, 3);
+    CHECK_EQ(st.queued_msgs, 1);
+
+    CHECK_EQ(fdn__sched_rewind(s, 1), 3);
+    f = next_packed(s, &small_pack);
+    check_packed(&f, 1, 2, 4, 160, sent);
+    fdn__sched_frame_done(s, &f);
+    CHECK_OK(fdn__sched_ack(s, 1, 6));
+    CHECK_EQ(buffers_in_use(pool), 0);
+    st = channel_stats(s, 1);
+    CHECK_EQ(st.msgs_sent, 6);
+    CHECK_EQ(st.rewound_msgs, 3);
+    destroy_all(s, pool, 0);
+}
+
 /* ---- End to end ----------------------------------------------------------- */
 
 enum { E2E_CHANNELS = 5, E2E_MSGS = 600, E2E_FRAGMENT = 4096, E2E_OUTSTANDING = 24 };
@@ -913,6 +1119,8 @@ struct e2e {
     uint64_t next_msg_id;
     uint64_t rng;
     bool consumer_stopped;      /* channel 0's application releases nothing */
+    bool pack;                  /* frames from fdn__sched_next_packed */
+    uint64_t packed_frames, packed_msgs;
 };
 
 /* Mostly small, some medium, a few large; all at most E2E_MAX_MESSAGE,
@@ -1009,10 +1217,43 @@ static void e2e_check_delivery(struct e2e_channel *c, fdn_msg *msg, uint64_t msg
     c->held[c->delivered++] = msg;
 }
 
+/* A packed frame: each message whole, as the receiver unpacks it. Its
+ * number is the one the channel expects next (ids here are not consecutive
+ * per channel, as a peer's sequence numbers are); the pattern check proves
+ * it is that message. */
+static void e2e_transmit_packed(struct e2e *t, const struct fdn__frame *f)
+{
+    struct e2e_channel *c = e2e_channel_of(t, f->channel);
+    CHECK(f->first && f->last && f->offset == 0 && f->total_len == f->len);
+    uint64_t bytes = 0;
+    for (uint32_t i = 0; i < f->msgs; i++) {
+        size_t len = 0;
+        for (const fdn_msg *b = fdn__frame_msg(f, i); b; b = b->next) {
+            memcpy(t->wire + len, fdn_msg_data(b), fdn_msg_len(b));
+            len += fdn_msg_len(b);
+        }
+        CHECK(len <= 1024);
+        bytes += len;
+        uint64_t id = c->ids[c->delivered];
+        CHECK(i > 0 || id == f->msg_id);
+        fdn_msg *complete = NULL;
+        CHECK_EQ(fdn__reasm_fragment(t->reasm, f->channel, id, 0, len, true, true, t->wire,
+                                     len, t->recv_pool, &complete), 1);
+        e2e_check_delivery(c, complete, id);
+    }
+    CHECK_EQ(bytes, f->len);
+    t->packed_frames++;
+    t->packed_msgs += f->msgs;
+}
+
 /* Puts one frame "on the wire": copies its bytes out through the iovecs and
  * feeds them to the receiver, as a transport would on both ends. */
 static void e2e_transmit(struct e2e *t, const struct fdn__frame *f)
 {
+    if (f->msgs > 1) {
+        e2e_transmit_packed(t, f);
+        return;
+    }
     copy_frame(f, t->wire);
     fdn_msg *complete = NULL;
     int rc = fdn__reasm_fragment(t->reasm, f->channel, f->msg_id, f->offset, f->total_len,
@@ -1043,7 +1284,10 @@ static void e2e_step(struct e2e *t)
     int burst = 1 + (int)random_below(&t->rng, 16);
     for (int k = 0; k < burst && t->num_outstanding < E2E_OUTSTANDING; k++) {
         struct fdn__frame *f = &t->outstanding[t->num_outstanding];
-        if (fdn__sched_next(t->sched, 0, f) == 0)
+        const struct fdn__sched_pack pk = {
+            .max_msgs = 16, .max_msg_len = 1024, .room = 4096, .per_msg = 4,
+        };
+        if ((t->pack ? fdn__sched_next_packed(t->sched, 0, &pk, f) : fdn__sched_next(t->sched, 0, f)) == 0)
             break;
         t->num_outstanding++;
         e2e_transmit(t, f);
@@ -1059,10 +1303,11 @@ static bool e2e_all_delivered(const struct e2e *t)
     return true;
 }
 
-static void test_end_to_end(void)
+static void run_end_to_end(bool pack)
 {
     static struct e2e t;
     memset(&t, 0, sizeof t);
+    t.pack = pack;
     e2e_setup(&t);
 
     /* First the consumer of channel 0 holds what it receives: its window
@@ -1115,9 +1360,19 @@ static void test_end_to_end(void)
     CHECK_EQ(buffers_in_use(t.send_pool), 0);
     CHECK_EQ(buffers_in_use(t.recv_pool), 0);
     CHECK(pool_allocs(t.recv_pool) == E2E_CHANNELS * E2E_MSGS);
+    /* Packing happened (and only when asked): a good part of the small
+     * messages shared frames. */
+    CHECK(pack ? t.packed_msgs > E2E_MSGS / 2 : t.packed_frames == 0);
+    CHECK(t.packed_msgs >= 2 * t.packed_frames);
     CHECK_OK(fdn_pool_destroy(t.send_pool));
     CHECK_OK(fdn_pool_destroy(t.recv_pool));
 }
+
+static void test_end_to_end(void) { run_end_to_end(false); }
+
+/* The same traffic with small messages packed: the same guarantees, and
+ * fewer frames than messages. */
+static void test_end_to_end_packed(void) { run_end_to_end(true); }
 
 int main(void)
 {
@@ -1139,6 +1394,11 @@ int main(void)
     RUN(test_rewind_resends_in_order);
     RUN(test_rewind_without_retention);
     RUN(test_destroy_drops_queued);
+    RUN(test_packing_rules);
+    RUN(test_packing_keeps_shares_and_priority);
+    RUN(test_packing_credit_and_whole);
+    RUN(test_packed_frames_retained_and_rewound);
     RUN(test_end_to_end);
+    RUN(test_end_to_end_packed);
     return 0;
 }
