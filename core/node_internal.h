@@ -121,6 +121,12 @@ struct fdn__listener {
     bool closed;                   /* on_closed has come */
 };
 
+/* Packing (core/peer.c, "Packing"): small plain messages of one channel
+ * share a frame, copied into the batch's pack buffer with their header. */
+#define FDN__PACK_BYTES 4096u
+#define FDN__PACK_MSG_MAX 512u         /* the largest message packed */
+#define FDN__PACK_MAX_MSGS 128u
+
 #define FDN__BATCH_IOVECS (1 + FDN__BATCH_FRAMES * 2 + FDN__MAX_SEGMENTS + FDN__FAULT_IOVECS)
 
 /* One batch of frames handed to the transport in one send. */
@@ -133,6 +139,8 @@ struct fdn__batch {
     uint8_t hdr[FDN__BATCH_FRAMES][FDN__FRAME_MAX_HDR_SIZE];
     struct fdn__frame frames[FDN__BATCH_FRAMES];
     int num_frames;
+    uint32_t pack_used;                  /* bytes of pack[] the batch's packed frames hold */
+    uint8_t pack[FDN__PACK_BYTES];
     bool busy;
 };
 
@@ -203,6 +211,7 @@ struct fdn__lane {
     bool up;                       /* handshake done (lane > 0: bound to its peer) */
     bool close_sent;               /* the transport was asked to close */
     bool closed;                   /* on_closed came: conn is gone */
+    bool packs;                    /* both ends agreed to PACKED frames (FDN__CAP_PACKED) */
     bool dying;                    /* lost with its session's other lanes: off the
                                       peer's lanes, on its dying list until reaped */
     struct fdn__lane *next_dying;

@@ -868,6 +868,38 @@ static int on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *p
     return on_data_msg(p, h, payload, NULL);
 }
 
+/* A PACKED frame received: each message in turn, as if it had come in a
+ * frame of its own, numbered from the frame's sequence number on. */
+static int on_packed(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload)
+{
+    fdn_peer *p = l->peer;
+    if (!l->packs)
+        return FDN_ERR(-EPROTO, "PACKED frame from %s, which this connection did not agree to",
+                       p->addr);
+    struct fdn__frame_hdr one = {
+        .type = FDN__FRAME_DATA,
+        .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST,
+        .channel = h->channel,
+        .seq = h->seq,
+    };
+    uint32_t pos = 0, at, len;
+    enum fdn__wire_error why;
+    int rc;
+    while ((rc = fdn__packed_next(payload, h->frag_len, &pos, &at, &len, &why)) == 1) {
+        one.frag_len = len;
+        one.total_len = len;
+        rc = on_data(p, &one, payload + at);
+        if (rc < 0)
+            return rc;
+        one.seq++;
+    }
+    if (rc < 0)
+        return FDN_ERR(rc, "bad frame from %s: %s", p->addr, fdn__wire_error_name(why));
+    p->node->stats.packed_frames_received++;
+    p->node->stats.packed_msgs_received += one.seq - h->seq;
+    return 0;
+}
+
 static int on_handshake_done(struct fdn__lane *l);
 
 static int on_handshake_frame(struct fdn__lane *l, const uint8_t *payload, uint32_t len)
@@ -928,6 +960,8 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
     case FDN__FRAME_DATA:
         if (!up)
             return FDN_ERR(-EPROTO, "DATA frame from %s before the handshake finished", p->addr);
+        if (h->flags & FDN__FRAME_PACKED)
+            return on_packed(l, h, payload);
         if (fdn__unlikely(l->faults))
             return fault_rx(l, h, payload);
         return on_data(p, h, payload);
@@ -1102,8 +1136,8 @@ static int on_recv_ref(struct fdn__lane *l, fdn_msg *m)
     const struct fdn__frame_hdr *h = &l->rx_frame;
     fdn_peer *p = l->peer;
     const uint16_t whole = FDN__FRAME_FIRST | FDN__FRAME_LAST;
-    if (h->type == FDN__FRAME_DATA && (h->flags & whole) == whole && !l->faults && l->up &&
-        p->state == FDN__PEER_UP)
+    if (h->type == FDN__FRAME_DATA && (h->flags & whole) == whole &&
+        !(h->flags & FDN__FRAME_PACKED) && !l->faults && l->up && p->state == FDN__PEER_UP)
         return on_data_msg(p, h, NULL, m);
     int rc = on_frame(l, h, fdn_msg_data(m));
     fdn_msg_free(m);
@@ -1154,6 +1188,72 @@ static size_t add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame
     b->frames[k] = *f;
     b->num_frames++;
     return hdr_len + f->len;
+}
+
+/* ---- Packing ---------------------------------------------------------------- *
+ *
+ * A stream of small messages pays per frame: a 32-byte header to encode,
+ * send and decode, and a pass through the scheduler and the transport. So
+ * when both ends agreed (FDN__CAP_PACKED), the scheduler hands out several
+ * whole small messages of one channel as one frame (fdn__sched_next_packed:
+ * each still costs its channel's credit and deficit, so priorities, shares
+ * and credit hold), and the batch copies them, each behind its length, into
+ * its pack buffer after one PACKED header (core/wire.h). The receiver
+ * unpacks them into messages as if each had had a frame of its own. The
+ * copy is of messages of at most FDN__PACK_MSG_MAX bytes, which a copying
+ * transport copies anyway; larger ones, and those lent by reference, go in
+ * frames of their own. Requests and responses are never packed: their
+ * header carries what they are. Nor is anything while the fault layer is
+ * on: its faults act on frames, and a node with rules does not offer the
+ * capability, so neither end packs. */
+
+/* What the batch's pack buffer can still take. */
+static struct fdn__sched_pack pack_room(const struct fdn__lane *l, const struct fdn__batch *b)
+{
+    uint32_t left = FDN__PACK_BYTES - b->pack_used;
+    uint32_t room = left > FDN__FRAME_HDR_SIZE ? left - FDN__FRAME_HDR_SIZE : 0;
+    uint32_t max_fragment = l->peer->node->max_fragment;
+    return (struct fdn__sched_pack){
+        .max_msgs = FDN__PACK_MAX_MSGS,
+        .max_msg_len = FDN__PACK_MSG_MAX,
+        .room = room < max_fragment ? room : max_fragment,
+        .per_msg = FDN__PACKED_REC_HDR,
+    };
+}
+
+/* Adds a packed frame: header and records copied into the pack buffer,
+ * one iovec. Returns the bytes it adds. */
+static size_t add_packed(fdn_node *n, struct fdn__batch *b, int *niov, const struct fdn__frame *f)
+{
+    uint8_t *start = b->pack + b->pack_used;
+    uint8_t *rec = start + FDN__FRAME_HDR_SIZE;
+    for (uint32_t i = 0; i < f->msgs; i++) {
+        uint8_t *len_at = rec;
+        rec += FDN__PACKED_REC_HDR;
+        for (const fdn_msg *m = fdn__frame_msg(f, i); m; m = m->next) {
+            memcpy(rec, m->data, m->len);
+            rec += m->len;
+        }
+        fdn__store_le32(len_at, (uint32_t)(rec - len_at - FDN__PACKED_REC_HDR));
+    }
+    uint32_t frag_len = (uint32_t)(rec - start - FDN__FRAME_HDR_SIZE);
+    struct fdn__frame_hdr h = {
+        .type = FDN__FRAME_DATA,
+        .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST | FDN__FRAME_PACKED,
+        .channel = f->channel,
+        .frag_len = frag_len,
+        .seq = f->msg_id,
+        .total_len = frag_len,
+    };
+    fdn__frame_encode(&h, start);
+    size_t bytes = FDN__FRAME_HDR_SIZE + frag_len;
+    b->pack_used += (uint32_t)bytes;
+    b->iov_msg[*niov] = NULL;
+    b->iov[(*niov)++] = (struct iovec){start, bytes};
+    b->frames[b->num_frames++] = *f;
+    n->stats.packed_frames_sent++;
+    n->stats.packed_msgs_sent += f->msgs;
+    return bytes;
 }
 
 /* ---- Fault layer ----------------------------------------------------------- */
@@ -1589,6 +1689,7 @@ static void pump(struct fdn__lane *l)
     while (l->inflight_bytes < cap && (b = free_batch(l))) {
         int niov = 0;
         b->num_frames = 0;
+        b->pack_used = 0;
         if (l->ctrl_len) {
             memcpy(b->ctrl, l->ctrl, l->ctrl_len);
             b->iov_msg[niov] = NULL;
@@ -1607,11 +1708,22 @@ static void pump(struct fdn__lane *l)
                niov + FRAME_IOVECS <= (int)FDN_ARRAY_SIZE(b->iov) - FDN__FAULT_IOVECS &&
                l->inflight_bytes + cost < cap) {
             struct fdn__frame f;
-            if (!fdn__sched_next(p->sched, l->index, &f))
+            if (l->packs) {
+                struct fdn__sched_pack pk = pack_room(l, b);
+                if (!fdn__sched_next_packed(p->sched, l->index, &pk, &f))
+                    break;
+            } else if (!fdn__sched_next(p->sched, l->index, &f)) {
                 break;
+            }
             if (fdn__unlikely(l->faults)) {
                 data = fault_tx(l, b, &niov, &batch_bytes, &f);
                 cost = batch_bytes;
+                continue;
+            }
+            if (f.msgs > 1) {
+                size_t bytes = add_packed(p->node, b, &niov, &f);
+                batch_bytes += bytes;
+                cost += bytes;
                 continue;
             }
             size_t bytes = add_frame(b, &niov, &f);
@@ -1837,6 +1949,7 @@ static int start_handshake(struct fdn__lane *l)
         .channels = n->descs,
         .channel_count = (uint16_t)n->num_channels,
         .limits = p->limits,
+        .capabilities = n->faults ? 0 : FDN__CAP_PACKED,   /* see "Packing" */
     };
     memcpy(cfg.node_id, n->node_id, sizeof cfg.node_id);
     memcpy(cfg.secret, n->secret, sizeof cfg.secret);
@@ -2238,6 +2351,7 @@ static int on_handshake_done(struct fdn__lane *l)
     fdn_peer *p = l->peer;
     const struct fdn__handshake_result *res = fdn__handshake_result(l->hs);
     fdn_timer_cancel(p->node->worker, &l->timer);
+    l->packs = res->common_capabilities & FDN__CAP_PACKED;
     if (l->pending) {   /* authenticated: no longer counts as pending */
         l->pending = false;
         fdn__node_authenticated(p->node);
