@@ -1710,6 +1710,9 @@ static void pump(struct fdn__lane *l)
             struct fdn__frame f;
             if (l->packs) {
                 struct fdn__sched_pack pk = pack_room(l, b);
+                /* A full pack buffer ends the batch: the next one packs on. */
+                if (pk.room < FDN__PACK_MSG_MAX + FDN__PACKED_REC_HDR && b->num_frames)
+                    break;
                 if (!fdn__sched_next_packed(p->sched, l->index, &pk, &f))
                     break;
             } else if (!fdn__sched_next(p->sched, l->index, &f)) {
