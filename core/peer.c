@@ -869,7 +869,11 @@ static int on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *p
 }
 
 /* A PACKED frame received: each message in turn, as if it had come in a
- * frame of its own, numbered from the frame's sequence number on. */
+ * frame of its own, numbered from the frame's sequence number on. The
+ * records are walked once before any message is taken, so that a frame
+ * with a record cut short is refused whole, as any malformed frame is, not
+ * after its first messages were delivered. (Over shm the payload may change
+ * between the walks: the second checks every record again.) */
 static int on_packed(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload)
 {
     fdn_peer *p = l->peer;
@@ -882,19 +886,23 @@ static int on_packed(struct fdn__lane *l, const struct fdn__frame_hdr *h, const 
         .channel = h->channel,
         .seq = h->seq,
     };
-    uint32_t pos = 0, at, len;
     enum fdn__wire_error why;
     int rc;
-    while ((rc = fdn__packed_next(payload, h->frag_len, &pos, &at, &len, &why)) == 1) {
-        one.frag_len = len;
-        one.total_len = len;
-        rc = on_data(p, &one, payload + at);
+    for (int take = 0; take < 2; take++) {
+        uint32_t pos = 0, at, len;
+        while ((rc = fdn__packed_next(payload, h->frag_len, &pos, &at, &len, &why)) == 1) {
+            if (!take)
+                continue;
+            one.frag_len = len;
+            one.total_len = len;
+            rc = on_data(p, &one, payload + at);
+            if (rc < 0)
+                return rc;
+            one.seq++;
+        }
         if (rc < 0)
-            return rc;
-        one.seq++;
+            return FDN_ERR(rc, "bad frame from %s: %s", p->addr, fdn__wire_error_name(why));
     }
-    if (rc < 0)
-        return FDN_ERR(rc, "bad frame from %s: %s", p->addr, fdn__wire_error_name(why));
     p->node->stats.packed_frames_received++;
     p->node->stats.packed_msgs_received += one.seq - h->seq;
     return 0;
