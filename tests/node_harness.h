@@ -120,15 +120,17 @@ static inline void links_destroy(struct link *a, struct link *b)
 }
 
 /* Sends m, running the worker while the channel pushes back (as it does
- * while its queue is full, or a session resumes). */
+ * while its queue is full, or a session resumes). Bounded like RUN_UNTIL:
+ * a channel that never drains fails the test instead of hanging it. */
 static inline void send_blocking(fdn_peer *p, int channel, fdn_msg *m)
 {
     int rc;
-    long rounds = 0;
+    long idle = 0;
     while ((rc = fdn_send(p, channel, m)) == -EAGAIN) {
-        CHECK(++rounds < 100000000);
-        if (fdn_worker_progress(w) == 0)
+        if (fdn_worker_progress(w) == 0) {
+            CHECK(++idle < HARNESS_IDLE_WAITS);
             fdn_worker_wait(w, 1000000);
+        }
     }
     CHECK_OK(rc);
 }

@@ -124,7 +124,7 @@ static inline bool raw_pump(struct raw_peer *r)
 
 /* What a raw client's HELLO says that differs between tests. All zeros:
  * lane 0 of a one-lane new session 0, at the library's wire version, as
- * node 00..00 in incarnation 0. */
+ * node 00..00 in incarnation 0, offering no capability. */
 struct raw_hello {
     uint8_t version_min, version_max;   /* both 0: FDN__WIRE_VERSION */
     uint8_t node_id;                    /* every byte of the node id */
@@ -132,6 +132,7 @@ struct raw_hello {
     uint64_t session;
     uint8_t lane;                       /* of a session of lane + 1 lanes */
     bool resume;
+    uint64_t capabilities;              /* FDN__CAP_* offered */
 };
 
 /* Runs r's handshake as a client that knows secret and declares one
@@ -149,7 +150,7 @@ static inline bool raw_peer_handshake(struct raw_peer *r, const uint8_t *secret,
         .version_max = hello.version_max, .incarnation = hello.incarnation,
         .session = hello.session, .lane = hello.lane, .lane_count = (uint8_t)(hello.lane + 1),
         .resume = hello.resume, .cluster_name = "foundation", .channels = &desc,
-        .channel_count = 1, .limits = RAW_LIMITS,
+        .channel_count = 1, .limits = RAW_LIMITS, .capabilities = hello.capabilities,
     };
     memset(cfg.node_id, hello.node_id, sizeof cfg.node_id);
     /* Nodes hash their secret into the key (SHA-256); do the same. */

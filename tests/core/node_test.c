@@ -696,6 +696,229 @@ static void test_frames_cut_anywhere(void)
     fdn_node_destroy(a.link.node);
 }
 
+/* ---- Packing ------------------------------------------------------------- */
+
+/* Message i of a stream of small messages: 0 to 600 bytes (some too large
+ * to pack), every byte derived from i and its place (the first four carry
+ * all of i), so a message lost, repeated, reordered or cut is caught. */
+static size_t small_len(uint32_t i) { return (size_t)(i * 106u % 601u); }
+
+static uint8_t small_byte(uint32_t i, size_t k)
+{
+    return (uint8_t)((i >> (k % 4 * 8)) ^ (k * 131));
+}
+
+static fdn_msg *small_msg(uint32_t i)
+{
+    fdn_msg *m;
+    CHECK_OK(fdn_msg_alloc(fdn_worker_pool(w), small_len(i), &m));
+    for (size_t k = 0; k < small_len(i); k++)
+        ((uint8_t *)fdn_msg_data(m))[k] = small_byte(i, k);
+    return m;
+}
+
+/* What a stream's receiver saw: per channel, the index the next message
+ * must have; and how many were not what they should be. */
+struct small_stream {
+    uint32_t next[FDN_CHANNEL_FIRST_USER];
+    int bad;
+};
+
+static void on_small(fdn_peer *p, int channel, fdn_msg *m, void *arg)
+{
+    (void)p;
+    struct small_stream *s = arg;
+    uint32_t i = s->next[channel]++;
+    bool ok = !m->next && fdn_msg_len(m) == small_len(i);
+    for (size_t k = 0; ok && k < fdn_msg_len(m); k++)
+        ok = ((const uint8_t *)fdn_msg_data(m))[k] == small_byte(i, k);
+    s->bad += !ok;
+    fdn_msg_free(m);
+}
+
+/* Responses must come back in order, each with its request's bytes. */
+struct small_replies {
+    uint32_t next;
+    int bad;
+};
+
+static void on_small_reply(fdn_peer *p, int status, fdn_msg *resp, void *arg)
+{
+    (void)p;
+    struct small_replies *r = arg;
+    r->bad += status != 0 || !resp || !tagged_payload_ok(resp, r->next);
+    r->next++;
+    fdn_msg_free(resp);
+}
+
+static uint64_t sequence_errors(fdn_node *n)
+{
+    fdn_node_stats ns;
+    fdn_node_stats_get(n, &ns);
+    return ns.sequence_errors;
+}
+
+/* Small messages streamed in bursts, faster than the peer drains them, so
+ * the lanes find many queued when they pump: on a reliable channel (its
+ * own lane) with requests among them, and on a best-effort one. Every
+ * message arrives once, in order, intact, every request is answered, and
+ * packed frames carried many of them; what one node counts as sent packed
+ * the other counts as received packed. Requests and responses never go
+ * packed (the responder, which sends nothing else, packs nothing), nor do
+ * messages over FDN__PACK_MSG_MAX. A message misnumbered in a packed frame
+ * is a sequence error, which resumes the session to send it again, and
+ * again: the waits stop at the first. */
+static void test_small_messages_packed(void)
+{
+    enum { SMALL = 3000, BURST = 250 };
+    struct side a, b;
+    fdn_node_config deep = {.data = {.max_queued = 2 * SMALL}};   /* requests never wait */
+    make_node(&a, NULL, secret, sizeof secret, &deep);
+    make_node(&b, NULL, secret, sizeof secret, &deep);
+    int echo = 0;
+    struct small_stream in = {0};
+    CHECK_OK(fdn_channel_set_request_handler(a.link.node, FDN_CHANNEL_DATA, on_request, &echo));
+    CHECK_OK(fdn_channel_set_handler(a.link.node, FDN_CHANNEL_DATA, on_small, &in));
+    CHECK_OK(fdn_channel_set_handler(a.link.node, FDN_CHANNEL_GOSSIP, on_small, &in));
+    fdn_peer *p = pair_up(&a, &b);
+    RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.link.peer));
+    struct small_replies r = {0};
+    uint32_t requests = 0;
+    for (uint32_t i = 0; i < SMALL; i++) {
+        CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, small_msg(i)));
+        send_blocking(p, FDN_CHANNEL_GOSSIP, small_msg(i));
+        if (i % 97 == 0)
+            CHECK_OK(fdn_request(p, FDN_CHANNEL_DATA, make_tagged_msg(64, requests++), 0,
+                                 on_small_reply, &r, NULL));
+        if (i % BURST == BURST - 1) {
+            fdn_worker_progress(w);
+            CHECK_EQ(sequence_errors(a.link.node), 0);
+        }
+    }
+    RUN_UNTIL((in.next[FDN_CHANNEL_DATA] == SMALL && in.next[FDN_CHANNEL_GOSSIP] == SMALL &&
+               r.next == requests) || sequence_errors(a.link.node));
+    CHECK_EQ(sequence_errors(a.link.node), 0);
+    CHECK_EQ(in.bad + r.bad, 0);
+    CHECK_EQ(a.arrivals + b.arrivals, 0);   /* nothing delivered as a plain message elsewhere */
+    fdn_node_stats sa, sb;
+    fdn_node_stats_get(b.link.node, &sb);
+    fdn_node_stats_get(a.link.node, &sa);
+    printf("   %" PRIu64 " messages in %" PRIu64 " packed frames\n", sb.packed_msgs_sent,
+           sb.packed_frames_sent);
+    CHECK(sb.packed_frames_sent > 0);
+    CHECK(sb.packed_msgs_sent >= 2 * sb.packed_frames_sent);
+    CHECK_EQ(sa.packed_frames_received, sb.packed_frames_sent);
+    CHECK_EQ(sa.packed_msgs_received, sb.packed_msgs_sent);
+    CHECK_EQ(sa.packed_frames_sent + sb.packed_frames_received, 0);
+    CHECK_EQ(sa.protocol_errors + sb.protocol_errors, 0);
+
+    /* A burst of messages just over FDN__PACK_MSG_MAX: each in a frame of
+     * its own. */
+    for (uint32_t i = 0; i < BURST; i++)
+        send_blocking(p, FDN_CHANNEL_EVENTS, make_msg(FDN__PACK_MSG_MAX + 1 + i % 64, i));
+    RUN_UNTIL(a.arrivals == BURST);
+    fdn_node_stats after;
+    fdn_node_stats_get(b.link.node, &after);
+    CHECK_EQ(after.packed_frames_sent, sb.packed_frames_sent);
+    links_destroy(&a.link, &b.link);
+}
+
+/* Sends a PACKED frame on the data channel: messages first .. first + n - 1
+ * of the small stream, numbered from seq; the last record's length claims
+ * `over` bytes more than follow it. */
+static bool raw_send_packed(const struct raw_peer *r, uint64_t seq, uint32_t first, uint32_t n,
+                            uint32_t over)
+{
+    static uint8_t payload[4096];
+    uint32_t len = 0;
+    for (uint32_t i = first; i < first + n; i++) {
+        uint32_t bytes = (uint32_t)small_len(i);
+        fdn__store_le32(payload + len, bytes + (i + 1 == first + n ? over : 0));
+        len += FDN__PACKED_REC_HDR;
+        for (size_t k = 0; k < bytes; k++)
+            payload[len++] = small_byte(i, k);
+    }
+    struct fdn__frame_hdr h = {
+        .type = FDN__FRAME_DATA, .channel = FDN_CHANNEL_DATA, .seq = seq, .frag_len = len,
+        .total_len = len, .flags = FDN__FRAME_FIRST | FDN__FRAME_LAST | FDN__FRAME_PACKED,
+    };
+    return raw_send_frame(r->fd, &h, payload);
+}
+
+/* Connects a raw peer offering caps, once the node's previous peer is
+ * gone. */
+static void raw_packer_up(struct raw_peer *r, struct side *a, const char *addr, uint64_t caps)
+{
+    raw_peer_connect(r, addr);
+    CHECK(raw_peer_handshake(r, secret, sizeof secret,
+                             (struct raw_hello){.version_min = 1, .version_max = 1,
+                                                .node_id = (uint8_t)(a->link.ups + 1),
+                                                .capabilities = caps}));
+    RUN_UNTIL(a->link.peer != NULL);
+}
+
+/* PACKED frames from a raw peer: refused where the connection did not agree
+ * to them; unpacked in order where it did, until a record runs past the
+ * payload; and numbered like any message, so a gap is a sequence error. */
+static void test_packed_frames_checked(void)
+{
+    struct side a;
+    char addr[128];
+    make_node(&a, NULL, secret, sizeof secret, NULL);
+    struct small_stream in = {0};
+    CHECK_OK(fdn_channel_set_handler(a.link.node, FDN_CHANNEL_DATA, on_small, &in));
+    link_listen_any(&a.link, addr, sizeof addr);
+    fdn_node_stats ns;
+
+    /* Not offered: a well-formed PACKED frame is a protocol error. */
+    struct raw_peer r;
+    raw_packer_up(&r, &a, addr, 0);
+    raw_send_packed(&r, 0, 0, 3, 0);
+    RUN_UNTIL(!raw_pump(&r));
+    raw_peer_close(&r);
+    RUN_UNTIL(a.link.downs == 1);
+    CHECK_EQ(a.link.last_down_reason, -EPROTO);
+    fdn_node_stats_get(a.link.node, &ns);
+    CHECK_EQ(ns.protocol_errors, 1);
+    CHECK_EQ(ns.packed_frames_received, 0);
+    CHECK_EQ(in.next[FDN_CHANNEL_DATA], 0);
+
+    /* Offered: three messages (the first empty) in one frame arrive in
+     * order; then a frame whose last record runs past its end is a
+     * protocol error, and what came before it stays delivered. */
+    raw_packer_up(&r, &a, addr, FDN__CAP_PACKED);
+    CHECK(raw_send_packed(&r, 0, 0, 3, 0));
+    RUN_UNTIL(in.next[FDN_CHANNEL_DATA] == 3);
+    CHECK_EQ(in.bad, 0);
+    fdn_node_stats_get(a.link.node, &ns);
+    CHECK_EQ(ns.packed_frames_received, 1);
+    CHECK_EQ(ns.packed_msgs_received, 3);
+    raw_send_packed(&r, 3, 3, 2, 1);
+    RUN_UNTIL(!raw_pump(&r));
+    raw_peer_close(&r);
+    RUN_UNTIL(a.link.downs == 2);
+    CHECK_EQ(a.link.last_down_reason, -EPROTO);
+    fdn_node_stats_get(a.link.node, &ns);
+    CHECK_EQ(ns.protocol_errors, 2);
+    CHECK_EQ(ns.packed_frames_received, 1);
+    CHECK_EQ(in.next[FDN_CHANNEL_DATA], 3);
+    CHECK_EQ(in.bad, 0);
+
+    /* Offered, but numbered past the next message of a reliable channel:
+     * a sequence error, as an ordinary frame's would be, and nothing of it
+     * delivered. */
+    memset(&in, 0, sizeof in);
+    raw_packer_up(&r, &a, addr, FDN__CAP_PACKED);
+    raw_send_packed(&r, 1, 0, 3, 0);
+    RUN_UNTIL(!raw_pump(&r));
+    raw_peer_close(&r);
+    RUN_UNTIL((fdn_node_stats_get(a.link.node, &ns), ns.sequence_errors == 1));
+    CHECK_EQ(ns.protocol_errors, 2);
+    CHECK_EQ(ns.packed_frames_received, 1);
+    CHECK_EQ(in.next[FDN_CHANNEL_DATA], 0);
+    fdn_node_destroy(a.link.node);
+}
+
 int main(void)
 {
     /* Both nodes share one worker and so one pool, which keeps its slabs:
@@ -716,6 +939,8 @@ int main(void)
     RUN(test_wrong_secret_and_cluster);
     RUN(test_raw_peers_refused);
     RUN(test_frames_cut_anywhere);
+    RUN(test_small_messages_packed);
+    RUN(test_packed_frames_checked);
     harness_stop();
     return 0;
 }
