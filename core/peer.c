@@ -1229,6 +1229,14 @@ static struct fdn__sched_pack pack_room(const struct fdn__lane *l, const struct 
     };
 }
 
+/* Whether the batch's pack buffer cannot take a frame of the largest
+ * message packed: the batch then ends, and the next one packs on. */
+static bool pack_buffer_full(const struct fdn__batch *b)
+{
+    return FDN__PACK_BYTES - b->pack_used <
+           FDN__FRAME_HDR_SIZE + FDN__PACKED_REC_HDR + FDN__PACK_MSG_MAX;
+}
+
 /* Adds a packed frame: header and records copied into the pack buffer,
  * one iovec. Returns the bytes it adds. */
 static size_t add_packed(fdn_node *n, struct fdn__batch *b, int *niov, const struct fdn__frame *f)
@@ -1717,10 +1725,9 @@ static void pump(struct fdn__lane *l)
                l->inflight_bytes + cost < cap) {
             struct fdn__frame f;
             if (l->packs) {
-                struct fdn__sched_pack pk = pack_room(l, b);
-                /* A full pack buffer ends the batch: the next one packs on. */
-                if (pk.room < FDN__PACK_MSG_MAX + FDN__PACKED_REC_HDR && b->num_frames)
+                if (b->num_frames && pack_buffer_full(b))
                     break;
+                struct fdn__sched_pack pk = pack_room(l, b);
                 if (!fdn__sched_next_packed(p->sched, l->index, &pk, &f))
                     break;
             } else if (!fdn__sched_next(p->sched, l->index, &f)) {
