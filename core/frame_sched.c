@@ -124,10 +124,16 @@ static uint32_t insertion_index(const struct fdn__sched *s, uint16_t id)
 
 /* ---- Descriptor ring ------------------------------------------------------ */
 
+/* The slot n places after slot (n < capacity), round the ring. */
+static uint32_t slot_after(const struct fdn__sched_channel *c, uint32_t slot, uint32_t n)
+{
+    uint32_t i = slot + n;
+    return i >= c->capacity ? i - c->capacity : i;
+}
+
 static uint32_t ring_index(const struct fdn__sched_channel *c, uint32_t from_oldest)
 {
-    uint32_t i = c->oldest + from_oldest;
-    return i >= c->capacity ? i - c->capacity : i;
+    return slot_after(c, c->oldest, from_oldest);
 }
 
 /* The oldest message not fully handed out; the channel must have one. */
@@ -330,24 +336,12 @@ static unsigned lane_ready(const struct fdn__sched *s, unsigned lane)
     return (unsigned)(s->ready_classes >> (lane * FDN_PRIO_CLASSES)) & 0xffu;
 }
 
-int fdn__sched_next(struct fdn__sched *s, unsigned lane, struct fdn__frame *out)
-{
-    unsigned ready = lane_ready(s, lane);
-    if (!ready)
-        return 0;
-    struct prio_class *cls = &s->classes[lane * FDN_PRIO_CLASSES + (unsigned)__builtin_ctz(ready)];
-    struct fdn__sched_channel *c = pick_in_class(s, cls);
-    hand_out_fragment(s, c, out);
-    recheck_on_round(s, c);
-    return 1;
-}
-
 /* Whether the channel's next message may join a packed frame that has used
  * `used` of pk->room (see fdn__sched_next_packed). */
-static bool packable(const struct fdn__sched *s, const struct fdn__sched_channel *c,
+static bool packable(const struct fdn__sched *s, struct fdn__sched_channel *c,
                      const struct fdn__sched_pack *pk, uint64_t used)
 {
-    const struct msg_slot *m = &c->slots[ring_index(c, c->held - c->unscheduled)];
+    const struct msg_slot *m = schedule_head(c);
     uint64_t len = m->total_len;
     return m->kind == 0 && m->scheduled == 0 && len <= pk->max_msg_len &&
            len + pk->per_msg <= pk->room - used && (!c->credit_limited || len <= c->credit) &&
@@ -382,12 +376,17 @@ int fdn__sched_next_packed(struct fdn__sched *s, unsigned lane, const struct fdn
     return 1;
 }
 
+int fdn__sched_next(struct fdn__sched *s, unsigned lane, struct fdn__frame *out)
+{
+    static const struct fdn__sched_pack one_per_frame = {.max_msgs = 1};
+    return fdn__sched_next_packed(s, lane, &one_per_frame, out);
+}
+
 const fdn_msg *fdn__frame_msg(const struct fdn__frame *f, uint32_t i)
 {
     const struct fdn__sched_channel *c = f->chan_;
     assert(i < f->msgs);
-    uint32_t slot = f->slot_ + i;
-    return c->slots[slot >= c->capacity ? slot - c->capacity : slot].msg;
+    return c->slots[slot_after(c, f->slot_, i)].msg;
 }
 
 bool fdn__sched_has_ready(const struct fdn__sched *s, unsigned lane)
@@ -472,15 +471,12 @@ void fdn__sched_frame_done(struct fdn__sched *s, const struct fdn__frame *f)
     c->stats.bytes_sent += f->len;
     /* A packed frame's messages sit in consecutive slots, none retired
      * before its own release (a release callback's enqueue lands past them). */
-    uint32_t slot = f->slot_;
     for (uint32_t i = 0; i < f->msgs; i++) {
-        struct msg_slot *m = &c->slots[slot];
+        struct msg_slot *m = &c->slots[slot_after(c, f->slot_, i)];
         assert(m->msg && m->frames_out > 0);
         m->frames_out--;
         if (m->last_handed_out && m->frames_out == 0)
             message_sent(c, m);
-        if (++slot == c->capacity)
-            slot = 0;
     }
 }
 
