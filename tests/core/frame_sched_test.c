@@ -894,18 +894,22 @@ static struct fdn__frame next_packed(struct fdn__sched *s, const struct fdn__sch
     return f;
 }
 
-/* Checks a frame: its channel, first id, message count and bytes, and that
- * fdn__frame_msg names the messages enqueued with those ids. */
-static void check_packed(const struct fdn__frame *f, uint16_t channel, uint64_t first_id,
-                         uint32_t msgs, uint32_t len, fdn_msg *const *sent)
+/* Takes the next frame and checks it: on channel 1, its first id, message
+ * count and bytes, and that fdn__frame_msg names the messages enqueued with
+ * those ids (sent[id]). */
+static struct fdn__frame take_packed(struct fdn__sched *s, const struct fdn__sched_pack *pk,
+                                     uint64_t first_id, uint32_t msgs, uint32_t len,
+                                     fdn_msg *const *sent)
 {
-    CHECK_EQ(f->channel, channel);
-    CHECK_EQ(f->msg_id, first_id);
-    CHECK_EQ(f->msgs, msgs);
-    CHECK_EQ(f->len, len);
-    CHECK(f->first && f->last && f->offset == 0 && f->total_len == len);
+    struct fdn__frame f = next_packed(s, pk);
+    CHECK_EQ(f.channel, 1);
+    CHECK_EQ(f.msg_id, first_id);
+    CHECK_EQ(f.msgs, msgs);
+    CHECK_EQ(f.len, len);
+    CHECK(f.first && f.last && f.offset == 0 && f.total_len == len);
     for (uint32_t i = 0; i < msgs; i++)
-        CHECK(fdn__frame_msg(f, i) == sent[first_id + i]);
+        CHECK(fdn__frame_msg(&f, i) == sent[first_id + i]);
+    return f;
 }
 
 /* Whole plain messages of one channel share a frame, in order, up to
@@ -930,26 +934,18 @@ static void test_packing_rules(void)
         enqueue_ok(s, 1, sent[id] = alloc_msg(pool, 0), id);
 
     struct fdn__frame f[8];
-    f[0] = next_packed(s, &small_pack);
-    check_packed(&f[0], 1, 0, 4, 200, sent);       /* max_msgs */
-    f[1] = next_packed(s, &small_pack);
-    check_packed(&f[1], 1, 4, 4, 200, sent);
-    f[2] = next_packed(s, &small_pack);
-    check_packed(&f[2], 1, 8, 2, 100, sent);       /* stops before the tagged one */
-    f[3] = next_packed(s, &small_pack);
-    check_packed(&f[3], 1, 10, 1, 50, sent);
+    f[0] = take_packed(s, &small_pack, 0, 4, 200, sent);   /* max_msgs */
+    f[1] = take_packed(s, &small_pack, 4, 4, 200, sent);
+    f[2] = take_packed(s, &small_pack, 8, 2, 100, sent);   /* stops before the tagged one */
+    f[3] = take_packed(s, &small_pack, 10, 1, 50, sent);
     CHECK_EQ(f[3].kind, 1);
     CHECK_EQ(f[3].tag, 99);
     struct fdn__sched_pack tight = small_pack;
     tight.room = 107;                              /* one 54-byte record, not two */
-    f[4] = next_packed(s, &tight);
-    check_packed(&f[4], 1, 11, 1, 50, sent);
-    f[5] = next_packed(s, &small_pack);
-    check_packed(&f[5], 1, 12, 1, 50, sent);       /* stops before the large one */
-    f[6] = next_packed(s, &small_pack);
-    check_packed(&f[6], 1, 13, 1, 101, sent);
-    f[7] = next_packed(s, &small_pack);
-    check_packed(&f[7], 1, 14, 4, 0, sent);        /* empty messages pack too */
+    f[4] = take_packed(s, &tight, 11, 1, 50, sent);
+    f[5] = take_packed(s, &small_pack, 12, 1, 50, sent);   /* stops before the large one */
+    f[6] = take_packed(s, &small_pack, 13, 1, 101, sent);
+    f[7] = take_packed(s, &small_pack, 14, 4, 0, sent);   /* empty messages pack too */
     CHECK_EQ(channel_stats(s, 1).queued_msgs, 19);
 
     /* One done per frame releases every message in it. */
@@ -960,7 +956,7 @@ static void test_packing_rules(void)
     CHECK_EQ(st.frames_sent, 8);
     CHECK_EQ(st.bytes_sent, 13 * 50 + 101);
     CHECK_EQ(buffers_in_use(pool), 1);
-    check_packed((struct fdn__frame[]){next_packed(s, &small_pack)}, 1, 18, 1, 0, sent);
+    take_packed(s, &small_pack, 18, 1, 0, sent);
     destroy_all(s, pool, 1);
 }
 
@@ -1022,8 +1018,8 @@ static void test_packing_credit_and_whole(void)
     fdn_msg *sent[8];
     for (uint64_t id = 0; id < 3; id++)
         enqueue_ok(s, 1, sent[id] = alloc_msg(pool, 50), id);
-    struct fdn__frame f = next_packed(s, &small_pack);
-    check_packed(&f, 1, 0, 2, 100, sent);       /* 30 bytes of credit left */
+    /* Two fit the 130-byte window; 30 bytes are left for the third. */
+    struct fdn__frame f = take_packed(s, &small_pack, 0, 2, 100, sent);
     struct fdn__frame cut = next_packed(s, &small_pack);
     CHECK_EQ(cut.msgs, 1);
     CHECK_EQ(cut.len, 30);                      /* a fragment, as without packing */
@@ -1038,14 +1034,11 @@ static void test_packing_credit_and_whole(void)
     enqueue_ok(s, 1, sent[4] = alloc_msg(pool, 64), 4);   /* goes whole, by reference */
     enqueue_ok(s, 1, sent[5] = alloc_msg(pool, 10), 5);
     enqueue_ok(s, 1, sent[6] = alloc_msg(pool, 10), 6);
-    f = next_packed(s, &small_pack);
-    check_packed(&f, 1, 3, 1, 10, sent);
+    f = take_packed(s, &small_pack, 3, 1, 10, sent);
     fdn__sched_frame_done(s, &f);
-    f = next_packed(s, &small_pack);
-    check_packed(&f, 1, 4, 1, 64, sent);
+    f = take_packed(s, &small_pack, 4, 1, 64, sent);
     fdn__sched_frame_done(s, &f);
-    f = next_packed(s, &small_pack);
-    check_packed(&f, 1, 5, 2, 20, sent);
+    f = take_packed(s, &small_pack, 5, 2, 20, sent);
     fdn__sched_frame_done(s, &f);
     destroy_all(s, pool, 0);
 }
@@ -1063,8 +1056,7 @@ static void test_packed_frames_retained_and_rewound(void)
         enqueue_ok(s, 1, sent[id] = alloc_msg(pool, 40), id);
     struct fdn__sched_pack pk = small_pack;
     pk.max_msgs = 5;
-    struct fdn__frame f = next_packed(s, &pk);
-    check_packed(&f, 1, 0, 5, 200, sent);
+    struct fdn__frame f = take_packed(s, &pk, 0, 5, 200, sent);
     CHECK_OK(fdn__sched_ack(s, 1, 2));          /* before done: released at done */
     CHECK_EQ(fdn__sched_ack(s, 1, 6), -EPROTO); /* message 5 was not handed out */
     CHECK_EQ(fdn__sched_rewind(s, 1), -EBUSY);
@@ -1075,8 +1067,7 @@ static void test_packed_frames_retained_and_rewound(void)
     CHECK_EQ(st.queued_msgs, 1);
 
     CHECK_EQ(fdn__sched_rewind(s, 1), 3);
-    f = next_packed(s, &small_pack);
-    check_packed(&f, 1, 2, 4, 160, sent);
+    f = take_packed(s, &small_pack, 2, 4, 160, sent);
     fdn__sched_frame_done(s, &f);
     CHECK_OK(fdn__sched_ack(s, 1, 6));
     CHECK_EQ(buffers_in_use(pool), 0);
@@ -1287,7 +1278,9 @@ static void e2e_step(struct e2e *t)
         const struct fdn__sched_pack pk = {
             .max_msgs = 16, .max_msg_len = 1024, .room = 4096, .per_msg = 4,
         };
-        if ((t->pack ? fdn__sched_next_packed(t->sched, 0, &pk, f) : fdn__sched_next(t->sched, 0, f)) == 0)
+        int got = t->pack ? fdn__sched_next_packed(t->sched, 0, &pk, f)
+                          : fdn__sched_next(t->sched, 0, f);
+        if (got == 0)
             break;
         t->num_outstanding++;
         e2e_transmit(t, f);
