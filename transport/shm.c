@@ -261,7 +261,10 @@ struct shm_conn {
 
     /* The peer's pool and what we hold of it. */
     struct shm_loans *in;
-    bool borrowed[FDN__SHM_SLOTS];        /* a loan not yet returned by core */
+    bool borrowed[FDN__SHM_SLOTS];        /* a loan whose RELEASE is not yet written:
+                                             until then the slot is not the peer's to
+                                             lend again, so releases[] never holds a
+                                             slot twice */
     uint32_t releases[FDN__SHM_SLOTS];    /* returned, RELEASE not yet written */
     uint32_t num_releases;
     uint32_t rx_bytes_left;               /* of the BYTES record being delivered */
@@ -788,8 +791,9 @@ static int take_release(struct shm_conn *c, const struct fdn__shm_rec *r)
     return 0;
 }
 
-/* Loans core has let go of since the last pass: their slots are free again
- * on our side, and RELEASE records wait to be written. */
+/* Loans core has let go of since the last pass: their RELEASE records wait
+ * to be written (write_releases), and each slot is the peer's to lend again
+ * once its RELEASE is. */
 static void collect_returned(struct shm_conn *c)
 {
     if (!c->in || !__atomic_load_n(&c->in->returned, __ATOMIC_RELAXED))
@@ -798,7 +802,6 @@ static void collect_returned(struct shm_conn *c)
     while (m) {
         fdn_msg *next = m->next;
         uint32_t slot = (uint32_t)((struct fdn__borrowed_msg *)(void *)m - c->in->msgs);
-        c->borrowed[slot] = false;
         c->releases[c->num_releases++] = slot;
         m = next;
     }
@@ -904,7 +907,9 @@ static void lend(struct shm_conn *c, const struct fdn__tp_send *s, int i)
 static void write_releases(struct shm_conn *c, uint64_t *space)
 {
     while (c->num_releases && *space >= FDN__SHM_REC_HDR) {
-        fdn__shm_tx_release(&c->tx, c->releases[--c->num_releases]);
+        uint32_t slot = c->releases[--c->num_releases];
+        c->borrowed[slot] = false;
+        fdn__shm_tx_release(&c->tx, slot);
         *space -= FDN__SHM_REC_HDR;
         stat_add(&stats.releases_sent, 1);
     }

@@ -188,18 +188,17 @@ static void write_releases(struct model *m, struct end *e)
     if (space < 0)
         return;
     while (e->num_release && space >= FDN__SHM_REC_HDR) {
-        fdn__shm_tx_release(&e->tx, e->to_release[--e->num_release]);
+        uint32_t s = e->to_release[--e->num_release];
+        e->borrowed[s] = false;   /* the lender's again once it reads this */
+        fdn__shm_tx_release(&e->tx, s);
         space -= FDN__SHM_REC_HDR;
     }
 }
 
 static void release_all(struct model *m, struct end *e)
 {
-    while (e->num_holding) {
-        uint32_t s = e->holding[--e->num_holding];
-        e->borrowed[s] = false;
-        e->to_release[e->num_release++] = s;
-    }
+    while (e->num_holding)
+        e->to_release[e->num_release++] = e->holding[--e->num_holding];
     write_releases(m, e);
 }
 

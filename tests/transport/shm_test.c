@@ -671,20 +671,21 @@ static void test_lend_both_ways(void)
 
 /* Impossible records close the connection with -EBADMSG, counted as bad
  * records: an unknown type, a REF outside the pool or with a slot out of
- * range or already lent, a RELEASE of a buffer not lent, or twice. A valid
- * REF first shows the raw peer's bytes arriving by reference. */
+ * range or already lent (also after the server let it go, while its
+ * RELEASE waits for room), a RELEASE of a buffer not lent, or twice. A
+ * valid REF first shows the raw peer's bytes arriving by reference. */
 static void test_corrupt_records_close(void)
 {
     setup();
     struct acceptor a;
     char addr[ADDR_MAX];
     CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
-    for (int kind = 0; kind < 6; kind++) {
+    for (int kind = 0; kind < 7; kind++) {
         struct fdn__shm_stats before, after;
         fdn__shm_stats_get(&before);
         struct raw_peer r;
         raw_connect(&r, addr, RAW_OK);
-        struct endpoint server = {.keep_refs = true};
+        struct endpoint server = {.keep_refs = kind != 6};
         take_accepted(&a, &server);
         RUN_UNTIL(r.peer_efd >= 0 || raw_answer(&r) == 0);
         if (kind == 0) {
@@ -706,6 +707,34 @@ static void test_corrupt_records_close(void)
             raw_word(&r, 24, 0u | (uint64_t)8 << 32);
         } else if (kind == 4) {
             raw_word(&r, 0, fdn__shm_rec_word(FDN__SHM_REC_RELEASE, 3));
+        } else if (kind == 6) {
+            /* The server's ring full (we read none of it), a REF it takes
+             * and lets go of at once, then the same slot again: its RELEASE
+             * is not written yet, so the slot is still lent to the server.
+             * (Accepting it let a peer add the slot to the pending RELEASEs
+             * again and again, past the end of their array.) */
+            send_bytes(&server, 3 * r.ring);
+            RUN_UNTIL(server_published(&r));
+            run_passes(3);
+            /* Loans of slots 0, 1, ... until a RELEASE finds no room (the
+             * BYTES may leave room for a few). */
+            memcpy(r.pool + 4096, pattern, 1000);
+            uint32_t slot = 0;
+            struct fdn__shm_stats now = before;
+            for (;; slot++) {
+                CHECK(slot < 16);
+                uint64_t released = now.releases_sent;
+                raw_word(&r, 16 * slot + 8, 4096u | (uint64_t)1000 << 32);
+                raw_word(&r, 16 * slot, fdn__shm_rec_word(FDN__SHM_REC_REF, slot));
+                RUN_UNTIL(server.rx_bytes == 1000 * (slot + 1));
+                run_passes(3);
+                fdn__shm_stats_get(&now);
+                CHECK_EQ(now.borrowed, before.borrowed);   /* let go of at once */
+                if (now.releases_sent == released)
+                    break;                                 /* and not said */
+            }
+            raw_word(&r, 16 * slot + 24, 4096u | (uint64_t)8 << 32);
+            raw_word(&r, 16 * slot + 16, fdn__shm_rec_word(FDN__SHM_REC_REF, slot));
         } else {
             /* The server lends; we release it, then release it again. */
             send_lent(&server, 2000);
