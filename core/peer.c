@@ -751,16 +751,30 @@ static int deliver_task(fdn_worker *w, fdn_task *t)
     return rx->head && !rx->paused ? FDN_TASK_YIELD : FDN_TASK_DONE;
 }
 
+/* Whether a complete message of the channel goes to its handler at once,
+ * from the receive path, instead of through the delivery task: only on a
+ * channel of the most urgent class, with nothing of its own queued before
+ * it, while the worker is between tasks and no task of that class waits.
+ * Then the run queue would have run its delivery next anyway, and nothing
+ * decoded after it could have gone first; what is saved is the task's
+ * queueing and the rest of the pass before it runs (about a fifth of a
+ * small message's receive path, docs/PERFORMANCE.md, session 8). */
+static bool deliver_now(const fdn_peer *p, const struct fdn__rx_channel *rx)
+{
+    return rx->deliver.prio == FDN_PRIO_HIGHEST && !rx->head && !rx->paused && !closing(p) &&
+           fdn__worker_class_free(p->node->worker, FDN_PRIO_HIGHEST);
+}
+
 /* A message is complete. Its kind and id (request, response or plain
  * message) are kept at the start of its headroom, which the application
  * never sees as payload (node creation checks the pool has that much
- * headroom), and it waits in its channel's queue for the delivery task. It
- * counts as received (and is acknowledged) now, not when consumed: the
- * sender's retransmit buffer need not wait for a slow consumer. */
+ * headroom), and it waits in its channel's queue for the delivery task,
+ * unless it goes to its handler now (deliver_now). It counts as received
+ * (and is acknowledged) now, not when consumed: the sender's retransmit
+ * buffer need not wait for a slow consumer. */
 static void rx_message(fdn_peer *p, uint16_t channel, fdn_msg *m)
 {
     struct fdn__rx_channel *rx = &p->rx[channel];
-    memcpy(fdn__msg_scratch(m), &rx->in_progress, sizeof rx->in_progress);
     rx->received = rx->expected;
     if (reliable(p, channel))
         ack_soon(p, channel);
@@ -772,6 +786,16 @@ static void rx_message(fdn_peer *p, uint16_t channel, fdn_msg *m)
         fdn_msg_free(m);
         return;
     }
+    if (deliver_now(p, rx)) {
+        uint64_t bytes = fdn_msg_total_len(m);
+        struct fdn__rx_stash what = rx->in_progress;
+        rx->delivered++;
+        deliver_one(p, channel, m, &what);
+        if (!closing(p))
+            settle_credit(p, rx, bytes);
+        return;
+    }
+    memcpy(fdn__msg_scratch(m), &rx->in_progress, sizeof rx->in_progress);
     rx_enqueue(rx, m);
     if (!rx->paused && !rx->deliver.queued)
         fdn_worker_schedule(p->node->worker, &rx->deliver);

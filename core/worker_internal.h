@@ -217,6 +217,15 @@ struct io_uring_sqe *fdn__worker_sqe(fdn_worker *w);
 
 /* The worker's io_uring, for registering buffer rings. Owner thread only;
  * NULL while the worker has no ring (not attached). */
+/* Whether the worker is between tasks (polling its transports, reaping
+ * completions) and no task of class prio or more urgent waits: work of
+ * class prio done now, rather than queued, runs in the order the run queue
+ * would have given it. */
+static inline bool fdn__worker_class_free(const fdn_worker *w, unsigned prio)
+{
+    return w->running_prio == FDN_PRIO_CLASSES && !(w->runq_mask & ((2u << prio) - 1));
+}
+
 static inline struct io_uring *fdn__worker_ring(fdn_worker *w)
 {
     return w->ring_ready ? &w->ring : NULL;
