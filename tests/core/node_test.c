@@ -304,6 +304,47 @@ static void test_stalled_consumer_does_not_block_others(void)
     links_destroy(&a.link, &b.link);
 }
 
+/* An urgent message goes to its handler from the receive path only when
+ * nothing of its class waits (core/peer.c, deliver_now): one decoded while
+ * another peer's urgent delivery sits in the run queue goes after it, in
+ * the order the run queue gives, not before. (Over shm the second message
+ * is decoded in the very pass that runs the queued delivery; over TCP it
+ * arrives a pass later, and the order holds either way.) */
+static void test_urgent_deliveries_keep_their_order(void)
+{
+    struct side a, b, c;
+    make_node(&a, NULL, secret, sizeof secret, NULL);
+    make_node(&b, NULL, secret, sizeof secret, NULL);
+    make_node(&c, NULL, secret, sizeof secret, NULL);
+    fdn_peer *to_a_from_b = pair_up(&a, &b);
+    fdn_peer *b_at_a = a.link.peer;
+    char addr[128];
+    link_listen_any(&a.link, addr, sizeof addr);
+    fdn_peer *to_a_from_c;
+    CHECK_OK(fdn_node_connect(c.link.node, addr, &to_a_from_c));
+    RUN_UNTIL(c.link.ups == 1 && a.link.ups == 2);
+
+    CHECK_OK(fdn_channel_pause(b_at_a, FDN_CHANNEL_COORDINATION, true));
+    CHECK_OK(fdn_send(to_a_from_b, FDN_CHANNEL_COORDINATION, make_msg(64, 1)));
+    fdn_channel_stats st;
+    RUN_UNTIL((fdn_peer_channel_stats(b_at_a, FDN_CHANNEL_COORDINATION, &st),
+               st.recv_queued_msgs == 1));
+    CHECK_OK(fdn_send(to_a_from_c, FDN_CHANNEL_COORDINATION, make_msg(64, 2)));
+    CHECK_OK(fdn_channel_pause(b_at_a, FDN_CHANNEL_COORDINATION, false)); /* queues b's */
+    RUN_UNTIL(a.arrivals == 2);
+    CHECK_EQ(a.arrival_tag[0], 1);
+    CHECK_EQ(a.arrival_tag[1], 2);
+
+    /* With nothing waiting, the next ones go at once, in order. */
+    for (uint32_t i = 3; i < 10; i++)
+        CHECK_OK(fdn_send(to_a_from_b, FDN_CHANNEL_COORDINATION, make_msg(64, i)));
+    RUN_UNTIL(a.arrivals == 9);
+    for (int i = 0; i < 9; i++)
+        CHECK_EQ(a.arrival_tag[i], (uint32_t)i + 1);
+    fdn_node_destroy(c.link.node);
+    links_destroy(&a.link, &b.link);
+}
+
 /* ---- Request / response -------------------------------------------------- */
 
 struct reply_state {
@@ -933,6 +974,7 @@ int main(void)
     RUN(test_lane_count_negotiated_down);
     RUN(test_lane_loss_resumes_session);
     RUN(test_stalled_consumer_does_not_block_others);
+    RUN(test_urgent_deliveries_keep_their_order);
     RUN(test_request_response);
     RUN(test_full_channel_is_eagain);
     RUN(test_agreed_size_limit);
