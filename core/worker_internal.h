@@ -215,8 +215,6 @@ bool fdn__worker_cancel_task(fdn_worker *w, fdn_task *task);
  * to sleep), so a transport batches naturally by preparing several. */
 struct io_uring_sqe *fdn__worker_sqe(fdn_worker *w);
 
-/* The worker's io_uring, for registering buffer rings. Owner thread only;
- * NULL while the worker has no ring (not attached). */
 /* Whether the worker is between tasks (polling its transports, reaping
  * completions) and no task of class prio or more urgent waits: work of
  * class prio done now, rather than queued, runs in the order the run queue
@@ -226,6 +224,8 @@ static inline bool fdn__worker_class_free(const fdn_worker *w, unsigned prio)
     return w->running_prio == FDN_PRIO_CLASSES && !(w->runq_mask & ((2u << prio) - 1));
 }
 
+/* The worker's io_uring, for registering buffer rings. Owner thread only;
+ * NULL while the worker has no ring (not attached). */
 static inline struct io_uring *fdn__worker_ring(fdn_worker *w)
 {
     return w->ring_ready ? &w->ring : NULL;
