@@ -682,12 +682,14 @@ static void grant_credit(fdn_peer *p, uint16_t channel)
 
 static void complete_request(fdn_peer *p, uint16_t channel, uint64_t seq, fdn_msg *resp);
 
-/* Hands one message to the application: a response to its request callback,
- * a request to the request handler, anything else to the message handler. */
+/* Hands one message to the application, and counts it delivered: a
+ * response to its request callback, a request to the request handler,
+ * anything else to the message handler. */
 static void deliver_one(fdn_peer *p, uint16_t channel, fdn_msg *m,
                         const struct fdn__rx_stash *what)
 {
     struct fdn__channel *ch = &p->node->channels[channel];
+    p->rx[channel].delivered++;
     if (what->kind == FDN__FRAME_RESPONSE) {
         complete_request(p, channel, what->id, m);
     } else if (what->kind == FDN__FRAME_REQUEST && ch->on_request) {
@@ -732,7 +734,6 @@ static int deliver_task(fdn_worker *w, fdn_task *t)
         consumed += fdn_msg_total_len(m);
         struct fdn__rx_stash what;
         memcpy(&what, fdn__msg_scratch(m), sizeof what);  /* stashed by rx_message */
-        rx->delivered++;
         deliver_one(p, rx->channel, m, &what);
         if (closing(p))
             return FDN_TASK_DONE;
@@ -789,7 +790,6 @@ static void rx_message(fdn_peer *p, uint16_t channel, fdn_msg *m)
     if (deliver_now(p, rx)) {
         uint64_t bytes = fdn_msg_total_len(m);
         struct fdn__rx_stash what = rx->in_progress;
-        rx->delivered++;
         deliver_one(p, channel, m, &what);
         if (!closing(p))
             settle_credit(p, rx, bytes);
