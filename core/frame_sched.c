@@ -82,6 +82,7 @@ struct prio_class {
 
 struct fdn__sched {
     uint32_t max_fragment;
+    uint32_t created_max_fragment;    /* what quanta were made from: the most */
     fdn__sched_whole_fn whole;        /* NULL: every message is fragmented */
     void *whole_arg;
     uint64_t ready_classes;           /* bit k set: classes[k] has a ready channel */
@@ -691,8 +692,17 @@ int fdn__sched_create(const struct fdn__sched_config *cfg, struct fdn__sched **o
     struct fdn__sched *s = calloc(1, sizeof *s);
     if (!s)
         return FDN_ERR(-ENOMEM, "no memory for a frame scheduler");
-    s->max_fragment = max_fragment;
+    s->max_fragment = s->created_max_fragment = max_fragment;
     *out = s;
+    return 0;
+}
+
+int fdn__sched_set_max_fragment(struct fdn__sched *s, uint32_t max_fragment)
+{
+    if (max_fragment == 0 || max_fragment > s->created_max_fragment)
+        return FDN_ERR(-EINVAL, "max_fragment %u is not in 1..%u", max_fragment,
+                       s->created_max_fragment);
+    s->max_fragment = max_fragment;
     return 0;
 }
 
@@ -730,7 +740,7 @@ static struct fdn__sched_channel *new_channel(const struct fdn__sched *s,
     c->id = cfg->id;
     c->prio = cfg->prio;
     c->lane = cfg->lane;
-    c->quantum = (uint64_t)cfg->weight * s->max_fragment;
+    c->quantum = (uint64_t)cfg->weight * s->created_max_fragment;
     c->credit_limited = cfg->credit_window != 0;
     c->credit = cfg->credit_window;
     c->max_held_bytes = cfg->max_queued_bytes;

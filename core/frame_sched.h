@@ -253,6 +253,12 @@ void fdn__sched_frame_done(struct fdn__sched *s, const struct fdn__frame *f);
  * Returns 0, or -ENOENT for an unknown channel (a peer's protocol error). */
 int fdn__sched_grant(struct fdn__sched *s, uint16_t channel_id, uint64_t bytes);
 
+/* Lowers the largest fragment to what the peer accepts, agreed in the
+ * handshake after messages may already be queued. Quanta stay as they were
+ * made, so a fresh one still covers any fragment. Returns 0, or -EINVAL for
+ * 0 or a size over the one the scheduler was created with. */
+int fdn__sched_set_max_fragment(struct fdn__sched *s, uint32_t max_fragment);
+
 /* Replaces the channel's credit: the window the peer agreed to, known only
  * after the handshake while messages may already be queued, or what the
  * receiver says it can take when a session resumes (0 included: the channel

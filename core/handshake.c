@@ -32,7 +32,8 @@ enum {
     HELLO_AT_CHANNEL_COUNT = 78,
     HELLO_AT_FLAGS = 80,
     HELLO_AT_RESERVED = 81,
-    HELLO_RESERVED_BYTES = 7,
+    HELLO_RESERVED_BYTES = 3,
+    HELLO_AT_MAX_FRAGMENT = 84,
     HELLO_FIXED_SIZE = 88,
 
     CHANNEL_AT_ID = 0,
@@ -130,6 +131,9 @@ static int check_hello(const struct fdn__hello *h, int err, const char *prefix)
         return FDN_ERR(err, "%s: unknown flags 0x%02x", prefix, h->flags);
     if ((h->flags & FDN__HS_FLAG_RESUME) && h->lane != 0)
         return FDN_ERR(err, "%s: lane %u resumes a session (only lane 0 may)", prefix, h->lane);
+    if (h->max_fragment < FDN__HS_MIN_FRAGMENT)
+        return FDN_ERR(err, "%s: max_fragment %u, at least %u", prefix, h->max_fragment,
+                       FDN__HS_MIN_FRAGMENT);
     int rc = check_name(h->cluster_name, sizeof h->cluster_name, FDN__HS_CLUSTER_NAME_MAX, err,
                         prefix, "cluster name");
     if (rc < 0)
@@ -194,6 +198,7 @@ int fdn__hello_encode(const struct fdn__hello *h, uint8_t *buf, size_t cap)
     fdn__store_le16(buf + HELLO_AT_CHANNEL_COUNT, h->channel_count);
     buf[HELLO_AT_FLAGS] = h->flags;
     memset(buf + HELLO_AT_RESERVED, 0, HELLO_RESERVED_BYTES);
+    fdn__store_le32(buf + HELLO_AT_MAX_FRAGMENT, h->max_fragment);
     memcpy(buf + HELLO_FIXED_SIZE, h->cluster_name, cluster_len);
 
     uint8_t *p = buf + HELLO_FIXED_SIZE + cluster_len;
@@ -270,6 +275,7 @@ static void decode_hello_fixed(const uint8_t *fixed, struct fdn__hello *out)
     out->lane_count = fixed[HELLO_AT_LANE_COUNT];
     out->channel_count = fdn__load_le16(fixed + HELLO_AT_CHANNEL_COUNT);
     out->flags = fixed[HELLO_AT_FLAGS];
+    out->max_fragment = fdn__load_le32(fixed + HELLO_AT_MAX_FRAGMENT);
 }
 
 int fdn__hello_decode(const uint8_t *msg, size_t len, struct fdn__hello *out)
@@ -541,6 +547,7 @@ static int agree_with_peer(struct fdn__handshake *hs)
     res->peer_capabilities = theirs->capabilities;
     res->common_capabilities = mine->capabilities & theirs->capabilities;
     res->lane_count = MIN(mine->lane_count, theirs->lane_count);
+    res->max_fragment = MIN(mine->max_fragment, theirs->max_fragment);
     res->session = hs->role == FDN__HS_CLIENT ? mine->session : theirs->session;
     res->lane = hs->role == FDN__HS_CLIENT ? mine->lane : theirs->lane;
     res->resume = ((hs->role == FDN__HS_CLIENT ? mine : theirs)->flags & FDN__HS_FLAG_RESUME) != 0;
@@ -701,6 +708,7 @@ static int build_local_hello(struct fdn__handshake *hs, const struct fdn__handsh
     h->lane = client ? cfg->lane : 0;
     h->lane_count = cfg->lane_count ? cfg->lane_count : 1;
     h->flags = client && cfg->resume ? FDN__HS_FLAG_RESUME : 0;
+    h->max_fragment = cfg->limits.max_fragment;
     strcpy(h->cluster_name, cfg->cluster_name);
     h->channel_count = cfg->channel_count;
     if (cfg->channel_count)

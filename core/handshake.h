@@ -27,7 +27,9 @@
  *                                FDN__HS_FLAG_RESUME on lane 0 says the
  *                                connection resumes session `session`, which
  *                                lost its connections, instead of opening it
- *         81    7 reserved       zero
+ *         81    3 reserved       zero
+ *         84    4 max_fragment   payload bytes of the largest DATA frame this
+ *                                side accepts, >= FDN__HS_MIN_FRAGMENT
  *         88    n cluster_name   cluster_len printable ASCII bytes (0x21..0x7e)
  *          then channel_count entries of 20 + name_len bytes:
  *          +0    2 id            unique in the table
@@ -88,7 +90,8 @@
  * id, name and flags as both have them; max_message and credit_window the
  * minimum of the two sides (what both can honour); priority, weight and
  * lane the local side's (they steer the local scheduler only). The agreed
- * table keeps the local table's order.
+ * table keeps the local table's order. Frames are agreed the same way:
+ * each side sends DATA frames of at most the smaller max_fragment.
  *
  * Lanes. A peer may be reached over several connections (lanes), so that
  * bulk channels and urgent ones do not share a TCP stream. Lane 0 opens the
@@ -123,6 +126,10 @@
 #define FDN__HS_MAX_CHANNELS 256
 #define FDN__HS_AUTH_SIZE (1 + FDN__HS_TAG_SIZE)
 #define FDN__HS_MAX_LANES 8
+/* The smallest max_fragment a HELLO may state: below it the 32-byte frame
+ * header would be over 6 % of every full frame, and a peer could make the
+ * other side cut every message into slivers. */
+#define FDN__HS_MIN_FRAGMENT 512u
 
 /* HELLO flags. */
 #define FDN__HS_FLAG_RESUME 0x01u     /* client, lane 0: resume session, not open it */
@@ -160,6 +167,7 @@ struct fdn__hello {
     uint8_t lane;
     uint8_t lane_count;
     uint8_t flags;                /* FDN__HS_FLAG_* */
+    uint32_t max_fragment;        /* >= FDN__HS_MIN_FRAGMENT */
     char cluster_name[FDN__HS_CLUSTER_NAME_MAX + 1];   /* NUL-terminated */
     uint16_t channel_count;
     struct fdn__channel_desc channels[FDN__HS_MAX_CHANNELS];
@@ -223,7 +231,8 @@ struct fdn__handshake_config {
     uint16_t channel_count;       /* <= 256 */
     uint8_t secret[FDN__HS_SECRET_SIZE];
     /* The local side's limits: every local channel's id must be
-     * <= max_channel and its max_message <= max_message. */
+     * <= max_channel and its max_message <= max_message; max_fragment (at
+     * least FDN__HS_MIN_FRAGMENT) is announced in the HELLO. */
     struct fdn__wire_limits limits;
 };
 
@@ -238,6 +247,7 @@ struct fdn__handshake_result {
     uint8_t lane;                 /* the client's lane */
     uint8_t lane_count;           /* min of both sides' lane counts */
     bool resume;                  /* the client resumes the session */
+    uint32_t max_fragment;        /* min of both sides': what each may send */
     uint16_t channel_count;
     struct fdn__channel_desc channels[FDN__HS_MAX_CHANNELS];
 };

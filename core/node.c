@@ -157,6 +157,10 @@ static int check_config(const fdn_node_config *cfg)
         return FDN_ERR(-EINVAL, "cluster name over %d bytes", FDN__HS_CLUSTER_NAME_MAX);
     if (cfg->lanes > FDN_MAX_LANES)
         return FDN_ERR(-EINVAL, "%u lanes, at most %d", cfg->lanes, FDN_MAX_LANES);
+    if (cfg->max_fragment &&
+        (cfg->max_fragment < FDN__HS_MIN_FRAGMENT || cfg->max_fragment > FDN__SCHED_MAX_FRAGMENT))
+        return FDN_ERR(-EINVAL, "max_fragment %u is not in %u..%u", cfg->max_fragment,
+                       FDN__HS_MIN_FRAGMENT, FDN__SCHED_MAX_FRAGMENT);
     uint64_t idle = cfg->idle_timeout_ns ? cfg->idle_timeout_ns : DEFAULT_IDLE_TIMEOUT_NS;
     uint64_t keepalive = keepalive_for(cfg->keepalive_ns, idle);
     if (keepalive < MIN_KEEPALIVE_NS)

@@ -1244,7 +1244,7 @@ static struct fdn__sched_pack pack_room(const struct fdn__lane *l, const struct 
 {
     uint32_t left = FDN__PACK_BYTES - b->pack_used;
     uint32_t room = left > FDN__FRAME_HDR_SIZE ? left - FDN__FRAME_HDR_SIZE : 0;
-    uint32_t max_fragment = l->peer->node->max_fragment;
+    uint32_t max_fragment = l->peer->limits.max_fragment;
     return (struct fdn__sched_pack){
         .max_msgs = FDN__PACK_MAX_MSGS,
         .max_msg_len = FDN__PACK_MSG_MAX,
@@ -2037,6 +2037,12 @@ static int dial_other_lanes(fdn_peer *p)
 static int open_session(fdn_peer *p, const struct fdn__handshake_result *res)
 {
     fdn_node *n = p->node;
+    /* Frames of the smaller max_fragment both ways: what each side sends,
+     * and what it accepts. */
+    int err = fdn__sched_set_max_fragment(p->sched, res->max_fragment);
+    if (err < 0)
+        return err;
+    p->limits.max_fragment = res->max_fragment;
     memcpy(p->peer_node_id, res->peer_node_id, sizeof p->peer_node_id);
     p->peer_incarnation = res->peer_incarnation;
     p->session = res->session;
@@ -2048,7 +2054,7 @@ static int open_session(fdn_peer *p, const struct fdn__handshake_result *res)
             .max_message = d->max_message,
             .credit_window = d->credit_window,
         };
-        int err = fdn__reasm_add_channel(p->reasm, &rc);
+        err = fdn__reasm_add_channel(p->reasm, &rc);
         if (!err)
             err = fdn__sched_set_credit(p->sched, d->id, d->credit_window);
         if (err < 0)
@@ -2067,6 +2073,16 @@ static int open_session(fdn_peer *p, const struct fdn__handshake_result *res)
     if (closing(p) || !p->outbound)
         return 0;
     return dial_other_lanes(p);
+}
+
+/* A lane that joins or resumes a session must have agreed the session's
+ * frame size: the same node in the same incarnation always does. */
+static int check_same_frames(const fdn_peer *p, const struct fdn__handshake_result *res)
+{
+    if (res->max_fragment == p->limits.max_fragment)
+        return 0;
+    return FDN_ERR(-EPROTO, "%s agreed frames of %u bytes on lane %u, its session %u", p->addr,
+                   res->max_fragment, res->lane, p->limits.max_fragment);
 }
 
 /* The inbound peer whose session a lane > 0 joins: the same node, the same
@@ -2115,6 +2131,9 @@ static int join_session(struct fdn__lane *l, const struct fdn__handshake_result 
         return FDN_ERR(-ESTALE, "%s joins lane %u of a session we do not have", tmp->addr,
                        res->lane);
     }
+    int rc = check_same_frames(q, res);
+    if (rc < 0)
+        return rc;
     move_lane(l, q, res->lane);
     return 0;
 }
@@ -2333,7 +2352,10 @@ static int resume_outbound(fdn_peer *p, const struct fdn__handshake_result *res)
     if (res->lane_count != p->num_lanes)
         return FDN_ERR(-EPROTO, "%s resumed with %u lanes, not %u", p->addr, res->lane_count,
                        p->num_lanes);
-    int rc = session_rebound(p);
+    int rc = check_same_frames(p, res);
+    if (rc < 0)
+        return rc;
+    rc = session_rebound(p);
     return rc < 0 ? rc : dial_other_lanes(p);
 }
 
@@ -2356,6 +2378,9 @@ static int resume_inbound(struct fdn__lane *l, const struct fdn__handshake_resul
         return FDN_ERR(-ESTALE, "%s resumes session %016" PRIx64 ", which we do not have",
                        tmp->addr, res->session);
     }
+    int rc = check_same_frames(q, res);
+    if (rc < 0)
+        return rc;
     if (q->state == FDN__PEER_UP) {
         /* The peer found our connections dead before we did. */
         say_end(q, NULL, FDN_LOG_WARN,
@@ -2411,6 +2436,9 @@ static int on_handshake_done(struct fdn__lane *l)
     /* A lane we dialed must reach the node lane 0 reached. */
     if (memcmp(res->peer_node_id, p->peer_node_id, sizeof p->peer_node_id) != 0)
         return FDN_ERR(-EPROTO, "lane %u of %s reached another node", l->index, p->addr);
+    int rc = check_same_frames(p, res);
+    if (rc < 0)
+        return rc;
     lane_set_up(p, l);
     return 0;
 }

@@ -101,7 +101,9 @@ typedef struct fdn_node_config {
     uint8_t lanes;                   /* connections per peer, 1..FDN_MAX_LANES; default
                                         2: urgent channels on lane 1, bulk data on
                                         lane 2. Two nodes use the smaller count */
-    uint32_t max_fragment;           /* payload bytes per frame; default 64 KiB */
+    uint32_t max_fragment;           /* payload bytes of the largest frame this node
+                                        accepts, 512 .. 1 GiB; default 64 KiB. Two
+                                        nodes send frames of the smaller */
     uint32_t max_inflight_bytes;     /* bytes handed to the transport per lane and not
                                         yet sent, on lanes that carry an urgent channel
                                         (priority above FDN_PRIO_DEFAULT); default

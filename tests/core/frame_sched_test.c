@@ -349,6 +349,32 @@ static void test_dwrr_weights_random_sizes(void)
     CHECK_OK(fdn_pool_destroy(pool));
 }
 
+/* The fragment size the peer agreed, set after messages were queued: the
+ * rest of a message goes in the smaller fragments; the size can never grow
+ * past the one the scheduler was made with. */
+static void test_max_fragment_lowered(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__sched *s = make_sched(4 * KiB);
+    add_channel(s, 1, FDN_PRIO_DEFAULT, 1, 0, 4);
+    enqueue_ok(s, 1, alloc_msg(pool, 10000), 1);
+    struct fdn__frame f = send_one(s);
+    CHECK_EQ(f.len, 4 * KiB);
+    CHECK_OK(fdn__sched_set_max_fragment(s, 1000));
+    uint64_t offset = 4 * KiB;
+    do {
+        f = send_one(s);
+        CHECK_EQ(f.offset, offset);
+        CHECK(f.len == 1000 || (f.last && f.len < 1000));
+        offset += f.len;
+    } while (!f.last);
+    CHECK_EQ(offset, 10000);
+    CHECK_EQ(fdn__sched_set_max_fragment(s, 0), -EINVAL);
+    CHECK_EQ(fdn__sched_set_max_fragment(s, 4 * KiB + 1), -EINVAL);
+    CHECK_OK(fdn__sched_set_max_fragment(s, 4 * KiB));
+    destroy_all(s, pool, 0);
+}
+
 /* A 64 MiB bulk message delays a 64-byte urgent one by one fragment. */
 static void test_fragment_granularity(void)
 {
@@ -1375,6 +1401,7 @@ int main(void)
     RUN(test_dwrr_exact_pattern);
     RUN(test_dwrr_weights_random_sizes);
     RUN(test_fragment_granularity);
+    RUN(test_max_fragment_lowered);
     RUN(test_fifo_without_interleaving);
     RUN(test_credit_stall_and_grant);
     RUN(test_credit_and_empty_messages);

@@ -185,6 +185,7 @@ static void test_both_sides_agree(void)
     s.channels[2] = channel(4, "events", 0);   /* the server has events, not gossip */
     c.cfg.session = 0x5e55, c.cfg.lane = 2, c.cfg.lane_count = 3;
     s.cfg.session = 99, s.cfg.lane_count = 4;   /* a server's session is not its own */
+    c.cfg.limits.max_fragment = 4096;          /* each sends the smaller frames */
 
     struct fdn__handshake *client = create(&c), *server = create(&s);
     struct log log = {0};
@@ -207,6 +208,9 @@ static void test_both_sides_agree(void)
     CHECK(cr->lane_count == 3 && sr->lane_count == 3);
     CHECK(cr->session == 0x5e55 && sr->session == 0x5e55);
     CHECK(cr->lane == 2 && sr->lane == 2);
+    CHECK(cr->max_fragment == 4096 && sr->max_fragment == 4096);
+    CHECK_EQ(fdn__handshake_peer_hello(server)->max_fragment, 4096);
+    CHECK_EQ(fdn__handshake_peer_hello(client)->max_fragment, 1 << 20);
 
     for (int side = 0; side < 2; side++) {
         const struct fdn__handshake_result *r = side ? sr : cr;
@@ -589,6 +593,7 @@ enum {
     AT_CHANNEL_COUNT = 78,
     AT_FLAGS = 80,
     AT_RESERVED = 81,
+    AT_MAX_FRAGMENT = 84,       /* 1 << 20: bytes 00 00 10 00 */
     AT_CLUSTER_NAME = 88,
     AT_FIRST_CHANNEL = 88 + 12,
     AT_SECOND_CHANNEL = AT_FIRST_CHANNEL + 20 + 12,
@@ -615,7 +620,8 @@ static void test_bad_fields(void)
         {AT_LANE, 1},                               /* lane 1 of 1 */
         {AT_FLAGS, 0x02},                           /* unknown HELLO flag */
         {AT_RESERVED, 1},                           /* reserved byte set */
-        {AT_RESERVED + 6, 0x80},                    /* the last reserved byte */
+        {AT_RESERVED + 2, 0x80},                    /* the last reserved byte */
+        {AT_MAX_FRAGMENT + 2, 0},                   /* max_fragment 0 */
         {AT_CHANNEL_COUNT, 4},                      /* more entries than present */
         {AT_CHANNEL_COUNT, 2},                      /* fewer: trailing bytes */
         {AT_CHANNEL_COUNT + 1, 1},                  /* 259 channels */
@@ -640,6 +646,15 @@ static void test_bad_fields(void)
     m = good;
     memset(m.bytes + AT_FIRST_CHANNEL + 16, 0, 4);
     check_malformed_hello(&m);
+
+    /* max_fragment one under the least allowed, and the least itself. */
+    struct fdn__hello least;
+    m = good;
+    memcpy(m.bytes + AT_MAX_FRAGMENT, (uint8_t[]){0xff, 0x01, 0, 0}, 4);   /* 511 */
+    check_malformed_hello(&m);
+    memcpy(m.bytes + AT_MAX_FRAGMENT, (uint8_t[]){0x00, 0x02, 0, 0}, 4);   /* 512 */
+    CHECK_OK(fdn__hello_decode(m.bytes, m.len, &least));
+    CHECK_EQ(least.max_fragment, FDN__HS_MIN_FRAGMENT);
 
     /* A duplicate name changes the length, so it goes through the encoder,
      * which refuses it as well. */

@@ -479,6 +479,46 @@ static void test_agreed_size_limit(void)
     links_destroy(&a.link, &b.link);
 }
 
+/* Two nodes configured with different max_fragment talk at the smaller
+ * one, both ways: a message of many fragments, and small messages packed
+ * into frames, none over what the smaller side accepts. */
+static void test_agreed_fragment_size(void)
+{
+    struct side a, b;
+    fdn_node_config small = {.max_fragment = 4096};
+    make_node(&a, NULL, secret, sizeof secret, &small);
+    make_node(&b, NULL, secret, sizeof secret, NULL);
+    fdn_peer *to_a = pair_up(&a, &b);
+    fdn_peer *to_b = a.link.peer;
+    uint64_t expect = 14695981039346656037ull;
+    for (uint32_t i = 0; i < 64; i++) {
+        fdn_msg *m = make_msg(i ? 200 : 200000, i);
+        expect = fnv(fdn_msg_data(m), fdn_msg_len(m), expect);
+        fdn_msg *copy = make_msg(i ? 200 : 200000, i);
+        CHECK_OK(fdn_send(to_a, FDN_CHANNEL_DATA, m));
+        CHECK_OK(fdn_send(to_b, FDN_CHANNEL_DATA, copy));
+    }
+    RUN_UNTIL(a.arrivals == 64 && b.arrivals == 64);
+    CHECK_EQ(a.checksum, expect);
+    CHECK_EQ(b.checksum, expect);
+    for (struct side *s = &a; s; s = s == &a ? &b : NULL) {
+        fdn_node_stats ns;
+        fdn_node_stats_get(s->link.node, &ns);
+        CHECK_EQ(ns.limit_violations, 0);
+        CHECK_EQ(ns.sessions_resumed, 0);
+    }
+    links_destroy(&a.link, &b.link);
+
+    /* Frames too small to be worth their header are a configuration error. */
+    fdn_node *n;
+    fdn_node_config bad = {.worker = w, .secret = secret, .secret_len = sizeof secret,
+                           .max_fragment = 511};
+    CHECK_EQ(fdn_node_create(&bad, &n), -EINVAL);
+    bad.max_fragment = 512;
+    CHECK_OK(fdn_node_create(&bad, &n));
+    fdn_node_destroy(n);
+}
+
 /* Zero-copy sends (opt-in) deliver the same bytes. */
 static void test_zerocopy_sends(void)
 {
@@ -978,6 +1018,7 @@ int main(void)
     RUN(test_request_response);
     RUN(test_full_channel_is_eagain);
     RUN(test_agreed_size_limit);
+    RUN(test_agreed_fragment_size);
     RUN(test_zerocopy_sends);
     RUN(test_many_peers_and_clean_close);
     RUN(test_wrong_secret_and_cluster);

@@ -45,6 +45,7 @@ static inline struct fdn__wire_limits fuzz_frame_limits(unsigned selector)
 #define FUZZ_VALID_AUTH_MARKER FDN__HS_MSG_AUTH
 
 #define FUZZ_CHANNEL_COUNT 4
+#define FUZZ_MAX_FRAGMENT (1u << 20)   /* the handshake settings' max_fragment */
 
 static inline struct fdn__channel_desc fuzz_channel(unsigned i)
 {
@@ -79,7 +80,7 @@ fuzz_handshake_config(enum fdn__handshake_role role, struct fdn__channel_desc *c
         .cluster_name = "fuzz",
         .channels = channels,
         .channel_count = FUZZ_CHANNEL_COUNT,
-        .limits = {.max_fragment = 1u << 20, .max_message = 1u << 30, .max_channel = 255},
+        .limits = {.max_fragment = FUZZ_MAX_FRAGMENT, .max_message = 1u << 30, .max_channel = 255},
     };
     memset(cfg.node_id, role == FDN__HS_SERVER ? 0x5e : 0xc1, sizeof cfg.node_id);
     memset(cfg.secret, 0x5a, sizeof cfg.secret);

@@ -99,6 +99,9 @@ static void check_done(const struct target *t)
     FUZZ_CHECK(r && peer);
     FUZZ_CHECK(memcmp(peer->nonce, t->peer_hello + 36, 32) == 0);
     FUZZ_CHECK(r->version >= 1 && r->version <= 2);
+    FUZZ_CHECK(peer->max_fragment >= FDN__HS_MIN_FRAGMENT);
+    FUZZ_CHECK(r->max_fragment == (peer->max_fragment < FUZZ_MAX_FRAGMENT ? peer->max_fragment
+                                                                         : FUZZ_MAX_FRAGMENT));
     FUZZ_CHECK(r->channel_count <= FUZZ_CHANNEL_COUNT && r->channel_count <= peer->channel_count);
     for (unsigned i = 0; i < r->channel_count; i++) {
         const struct fdn__channel_desc *c = &r->channels[i];
