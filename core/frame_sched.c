@@ -521,7 +521,7 @@ int fdn__sched_ack(struct fdn__sched *s, uint16_t channel_id, uint64_t upto)
         }
     }
     retire_released(c);
-    return 0;
+    return 1;
 }
 
 static void reset_cursor(struct msg_slot *m)

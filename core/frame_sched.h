@@ -268,9 +268,10 @@ int fdn__sched_set_credit(struct fdn__sched *s, uint16_t channel_id, uint64_t by
 
 /* The receiver has every message of the channel with an id below upto:
  * releases those held for retention (at once, or when their last frame is
- * done). A bound below an earlier one changes nothing. Returns 0, -ENOENT,
- * or -EPROTO (nothing changed) when upto covers a message whose last frame
- * was not handed out yet: the receiver claims what it cannot have. */
+ * done). A bound at or below an earlier one changes nothing. Returns 1 when
+ * upto acknowledges more than before, 0 when not, -ENOENT, or -EPROTO
+ * (nothing changed) when upto covers a message whose last frame was not
+ * handed out yet: the receiver claims what it cannot have. */
 int fdn__sched_ack(struct fdn__sched *s, uint16_t channel_id, uint64_t upto);
 
 /* Makes every message the channel holds unsent again, from offset 0, in the

@@ -45,7 +45,11 @@
  *    what the peer has, rewinds the rest to be sent again from the start,
  *    and takes the new credit. Then the client dials the other lanes.
  *  - A session that does not resume within session_timeout_ns ends with
- *    -ETIMEDOUT; a peer node that comes back as another incarnation ends
+ *    -ETIMEDOUT. A break less than keepalive_ns after a resumption, with
+ *    no message received complete or acknowledged since, continues the
+ *    same outage (its clock and its redial back-off go on): a session
+ *    that breaks each time it resumes, a peer that misnumbers what it
+ *    sends again, ends too instead of resuming for ever. A peer node that comes back as another incarnation ends
  *    the old session with -ECONNRESET before the new one is up; an orderly
  *    close (a CLOSE frame, sent on every lane) ends it at once. Reliable
  *    messages not acknowledged then are counted as undelivered.
@@ -308,6 +312,8 @@ struct fdn_peer {
     fdn_timer deadline;            /* RESUMING: the session's end */
     fdn_timer redial;              /* RESUMING, outbound: the next lane-0 dial */
     uint64_t redial_backoff_ns;
+    uint64_t outage_since;         /* the first break of the outage; 0: none (see above) */
+    uint64_t resumed_at;           /* when the session last resumed */
     fdn_timer ack_timer;
     bool resume_wait;              /* our RESUME sent; the peer's not applied yet */
     bool resume_have;              /* the peer's RESUME is in resume_in */

@@ -598,6 +598,14 @@ static void peer_finish(fdn_peer *p)
 
 static int deliver_task(fdn_worker *w, fdn_task *t);
 
+/* Messages got through since the session resumed: its outage, if it had
+ * one, is over (node_internal.h, "Session resumption"). */
+static inline void session_progressed(fdn_peer *p)
+{
+    if (fdn__unlikely(p->outage_since))
+        p->outage_since = 0;
+}
+
 static void rx_enqueue(struct fdn__rx_channel *rx, fdn_msg *m)
 {
     m->qnext = NULL;
@@ -776,6 +784,7 @@ static bool deliver_now(const fdn_peer *p, const struct fdn__rx_channel *rx)
 static void rx_message(fdn_peer *p, uint16_t channel, fdn_msg *m)
 {
     struct fdn__rx_channel *rx = &p->rx[channel];
+    session_progressed(p);
     rx->received = rx->expected;
     if (reliable(p, channel))
         ack_soon(p, channel);
@@ -959,6 +968,8 @@ static int on_ack(fdn_peer *p, const struct fdn__frame_hdr *h)
     int rc = fdn__sched_ack(p->sched, c, h->acked);
     if (rc < 0)
         return rc;
+    if (rc)
+        session_progressed(p);
     notify_writable(p);
     return 0;
 }
@@ -2186,11 +2197,18 @@ static int deadline_fired(fdn_worker *w, fdn_task *t)
 
 /* Every lane of the session is lost: they are all dropped, and the session
  * waits (inbound) or redials lane 0 (outbound) until it resumes or its
- * deadline passes. Requests stay pending; messages sent meanwhile queue. */
+ * deadline passes. Requests stay pending; messages sent meanwhile queue.
+ * A break soon after a resumption that let nothing through continues the
+ * outage before it (node_internal.h): the deadline keeps its time and the
+ * redials their back-off. */
 static void peer_suspend(fdn_peer *p)
 {
     fdn_node *n = p->node;
     fdn_worker *w = n->worker;
+    uint64_t now = fdn_now_ns();
+    bool continuing = p->outage_since && now - p->resumed_at < n->keepalive_ns;
+    if (!continuing)
+        p->outage_since = now;
     p->state = FDN__PEER_RESUMING;
     p->resume_wait = false;
     p->resume_have = false;
@@ -2199,8 +2217,13 @@ static void peer_suspend(fdn_peer *p)
     for (unsigned i = 0; i < FDN__MAX_LANES; i++)
         if (p->lanes[i])
             lane_detach(p, p->lanes[i]);
-    fdn_timer_arm(w, &p->deadline, n->session_timeout_ns);
-    if (p->outbound) {
+    uint64_t end = p->outage_since + n->session_timeout_ns;
+    fdn_timer_arm(w, &p->deadline, end > now ? end - now : 0);
+    if (!p->outbound)
+        return;
+    if (continuing) {
+        schedule_redial(p);
+    } else {
         p->redial_backoff_ns = FDN__REDIAL_MIN_NS;
         fdn_timer_arm(w, &p->redial, jittered(FDN__REDIAL_FIRST_NS));
     }
@@ -2246,7 +2269,7 @@ static int session_rebound(fdn_peer *p)
     fdn_worker *w = p->node->worker;
     timer_stop(w, &p->deadline);
     timer_stop(w, &p->redial);
-    p->redial_backoff_ns = 0;
+    p->resumed_at = fdn_now_ns();
     p->state = FDN__PEER_UP;
     p->resume_wait = true;
     p->resume_have = false;
@@ -2272,6 +2295,8 @@ static int apply_resume(fdn_peer *p)
             return FDN_ERR(-EPROTO, "%s has %" PRIu64 " messages of channel %d, %" PRIu64
                            " were sent", p->addr, e->received, c, p->next_seq[c]);
         int rc = fdn__sched_ack(p->sched, (uint16_t)c, e->received);
+        if (rc > 0)
+            session_progressed(p);   /* the peer had more than it acknowledged */
         if (rc >= 0)
             rc = fdn__sched_rewind(p->sched, (uint16_t)c);
         if (rc < 0)

@@ -420,6 +420,40 @@ static void test_session_expires(void)
     fdn_node_destroy(a.link.node);
 }
 
+/* A session that breaks again each time it resumes, before any message
+ * gets through, is one outage: it ends session_timeout_ns after the first
+ * break, on both sides, instead of resuming for ever, and its redials back
+ * off meanwhile. The receiver's fault layer delivers every DATA frame of
+ * the data channel twice, so the first fragment of a message of several is
+ * always followed by itself: a sequence error, which resumes the session,
+ * after which the sender starts the message again. */
+static void test_resuming_without_progress_ends(void)
+{
+    struct side a, b;
+    char addr[128];
+    const uint64_t timeout = 400 * 1000 * 1000ull;
+    make_node(&a, &(fdn_node_config){.session_timeout_ns = timeout, .lanes = 1});
+    make_node(&b, &(fdn_node_config){.session_timeout_ns = timeout, .lanes = 1,
+                                     .faults = "seed=7,dup=1,dir=rx,channel=data"});
+    fdn_peer *p = pair_up(&a, &b, addr, sizeof addr);
+    (void)p;
+    CHECK_OK(fdn_send(a.link.peer, FDN_CHANNEL_DATA, make_tagged_msg(200000, 0)));
+    RUN_UNTIL(a.link.downs == 1 && b.link.downs == 1);
+    CHECK_EQ(b.link.last_down_reason, -ETIMEDOUT);
+    CHECK_EQ(a.link.last_down_reason, -ETIMEDOUT);
+    CHECK_EQ(a.undelivered_at_down, 1);
+    CHECK_EQ(b.arrivals[FDN_CHANNEL_DATA], 0);
+    fdn_node_stats ns;
+    fdn_node_stats_get(b.link.node, &ns);
+    CHECK_EQ(ns.sessions_expired, 1);
+    CHECK(ns.sequence_errors >= 2);
+    /* Redials 1 ms, then 10 ms doubling, after each break: a handful in
+     * 400 ms, where a redial 1 ms after every break would make hundreds. */
+    CHECK(ns.sessions_interrupted <= 30);
+    printf("   %" PRIu64 " breaks before the session ended\n", ns.sessions_interrupted);
+    links_destroy(&a.link, &b.link);
+}
+
 /* A node that comes back as a new incarnation starts a new session: the old
  * one (still up as far as the server knows) is reported down with
  * -ECONNRESET first, then the new one up. A resumption of a session the
@@ -609,6 +643,7 @@ int main(void)
     RUN(test_stream_across_kills);
     RUN(test_requests_across_resume);
     RUN(test_session_expires);
+    RUN(test_resuming_without_progress_ends);
     RUN(test_new_incarnation_and_unknown_session);
     RUN(test_client_restart);
     RUN(test_best_effort_counts_losses);
