@@ -906,7 +906,9 @@ static int on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *p
  * records are walked once before any message is taken, so that a frame
  * with a record cut short is refused whole, as any malformed frame is, not
  * after its first messages were delivered. (Over shm the payload may change
- * between the walks: the second checks every record again.) */
+ * between the walks: the second checks every record again.) A message that
+ * breaks a limit ends the frame there: those before it were taken, and
+ * count as packed messages received; the frame counts only when whole. */
 static int on_packed(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload)
 {
     fdn_peer *p = l->peer;
@@ -929,8 +931,10 @@ static int on_packed(struct fdn__lane *l, const struct fdn__frame_hdr *h, const 
             one.frag_len = len;
             one.total_len = len;
             rc = on_data(p, &one, payload + at);
-            if (rc < 0)
+            if (rc < 0) {
+                p->node->stats.packed_msgs_received += one.seq - h->seq;
                 return rc;
+            }
             one.seq++;
         }
         if (rc < 0)

@@ -133,17 +133,19 @@ struct raw_hello {
     uint8_t lane;                       /* of a session of lane + 1 lanes */
     bool resume;
     uint64_t capabilities;              /* FDN__CAP_* offered */
+    uint64_t max_message;               /* of its data channel; 0: 1 MiB */
 };
 
 /* Runs r's handshake as a client that knows secret and declares one
- * channel, "data" (1 MiB window and messages). True once DONE; false once
+ * channel, "data" (1 MiB window, and messages of hello.max_message). True once DONE; false once
  * it failed, the node closed the connection, or the worker idled out. */
 static inline bool raw_peer_handshake(struct raw_peer *r, const uint8_t *secret,
                                       size_t secret_len, struct raw_hello hello)
 {
     struct fdn__channel_desc desc = {.id = FDN_CHANNEL_DATA, .priority = 4, .flags = 3,
                                      .weight = 1, .lane = 0, .credit_window = 1 << 20,
-                                     .max_message = 1 << 20};
+                                     .max_message = hello.max_message ? hello.max_message
+                                                                      : 1 << 20};
     strcpy(desc.name, "data");
     struct fdn__handshake_config cfg = {
         .role = FDN__HS_CLIENT, .version_min = hello.version_min,

@@ -344,8 +344,9 @@ typedef struct fdn_node_stats {
     uint64_t zc_received;           /* messages delivered without a copy (borrowed) */
     uint64_t packed_frames_sent;    /* frames carrying several small messages of a channel */
     uint64_t packed_msgs_sent;      /* ... the messages in them */
-    uint64_t packed_frames_received;
-    uint64_t packed_msgs_received;
+    uint64_t packed_frames_received; /* ... taken whole */
+    uint64_t packed_msgs_received;  /* ... the messages taken from them, up to one
+                                       that broke a limit */
     uint64_t idle_timeouts;         /* lanes closed because nothing came for idle_timeout_ns */
     uint64_t pings_sent;            /* PINGs on lanes quiet for keepalive_ns */
     uint64_t pongs_received;

@@ -928,15 +928,18 @@ static bool raw_send_packed(const struct raw_peer *r, uint64_t seq, uint32_t fir
     return raw_send_frame(r->fd, &h, payload);
 }
 
-/* Connects a raw peer offering caps, once the node's previous peer is
- * gone. */
-static void raw_packer_up(struct raw_peer *r, struct side *a, const char *addr, uint64_t caps)
+/* Connects a raw peer offering caps, and data messages of at most
+ * max_message (0: the raw peer's default), once the node's previous peer
+ * is gone. */
+static void raw_packer_up(struct raw_peer *r, struct side *a, const char *addr, uint64_t caps,
+                          uint64_t max_message)
 {
     raw_peer_connect(r, addr);
     CHECK(raw_peer_handshake(r, secret, sizeof secret,
                              (struct raw_hello){.version_min = 1, .version_max = 1,
                                                 .node_id = (uint8_t)(a->link.ups + 1),
-                                                .capabilities = caps}));
+                                                .capabilities = caps,
+                                                .max_message = max_message}));
     RUN_UNTIL(a->link.peer != NULL);
 }
 
@@ -955,7 +958,7 @@ static void test_packed_frames_checked(void)
 
     /* Not offered: a well-formed PACKED frame is a protocol error. */
     struct raw_peer r;
-    raw_packer_up(&r, &a, addr, 0);
+    raw_packer_up(&r, &a, addr, 0, 0);
     raw_send_packed(&r, 0, 0, 3, 0);
     RUN_UNTIL(!raw_pump(&r));
     raw_peer_close(&r);
@@ -969,7 +972,7 @@ static void test_packed_frames_checked(void)
     /* Offered: three messages (the first empty) in one frame arrive in
      * order; then a frame whose last record runs past its end is a
      * protocol error, and what came before it stays delivered. */
-    raw_packer_up(&r, &a, addr, FDN__CAP_PACKED);
+    raw_packer_up(&r, &a, addr, FDN__CAP_PACKED, 0);
     CHECK(raw_send_packed(&r, 0, 0, 3, 0));
     RUN_UNTIL(in.next[FDN_CHANNEL_DATA] == 3);
     CHECK_EQ(in.bad, 0);
@@ -991,7 +994,7 @@ static void test_packed_frames_checked(void)
      * a sequence error, as an ordinary frame's would be, and nothing of it
      * delivered. */
     memset(&in, 0, sizeof in);
-    raw_packer_up(&r, &a, addr, FDN__CAP_PACKED);
+    raw_packer_up(&r, &a, addr, FDN__CAP_PACKED, 0);
     raw_send_packed(&r, 1, 0, 3, 0);
     RUN_UNTIL(!raw_pump(&r));
     raw_peer_close(&r);
@@ -999,6 +1002,22 @@ static void test_packed_frames_checked(void)
     CHECK_EQ(ns.protocol_errors, 2);
     CHECK_EQ(ns.packed_frames_received, 1);
     CHECK_EQ(in.next[FDN_CHANNEL_DATA], 0);
+
+    /* Agreed messages of at most 500 bytes: of messages 0..5 (0 to 530
+     * bytes) in one frame the first five are taken, and counted as packed
+     * messages received; the sixth breaks the limit and ends the session
+     * (which drops what it had not delivered yet), and the frame is not
+     * counted whole. */
+    raw_packer_up(&r, &a, addr, FDN__CAP_PACKED, 500);
+    CHECK(small_len(5) > 500 && small_len(4) <= 500);
+    raw_send_packed(&r, 0, 0, 6, 0);
+    RUN_UNTIL(!raw_pump(&r));
+    raw_peer_close(&r);
+    RUN_UNTIL((fdn_node_stats_get(a.link.node, &ns), ns.limit_violations == 1));
+    CHECK(in.next[FDN_CHANNEL_DATA] <= 5);
+    CHECK_EQ(in.bad, 0);
+    CHECK_EQ(ns.packed_frames_received, 1);
+    CHECK_EQ(ns.packed_msgs_received, 3 + 5);
     fdn_node_destroy(a.link.node);
 }
 
