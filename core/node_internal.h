@@ -49,10 +49,11 @@
  *    no message received complete or acknowledged since, continues the
  *    same outage (its clock and its redial back-off go on): a session
  *    that breaks each time it resumes, a peer that misnumbers what it
- *    sends again, ends too instead of resuming for ever. A peer node that comes back as another incarnation ends
- *    the old session with -ECONNRESET before the new one is up; an orderly
- *    close (a CLOSE frame, sent on every lane) ends it at once. Reliable
- *    messages not acknowledged then are counted as undelivered.
+ *    sends again, ends too instead of resuming for ever. A peer node that
+ *    comes back as another incarnation ends the old session with
+ *    -ECONNRESET before the new one is up; an orderly close (a CLOSE frame,
+ *    sent on every lane) ends it at once. Reliable messages not
+ *    acknowledged then are counted as undelivered.
  *
  * Everything runs on the node's worker; nothing here takes a lock. */
 #ifndef FDN_CORE_NODE_INTERNAL_H
