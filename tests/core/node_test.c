@@ -928,6 +928,16 @@ static bool raw_send_packed(const struct raw_peer *r, uint64_t seq, uint32_t fir
     return raw_send_frame(r->fd, &h, payload);
 }
 
+/* Sends a PACKED frame the node must refuse, and waits until it has closed
+ * the connection. */
+static void raw_send_packed_refused(struct raw_peer *r, uint64_t seq, uint32_t first,
+                                    uint32_t n, uint32_t over)
+{
+    raw_send_packed(r, seq, first, n, over);
+    RUN_UNTIL(!raw_pump(r));
+    raw_peer_close(r);
+}
+
 /* Connects a raw peer offering caps, and data messages of at most
  * max_message (0: the raw peer's default), once the node's previous peer
  * is gone. */
@@ -959,9 +969,7 @@ static void test_packed_frames_checked(void)
     /* Not offered: a well-formed PACKED frame is a protocol error. */
     struct raw_peer r;
     raw_packer_up(&r, &a, addr, 0, 0);
-    raw_send_packed(&r, 0, 0, 3, 0);
-    RUN_UNTIL(!raw_pump(&r));
-    raw_peer_close(&r);
+    raw_send_packed_refused(&r, 0, 0, 3, 0);
     RUN_UNTIL(a.link.downs == 1);
     CHECK_EQ(a.link.last_down_reason, -EPROTO);
     fdn_node_stats_get(a.link.node, &ns);
@@ -979,9 +987,7 @@ static void test_packed_frames_checked(void)
     fdn_node_stats_get(a.link.node, &ns);
     CHECK_EQ(ns.packed_frames_received, 1);
     CHECK_EQ(ns.packed_msgs_received, 3);
-    raw_send_packed(&r, 3, 3, 2, 1);
-    RUN_UNTIL(!raw_pump(&r));
-    raw_peer_close(&r);
+    raw_send_packed_refused(&r, 3, 3, 2, 1);
     RUN_UNTIL(a.link.downs == 2);
     CHECK_EQ(a.link.last_down_reason, -EPROTO);
     fdn_node_stats_get(a.link.node, &ns);
@@ -995,9 +1001,7 @@ static void test_packed_frames_checked(void)
      * delivered. */
     memset(&in, 0, sizeof in);
     raw_packer_up(&r, &a, addr, FDN__CAP_PACKED, 0);
-    raw_send_packed(&r, 1, 0, 3, 0);
-    RUN_UNTIL(!raw_pump(&r));
-    raw_peer_close(&r);
+    raw_send_packed_refused(&r, 1, 0, 3, 0);
     RUN_UNTIL((fdn_node_stats_get(a.link.node, &ns), ns.sequence_errors == 1));
     CHECK_EQ(ns.protocol_errors, 2);
     CHECK_EQ(ns.packed_frames_received, 1);
@@ -1010,9 +1014,7 @@ static void test_packed_frames_checked(void)
      * counted whole. */
     raw_packer_up(&r, &a, addr, FDN__CAP_PACKED, 500);
     CHECK(small_len(5) > 500 && small_len(4) <= 500);
-    raw_send_packed(&r, 0, 0, 6, 0);
-    RUN_UNTIL(!raw_pump(&r));
-    raw_peer_close(&r);
+    raw_send_packed_refused(&r, 0, 0, 6, 0);
     RUN_UNTIL((fdn_node_stats_get(a.link.node, &ns), ns.limit_violations == 1));
     CHECK(in.next[FDN_CHANNEL_DATA] <= 5);
     CHECK_EQ(in.bad, 0);
