@@ -592,8 +592,19 @@ int fdn__sched_enqueue(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg, 
     return fdn__sched_enqueue_tagged(s, channel_id, msg, msg_id, 0, 0);
 }
 
-int fdn__sched_enqueue_tagged(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg,
-                              uint64_t msg_id, uint16_t kind, uint64_t tag)
+/* Whether a message just queued on an idle channel may be handed out at
+ * once (fdn__sched_enqueue_now): nothing else of its lane is ready, so the
+ * pick would be this channel; it fits one frame; and credit covers it. */
+static bool goes_now(const struct fdn__sched *s, const struct fdn__sched_channel *c,
+                     uint64_t total_len)
+{
+    return lane_ready(s, c->lane) == 0 && total_len <= s->max_fragment &&
+           (!c->credit_limited || total_len <= c->credit);
+}
+
+int fdn__sched_enqueue_now(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg,
+                           uint64_t msg_id, uint16_t kind, uint64_t tag, bool now,
+                           struct fdn__frame *out)
 {
     struct fdn__sched_channel *c = find_channel(s, channel_id);
     if (!c)
@@ -616,9 +627,24 @@ int fdn__sched_enqueue_tagged(struct fdn__sched *s, uint16_t channel_id, fdn_msg
     c->stats.queued_bytes += total_len;
     c->held_bytes += total_len;
     c->stats.unscheduled_bytes += total_len;
-    if (was_idle)
-        place_off_round(s, c);
+    if (!was_idle)
+        return 0;
+    if (now && goes_now(s, c, total_len)) {
+        /* What joining the round, the pick and leaving it would do, less
+         * the round: an idle channel comes back off it with no deficit. */
+        c->stalled = false;
+        c->deficit = fragment_cost((uint32_t)total_len);
+        hand_out_fragment(s, c, out);
+        return 1;
+    }
+    place_off_round(s, c);
     return 0;
+}
+
+int fdn__sched_enqueue_tagged(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg,
+                              uint64_t msg_id, uint16_t kind, uint64_t tag)
+{
+    return fdn__sched_enqueue_now(s, channel_id, msg, msg_id, kind, tag, false, NULL);
 }
 
 int fdn__sched_grant(struct fdn__sched *s, uint16_t channel_id, uint64_t bytes)

@@ -196,6 +196,16 @@ int fdn__sched_enqueue(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg, 
 int fdn__sched_enqueue_tagged(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg,
                               uint64_t msg_id, uint16_t kind, uint64_t tag);
 
+/* fdn__sched_enqueue_tagged(), and when `now` and the message would be the
+ * lane's next pick as one whole frame (its channel had nothing queued, no
+ * other channel of the lane is ready, it is at most max_fragment and credit
+ * covers it), hands that frame out at once into *out and returns 1, as
+ * fdn__sched_next() would have: the caller must send it (and report it
+ * done) as any other frame. Returns 0 when the message was only queued. */
+int fdn__sched_enqueue_now(struct fdn__sched *s, uint16_t channel_id, fdn_msg *msg,
+                           uint64_t msg_id, uint16_t kind, uint64_t tag, bool now,
+                           struct fdn__frame *out);
+
 /* Picks the next fragment for lane by the rules above, among the channels on
  * that lane. Returns 1 with *out filled, or 0 when no channel of the lane can
  * send (all empty, or every one with data is credit-stalled). */

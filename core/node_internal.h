@@ -98,7 +98,7 @@ struct fdn__rx_stash {
 /* Frames per transport send, sends in flight per peer, and the most buffers
  * a message sent may chain (each becomes an iovec). */
 #define FDN__BATCH_FRAMES 16
-#define FDN__BATCHES 4
+#define FDN__BATCHES 4   /* at most 8: struct fdn__lane's busy_batches */
 #define FDN__MAX_SEGMENTS 64
 /* Iovecs a batch keeps in reserve for the fault layer: a duplicated frame's
  * header and payload, or the two extra pieces of a payload with one byte
@@ -146,7 +146,6 @@ struct fdn__batch {
     int num_frames;
     uint32_t pack_used;                  /* bytes of pack[] the batch's packed frames hold */
     uint8_t pack[FDN__PACK_BYTES];
-    bool busy;
 };
 
 /* One channel's receive side at one peer. */
@@ -239,6 +238,7 @@ struct fdn__lane {
     uint8_t ctrl[FDN__CTRL_BYTES];
     uint32_t ctrl_len;
     struct fdn__batch *batches;    /* FDN__BATCHES */
+    uint8_t busy_batches;          /* bit i: batches[i] is with the transport */
     uint64_t inflight_bytes;
     uint64_t max_inflight_bytes;
     uint64_t bytes_sent, bytes_received;

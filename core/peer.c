@@ -1193,12 +1193,20 @@ static int on_recv_ref(struct fdn__lane *l, fdn_msg *m)
 
 /* ---- Sending ------------------------------------------------------------- */
 
+/* A batch not with the transport. The busy bits live in the lane: each
+ * batch is kilobytes, and its own flag would cost a cache line per look. */
 static struct fdn__batch *free_batch(struct fdn__lane *l)
 {
-    for (int i = 0; i < FDN__BATCHES; i++)
-        if (!l->batches[i].busy)
-            return &l->batches[i];
-    return NULL;
+    unsigned free = ~(unsigned)l->busy_batches & ((1u << FDN__BATCHES) - 1);
+    return free ? &l->batches[__builtin_ctz(free)] : NULL;
+}
+
+_Static_assert(FDN__BATCHES <= 8, "one busy bit per batch");
+
+static void batch_set_busy(struct fdn__lane *l, const struct fdn__batch *b, bool busy)
+{
+    uint8_t bit = (uint8_t)(1u << (b - l->batches));
+    l->busy_batches = busy ? l->busy_batches | bit : l->busy_batches & (uint8_t)~bit;
 }
 
 /* Iovecs one frame may need: its header and one per buffer it spans
@@ -1720,6 +1728,69 @@ static bool sched_whole(void *arg, unsigned lane, const fdn_msg *m)
     return zc && m->pool == zc;
 }
 
+/* What the lane may have in flight before it starts another batch: its
+ * bound, and on a bulk lane the end of this turn (see lane_configure). */
+static uint64_t lane_send_cap(const struct fdn__lane *l)
+{
+    uint64_t cap = l->max_inflight_bytes;
+    if (l->rx_turn_limit) {
+        uint64_t turn_end = l->inflight_bytes + (BULK_TX_BYTES_PER_TURN - l->tx_turn_bytes);
+        if (l->tx_turn_bytes >= BULK_TX_BYTES_PER_TURN)
+            turn_end = l->inflight_bytes;
+        if (turn_end < cap)
+            cap = turn_end;
+    }
+    return cap;
+}
+
+/* Starts a batch with the control frames waiting, which go first. Returns
+ * their bytes. */
+static size_t batch_begin(struct fdn__lane *l, struct fdn__batch *b, int *niov)
+{
+    b->num_frames = 0;
+    b->pack_used = 0;
+    if (!l->ctrl_len)
+        return 0;
+    memcpy(b->ctrl, l->ctrl, l->ctrl_len);
+    b->iov_msg[*niov] = NULL;
+    b->iov[(*niov)++] = (struct iovec){b->ctrl, l->ctrl_len};
+    size_t bytes = l->ctrl_len;
+    l->ctrl_len = 0;
+    return bytes;
+}
+
+/* Hands a batch to the transport. A transport that refuses is closing: the
+ * frames count as done, their messages are released with the peer. */
+static int batch_submit(struct fdn__lane *l, struct fdn__batch *b, int niov, size_t bytes,
+                        uint64_t cost, bool big)
+{
+    /* The fault layer rewrites iovecs of its own: everything is copied
+     * then (lane_zc_pool is NULL too, so nothing was sent whole). */
+    b->send = (struct fdn__tp_send){.iov = b->iov, .iovcnt = niov, .len = bytes,
+                                    .zerocopy = big,
+                                    .iov_msg = l->faults ? NULL : b->iov_msg};
+    batch_set_busy(l, b, true);
+    b->cost = cost;
+    l->inflight_bytes += cost;
+    if (fdn__tp_send(l->conn, &b->send) == 0)
+        return 0;
+    batch_set_busy(l, b, false);
+    l->inflight_bytes -= cost;
+    for (int i = 0; i < b->num_frames; i++)
+        fdn__sched_frame_done(l->peer->sched, &b->frames[i]);
+    return -EPIPE;
+}
+
+/* A bulk lane counts what it put in flight since `start` against its turn. */
+static void end_tx_turn_if_due(struct fdn__lane *l, uint64_t start)
+{
+    if (!l->rx_turn_limit || l->inflight_bytes <= start)
+        return;
+    l->tx_turn_bytes += (uint32_t)(l->inflight_bytes - start);
+    if (l->tx_turn_bytes >= BULK_TX_BYTES_PER_TURN && !l->tx_resume.queued)
+        fdn_worker_schedule(l->peer->node->worker, &l->tx_resume);
+}
+
 static void pump(struct fdn__lane *l)
 {
     if (!l || !l->conn || !l->hs || l->dying)   /* not connected yet, or lost */
@@ -1730,28 +1801,12 @@ static void pump(struct fdn__lane *l)
     /* After a resumption, data waits until the peer's RESUME has said what
      * it has (and the old lanes' sends are all accounted for). */
     bool data = l->up && p->state == FDN__PEER_UP && !p->resume_wait;
-    /* A bulk lane's turn: at most this much more in flight (see above). */
-    uint64_t cap = l->max_inflight_bytes;
-    if (l->rx_turn_limit) {
-        uint64_t turn_end = l->inflight_bytes + (BULK_TX_BYTES_PER_TURN - l->tx_turn_bytes);
-        if (l->tx_turn_bytes >= BULK_TX_BYTES_PER_TURN)
-            turn_end = l->inflight_bytes;
-        if (turn_end < cap)
-            cap = turn_end;
-    }
+    uint64_t cap = lane_send_cap(l);
     uint64_t start = l->inflight_bytes;
     struct fdn__batch *b;
     while (l->inflight_bytes < cap && (b = free_batch(l))) {
         int niov = 0;
-        b->num_frames = 0;
-        b->pack_used = 0;
-        if (l->ctrl_len) {
-            memcpy(b->ctrl, l->ctrl, l->ctrl_len);
-            b->iov_msg[niov] = NULL;
-            b->iov[niov++] = (struct iovec){b->ctrl, l->ctrl_len};
-            l->ctrl_len = 0;
-        }
-        size_t batch_bytes = niov ? b->iov[0].iov_len : 0;
+        size_t batch_bytes = batch_begin(l, b, &niov);
         uint64_t cost = batch_bytes;  /* a payload lent by reference costs a descriptor */
         bool big = false;
         fdn_pool *zc = lane_zc_pool(l);
@@ -1790,31 +1845,50 @@ static void pump(struct fdn__lane *l)
         }
         if (niov == 0)
             break;
-        /* The fault layer rewrites iovecs of its own: everything is copied
-         * then (lane_zc_pool is NULL too, so nothing was sent whole). */
-        b->send = (struct fdn__tp_send){.iov = b->iov, .iovcnt = niov, .len = batch_bytes,
-                                        .zerocopy = big,
-                                        .iov_msg = l->faults ? NULL : b->iov_msg};
-        b->busy = true;
-        b->cost = cost;
-        l->inflight_bytes += cost;
-        if (fdn__tp_send(l->conn, &b->send) < 0) {
-            /* Closing: the frames count as done; their messages are
-             * released with the peer. */
-            b->busy = false;
-            l->inflight_bytes -= cost;
-            for (int i = 0; i < b->num_frames; i++)
-                fdn__sched_frame_done(p->sched, &b->frames[i]);
+        if (batch_submit(l, b, niov, batch_bytes, cost, big) < 0)
             return;
-        }
     }
-    if (l->rx_turn_limit && l->inflight_bytes > start) {
-        l->tx_turn_bytes += (uint32_t)(l->inflight_bytes - start);
-        if (l->tx_turn_bytes >= BULK_TX_BYTES_PER_TURN && !l->tx_resume.queued)
-            fdn_worker_schedule(p->node->worker, &l->tx_resume);
-    }
+    end_tx_turn_if_due(l, start);
     if (fdn__unlikely(l->faults) && l->faults->reset)
         close_transport(l);   /* after what was batched before the RESET */
+}
+
+/* ---- Sending at once ------------------------------------------------------ *
+ *
+ * A message sent while its lane has nothing else to send would be the
+ * scheduler's next pick, alone in its frame: it goes out from fdn_send,
+ * without joining a round to be picked from it and without a batch search
+ * that finds nothing more (fdn__sched_enqueue_now). This is the ping-pong
+ * case, one message in flight. The message must be one buffer of the
+ * node's pool (never lent by reference, so it costs its bytes in flight),
+ * and the lane must be free to send now: up, with data allowed, no fault
+ * layer, a free batch and room under its in-flight bound. Otherwise the
+ * message is queued and pump decides, as for any other. */
+
+/* The batch a message may go out in at once, or NULL. */
+static struct fdn__batch *send_now_batch(fdn_peer *p, struct fdn__lane *l, const fdn_msg *msg)
+{
+    if (!l || !l->up || !l->conn || !l->hs || l->dying || l->faults ||
+        p->state != FDN__PEER_UP || p->resume_wait || msg->next || msg->pool != p->node->pool)
+        return NULL;
+    if (l->inflight_bytes + l->ctrl_len >= lane_send_cap(l))
+        return NULL;
+    return free_batch(l);
+}
+
+/* Sends the frame fdn__sched_enqueue_now handed out, behind any control
+ * frames waiting. */
+static void send_now(struct fdn__lane *l, struct fdn__batch *b, const struct fdn__frame *f)
+{
+    uint64_t start = l->inflight_bytes;
+    int niov = 0;
+    size_t bytes = batch_begin(l, b, &niov);
+    bytes += add_frame(b, &niov, f);
+    bool big = l->peer->node->zerocopy_min && f->len >= l->peer->node->zerocopy_min;
+    if (batch_submit(l, b, niov, bytes, bytes, big) < 0)
+        return;
+    l->peer->node->stats.sent_at_once++;
+    end_tx_turn_if_due(l, start);
 }
 
 static void notify_writable(fdn_peer *p)
@@ -1843,7 +1917,7 @@ static void on_sent(void *ctx, struct fdn__tp_send *send, int err)
     l->inflight_bytes -= b->cost;
     if (err == 0)
         l->bytes_sent += send->len;
-    b->busy = false;
+    batch_set_busy(l, b, false);
     for (int i = 0; i < b->num_frames; i++)
         fdn__sched_frame_done(p->sched, &b->frames[i]);
     b->num_frames = 0;
@@ -2898,7 +2972,11 @@ int fdn__peer_send(fdn_peer *p, int channel, fdn_msg *msg, uint16_t kind, uint64
                        channel, max);
     }
     uint64_t seq = p->next_seq[channel];
-    int rc = fdn__sched_enqueue_tagged(p->sched, (uint16_t)channel, msg, seq, kind, corr);
+    struct fdn__lane *l = lane_at(p, p->channel_lane[channel]);
+    struct fdn__batch *b = send_now_batch(p, l, msg);
+    struct fdn__frame f;
+    int rc = fdn__sched_enqueue_now(p->sched, (uint16_t)channel, msg, seq, kind, corr, b != NULL,
+                                    &f);
     if (rc == -EAGAIN)
         return -EAGAIN;
     if (rc < 0) {
@@ -2908,7 +2986,10 @@ int fdn__peer_send(fdn_peer *p, int channel, fdn_msg *msg, uint16_t kind, uint64
     p->next_seq[channel] = seq + 1;   /* a number is used only by a queued message */
     if (seq_out)
         *seq_out = seq;
-    pump_lane(p, p->channel_lane[channel]);
+    if (rc == 1)
+        send_now(l, b, &f);
+    else
+        pump(l);
     return 0;
 }
 

@@ -347,6 +347,8 @@ typedef struct fdn_node_stats {
     uint64_t packed_frames_received; /* ... taken whole */
     uint64_t packed_msgs_received;  /* ... the messages taken from them, up to one
                                        that broke a limit */
+    uint64_t sent_at_once;          /* messages fdn_send() put straight into an idle
+                                       lane's transport, without a scheduler pass */
     uint64_t idle_timeouts;         /* lanes closed because nothing came for idle_timeout_ns */
     uint64_t pings_sent;            /* PINGs on lanes quiet for keepalive_ns */
     uint64_t pongs_received;

@@ -1104,6 +1104,96 @@ static void test_packed_frames_retained_and_rewound(void)
     destroy_all(s, pool, 0);
 }
 
+/* ---- Handed out as queued ------------------------------------------------ */
+
+/* A message that would be its lane's next pick, alone in its frame, is
+ * handed out as it is queued; in every other case it is only queued and
+ * the rules above pick, as if fdn__sched_enqueue_tagged had been called. */
+static void test_enqueue_now(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__sched *s = make_sched(1024);
+    add_channel(s, 1, FDN_PRIO_LOWEST, 1, 0, 8);
+    add_channel(s, 2, FDN_PRIO_HIGHEST, 1, 300, 8);
+    struct fdn__sched_channel_config other = {.id = 3, .prio = FDN_PRIO_HIGHEST, .lane = 1,
+                                              .weight = 1, .max_queued_msgs = 8};
+    CHECK_OK(fdn__sched_add_channel(s, &other));
+    struct fdn__frame f;
+
+    /* An idle lane: out at once, whole, counted as any frame. */
+    CHECK_EQ(fdn__sched_enqueue_now(s, 1, alloc_msg(pool, 100), 7, 0, 0, true, &f), 1);
+    CHECK(f.first && f.last && f.channel == 1 && f.msg_id == 7 && f.len == 100 && f.msgs == 1);
+    CHECK(!fdn__sched_has_ready(s, 0));
+    CHECK_EQ(channel_stats(s, 1).queued_msgs, 1);
+    CHECK_EQ(channel_stats(s, 1).unscheduled_bytes, 0);
+    fdn__sched_frame_done(s, &f);
+    CHECK_EQ(channel_stats(s, 1).msgs_sent, 1);
+    CHECK_EQ(channel_stats(s, 1).queued_msgs, 0);
+
+    /* Not asked, or its own channel has one queued: queued behind. Then
+     * another channel of the lane is ready: queued, and the pick goes by
+     * priority. */
+    CHECK_EQ(fdn__sched_enqueue_now(s, 1, alloc_msg(pool, 50), 8, 0, 0, false, &f), 0);
+    CHECK_EQ(fdn__sched_enqueue_now(s, 1, alloc_msg(pool, 60), 9, 0, 0, true, &f), 0);
+    CHECK_EQ(fdn__sched_enqueue_now(s, 2, alloc_msg(pool, 64), 1, 0, 0, true, &f), 0);
+    static const uint64_t order[] = {1, 8, 9};
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(send_one(s).msg_id, order[i]);
+
+    /* Another lane's traffic does not count. */
+    enqueue_ok(s, 3, alloc_msg(pool, 4 * KiB), 1);
+    CHECK_EQ(fdn__sched_enqueue_now(s, 2, alloc_msg(pool, 64), 2, 0, 0, true, &f), 1);
+    fdn__sched_frame_done(s, &f);
+    CHECK(fdn__sched_has_ready(s, 1));
+
+    /* Credit short (172 of 300 left): queued; the pick sends what credit
+     * covers, and the rest once granted. */
+    CHECK_EQ(fdn__sched_enqueue_now(s, 2, alloc_msg(pool, 200), 3, 0, 0, true, &f), 0);
+    f = send_one(s);
+    CHECK(f.msg_id == 3 && f.first && !f.last && f.len == 172);
+    CHECK(!fdn__sched_has_ready(s, 0));
+    CHECK_EQ(channel_stats(s, 2).credit_stalls, 1);
+    CHECK_OK(fdn__sched_grant(s, 2, 28));
+    f = send_one(s);
+    CHECK(f.msg_id == 3 && f.last && f.len == 28);
+
+    /* Over max_fragment: queued and cut as usual. */
+    CHECK_EQ(fdn__sched_enqueue_now(s, 1, alloc_msg(pool, 3000), 10, 0, 0, true, &f), 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(send_one(s).len, i < 2 ? 1024 : 3000 - 2048);
+    CHECK(!fdn__sched_has_ready(s, 0));
+    destroy_all(s, pool, 1);   /* lane 1's message, never picked */
+}
+
+/* A channel whose message went at once is left off its round with no
+ * deficit, as if it had joined the round and left it: the shares afterwards
+ * are test_dwrr_exact_pattern's, light first. */
+static void test_enqueue_now_keeps_shares(void)
+{
+    fdn_pool *pool = make_pool(0);
+    struct fdn__sched *s = make_sched(1000);
+    add_channel(s, 10, 3, 1, 0, 16);
+    add_channel(s, 11, 3, 3, 0, 16);
+    struct fdn__frame f;
+    uint64_t id = 0;
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(fdn__sched_enqueue_now(s, 10, alloc_msg(pool, 1000), id++, 0, 0, true, &f), 1);
+        fdn__sched_frame_done(s, &f);
+    }
+    for (int round = 0; round < 100; round++) {
+        static const uint16_t expected[4] = {10, 11, 11, 11};
+        for (int k = 0; k < 4; k++) {
+            keep_saturated(s, pool, 10, 4000, &id);
+            keep_saturated(s, pool, 11, 4000, &id);
+            CHECK_EQ(send_one(s).channel, expected[k]);
+        }
+    }
+    fdn__sched_destroy(s);
+    CHECK_EQ(buffers_in_use(pool), 0);
+    CHECK_OK(fdn_pool_destroy(pool));
+}
+
+
 /* ---- End to end ----------------------------------------------------------- */
 
 enum { E2E_CHANNELS = 5, E2E_MSGS = 600, E2E_FRAGMENT = 4096, E2E_OUTSTANDING = 24 };
@@ -1138,7 +1228,8 @@ struct e2e {
     uint64_t rng;
     bool consumer_stopped;      /* channel 0's application releases nothing */
     bool pack;                  /* frames from fdn__sched_next_packed */
-    uint64_t packed_frames, packed_msgs;
+    bool at_once;               /* enqueues may hand a frame out (fdn__sched_enqueue_now) */
+    uint64_t packed_frames, packed_msgs, at_once_frames;
 };
 
 /* Mostly small, some medium, a few large; all at most E2E_MAX_MESSAGE,
@@ -1190,7 +1281,11 @@ static struct e2e_channel *e2e_channel_of(struct e2e *t, uint16_t id)
     return NULL;
 }
 
-/* Offers the channel its pending message, or a new one; keeps it on -EAGAIN. */
+static void e2e_transmit(struct e2e *t, const struct fdn__frame *f);
+
+/* Offers the channel its pending message, or a new one; keeps it on -EAGAIN.
+ * With at_once, a message the scheduler hands out as it is queued goes on
+ * the wire then, as peer.c sends it. */
 static void e2e_offer(struct e2e *t, struct e2e_channel *c)
 {
     if (!c->pending) {
@@ -1203,12 +1298,20 @@ static void e2e_offer(struct e2e *t, struct e2e_channel *c)
         c->ids[c->enqueued] = id;
         c->lens[c->enqueued] = c->pending_len;
     }
-    int rc = fdn__sched_enqueue(t->sched, c->id, c->pending, c->ids[c->enqueued]);
+    bool now = t->at_once && t->num_outstanding < E2E_OUTSTANDING;
+    struct fdn__frame *f = &t->outstanding[t->num_outstanding];
+    int rc = fdn__sched_enqueue_now(t->sched, c->id, c->pending, c->ids[c->enqueued], 0, 0, now,
+                                    f);
     if (rc == -EAGAIN)
         return;
-    CHECK_OK(rc);
+    CHECK(rc == 0 || (rc == 1 && now));
     c->pending = NULL;
     c->enqueued++;
+    if (rc == 1) {
+        t->num_outstanding++;
+        t->at_once_frames++;
+        e2e_transmit(t, f);
+    }
 }
 
 /* The application releases up to n of the messages it holds, oldest first;
@@ -1323,11 +1426,12 @@ static bool e2e_all_delivered(const struct e2e *t)
     return true;
 }
 
-static void run_end_to_end(bool pack)
+static void run_end_to_end(bool pack, bool at_once)
 {
     static struct e2e t;
     memset(&t, 0, sizeof t);
     t.pack = pack;
+    t.at_once = at_once;
     e2e_setup(&t);
 
     /* First the consumer of channel 0 holds what it receives: its window
@@ -1384,15 +1488,20 @@ static void run_end_to_end(bool pack)
      * messages shared frames. */
     CHECK(pack ? t.packed_msgs > E2E_MSGS / 2 : t.packed_frames == 0);
     CHECK(t.packed_msgs >= 2 * t.packed_frames);
+    CHECK(at_once ? t.at_once_frames > 0 : t.at_once_frames == 0);
     CHECK_OK(fdn_pool_destroy(t.send_pool));
     CHECK_OK(fdn_pool_destroy(t.recv_pool));
 }
 
-static void test_end_to_end(void) { run_end_to_end(false); }
+static void test_end_to_end(void) { run_end_to_end(false, false); }
 
 /* The same traffic with small messages packed: the same guarantees, and
  * fewer frames than messages. */
-static void test_end_to_end_packed(void) { run_end_to_end(true); }
+static void test_end_to_end_packed(void) { run_end_to_end(true, false); }
+
+/* Packed, and each message handed out as it is queued when it would be
+ * the lane's next pick (as peer.c sends): the same guarantees. */
+static void test_end_to_end_at_once(void) { run_end_to_end(true, true); }
 
 int main(void)
 {
@@ -1419,7 +1528,10 @@ int main(void)
     RUN(test_packing_keeps_shares_and_priority);
     RUN(test_packing_credit_and_whole);
     RUN(test_packed_frames_retained_and_rewound);
+    RUN(test_enqueue_now);
+    RUN(test_enqueue_now_keeps_shares);
     RUN(test_end_to_end);
     RUN(test_end_to_end_packed);
+    RUN(test_end_to_end_at_once);
     return 0;
 }

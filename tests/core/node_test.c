@@ -906,6 +906,52 @@ static void test_small_messages_packed(void)
     links_destroy(&a.link, &b.link);
 }
 
+/* A message sent while its lane has nothing else to send goes straight
+ * to the transport (sent_at_once): each of a ping-pong's. A burst goes at
+ * once only while the lane has a free batch; the rest queue, and pump sends
+ * them packed. Either way every message arrives once, in order, intact. */
+static uint64_t sent_at_once(fdn_node *n)
+{
+    fdn_node_stats ns;
+    fdn_node_stats_get(n, &ns);
+    return ns.sent_at_once;
+}
+
+static void test_idle_lane_sends_at_once(void)
+{
+    enum { PINGS = 200, BURST = 300 };
+    struct side a, b;
+    make_node(&a, NULL, secret, sizeof secret, NULL);
+    make_node(&b, NULL, secret, sizeof secret, NULL);
+    struct small_stream in = {0};
+    CHECK_OK(fdn_channel_set_handler(a.link.node, FDN_CHANNEL_DATA, on_small, &in));
+    fdn_peer *p = pair_up(&a, &b);
+    RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.link.peer));
+    uint64_t before = sent_at_once(b.link.node);
+    for (uint32_t i = 0; i < PINGS; i++) {
+        CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, small_msg(i)));
+        RUN_UNTIL(in.next[FDN_CHANNEL_DATA] == i + 1);
+    }
+    CHECK_EQ(sent_at_once(b.link.node) - before, PINGS);
+
+    before = sent_at_once(b.link.node);
+    for (uint32_t i = PINGS; i < PINGS + BURST; i++)
+        send_blocking(p, FDN_CHANNEL_DATA, small_msg(i));
+    RUN_UNTIL(in.next[FDN_CHANNEL_DATA] == PINGS + BURST);
+    uint64_t at_once = sent_at_once(b.link.node) - before;
+    fdn_node_stats ns;
+    fdn_node_stats_get(b.link.node, &ns);
+    printf("   burst: %" PRIu64 " of %d at once, %" PRIu64 " packed\n", at_once, BURST,
+           ns.packed_msgs_sent);
+    CHECK(at_once >= 1 && at_once < BURST);
+    CHECK(ns.packed_msgs_sent > 0);
+    CHECK_EQ(in.bad, 0);
+    CHECK_EQ(a.arrivals, 0);
+    CHECK_EQ(sequence_errors(a.link.node), 0);
+    links_destroy(&a.link, &b.link);
+}
+
+
 /* Sends a PACKED frame on the data channel: messages first .. first + n - 1
  * of the small stream, numbered from seq; the last record's length claims
  * `over` bytes more than follow it. */
@@ -1046,6 +1092,7 @@ int main(void)
     RUN(test_raw_peers_refused);
     RUN(test_frames_cut_anywhere);
     RUN(test_small_messages_packed);
+    RUN(test_idle_lane_sends_at_once);
     RUN(test_packed_frames_checked);
     harness_stop();
     return 0;
