@@ -834,12 +834,14 @@ static void on_small_reply(fdn_peer *p, int status, fdn_msg *resp, void *arg)
     fdn_msg_free(resp);
 }
 
-static uint64_t sequence_errors(fdn_node *n)
+static fdn_node_stats node_stats(const fdn_node *n)
 {
     fdn_node_stats ns;
     fdn_node_stats_get(n, &ns);
-    return ns.sequence_errors;
+    return ns;
 }
+
+static uint64_t sequence_errors(fdn_node *n) { return node_stats(n).sequence_errors; }
 
 /* Small messages streamed in bursts, faster than the peer drains them, so
  * the lanes find many queued when they pump: on a reliable channel (its
@@ -910,13 +912,6 @@ static void test_small_messages_packed(void)
  * to the transport (sent_at_once): each of a ping-pong's. A burst goes at
  * once only while the lane has a free batch; the rest queue, and pump sends
  * them packed. Either way every message arrives once, in order, intact. */
-static uint64_t sent_at_once(fdn_node *n)
-{
-    fdn_node_stats ns;
-    fdn_node_stats_get(n, &ns);
-    return ns.sent_at_once;
-}
-
 static void test_idle_lane_sends_at_once(void)
 {
     enum { PINGS = 200, BURST = 300 };
@@ -927,20 +922,19 @@ static void test_idle_lane_sends_at_once(void)
     CHECK_OK(fdn_channel_set_handler(a.link.node, FDN_CHANNEL_DATA, on_small, &in));
     fdn_peer *p = pair_up(&a, &b);
     RUN_UNTIL(all_lanes_up(p) && all_lanes_up(a.link.peer));
-    uint64_t before = sent_at_once(b.link.node);
+    uint64_t before = node_stats(b.link.node).sent_at_once;
     for (uint32_t i = 0; i < PINGS; i++) {
         CHECK_OK(fdn_send(p, FDN_CHANNEL_DATA, small_msg(i)));
         RUN_UNTIL(in.next[FDN_CHANNEL_DATA] == i + 1);
     }
-    CHECK_EQ(sent_at_once(b.link.node) - before, PINGS);
+    CHECK_EQ(node_stats(b.link.node).sent_at_once - before, PINGS);
 
-    before = sent_at_once(b.link.node);
+    before = node_stats(b.link.node).sent_at_once;
     for (uint32_t i = PINGS; i < PINGS + BURST; i++)
         send_blocking(p, FDN_CHANNEL_DATA, small_msg(i));
     RUN_UNTIL(in.next[FDN_CHANNEL_DATA] == PINGS + BURST);
-    uint64_t at_once = sent_at_once(b.link.node) - before;
-    fdn_node_stats ns;
-    fdn_node_stats_get(b.link.node, &ns);
+    fdn_node_stats ns = node_stats(b.link.node);
+    uint64_t at_once = ns.sent_at_once - before;
     printf("   burst: %" PRIu64 " of %d at once, %" PRIu64 " packed\n", at_once, BURST,
            ns.packed_msgs_sent);
     CHECK(at_once >= 1 && at_once < BURST);
