@@ -1728,6 +1728,20 @@ static bool sched_whole(void *arg, unsigned lane, const fdn_msg *m)
     return zc && m->pool == zc;
 }
 
+/* Whether the lane may send data frames now. After a resumption, data
+ * waits until the peer's RESUME has said what it has (and the old lanes'
+ * sends are all accounted for). */
+static bool data_may_go(const struct fdn__lane *l)
+{
+    return l->up && l->peer->state == FDN__PEER_UP && !l->peer->resume_wait;
+}
+
+/* Whether a frame of len bytes asks the transport for a zero-copy send. */
+static bool zerocopy_worth(const fdn_node *n, uint32_t len)
+{
+    return n->zerocopy_min && len >= n->zerocopy_min;
+}
+
 /* What the lane may have in flight before it starts another batch: its
  * bound, and on a bulk lane the end of this turn (see lane_configure). */
 static uint64_t lane_send_cap(const struct fdn__lane *l)
@@ -1798,9 +1812,7 @@ static void pump(struct fdn__lane *l)
     if (fdn__unlikely(l->faults) && l->faults->reset)
         return;
     fdn_peer *p = l->peer;
-    /* After a resumption, data waits until the peer's RESUME has said what
-     * it has (and the old lanes' sends are all accounted for). */
-    bool data = l->up && p->state == FDN__PEER_UP && !p->resume_wait;
+    bool data = data_may_go(l);
     uint64_t cap = lane_send_cap(l);
     uint64_t start = l->inflight_bytes;
     struct fdn__batch *b;
@@ -1841,7 +1853,7 @@ static void pump(struct fdn__lane *l)
             size_t bytes = add_frame(b, &niov, &f);
             batch_bytes += bytes;
             cost += zc && f.len && f.msg->pool == zc ? bytes - f.len + FDN__TP_REF_COST : bytes;
-            big |= p->node->zerocopy_min && f.len >= p->node->zerocopy_min;
+            big |= zerocopy_worth(p->node, f.len);
         }
         if (niov == 0)
             break;
@@ -1868,8 +1880,8 @@ static void pump(struct fdn__lane *l)
 /* The batch a message may go out in at once, or NULL. */
 static struct fdn__batch *send_now_batch(fdn_peer *p, struct fdn__lane *l, const fdn_msg *msg)
 {
-    if (!l || !l->up || !l->conn || !l->hs || l->dying || l->faults ||
-        p->state != FDN__PEER_UP || p->resume_wait || msg->next || msg->pool != p->node->pool)
+    if (!l || !l->conn || !l->hs || l->dying || l->faults || !data_may_go(l) || msg->next ||
+        msg->pool != p->node->pool)
         return NULL;
     if (l->inflight_bytes + l->ctrl_len >= lane_send_cap(l))
         return NULL;
@@ -1884,8 +1896,7 @@ static void send_now(struct fdn__lane *l, struct fdn__batch *b, const struct fdn
     int niov = 0;
     size_t bytes = batch_begin(l, b, &niov);
     bytes += add_frame(b, &niov, f);
-    bool big = l->peer->node->zerocopy_min && f->len >= l->peer->node->zerocopy_min;
-    if (batch_submit(l, b, niov, bytes, bytes, big) < 0)
+    if (batch_submit(l, b, niov, bytes, bytes, zerocopy_worth(l->peer->node, f->len)) < 0)
         return;
     l->peer->node->stats.sent_at_once++;
     end_tx_turn_if_due(l, start);
