@@ -1,12 +1,15 @@
 /* The C side of fdn-bench: see bench_support.h. */
 #include "bench/bench_support.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/compiler.h"
 #include "core/pool.h"
 #include "core/ring.h"
 #include "core/timer_heap.h"
+#include "transport/shm_ring.h"
 
 /* An opaque handle is the address of the internal struct itself, so no
  * indirection is added to the paths being measured. (The rings end in a
@@ -110,3 +113,90 @@ uint32_t fdnb_timer_heap_count(const fdnb_timer_heap *h)
 }
 
 int fdnb_pool_reclaim(fdn_pool *pool) { return fdn__pool_reclaim(pool); }
+
+/* ---- Shared-memory rings ------------------------------------------------ */
+
+/* Each end's private view on lines of its own, as each process keeps its
+ * own in the transport. */
+struct fdnb_shm_end {
+    _Alignas(FDN_CACHELINE) struct fdn__shm_tx tx;
+    struct fdn__shm_rx rx;
+};
+
+struct fdnb_shm_pair {
+    void *seg;
+    uint32_t ring_bytes;
+    struct fdnb_shm_end end[2];
+};
+
+fdnb_shm_pair *fdnb_shm_pair_create(uint32_t ring_bytes)
+{
+    if (ring_bytes < FDN__SHM_MIN_RING || ring_bytes > FDN__SHM_MAX_RING ||
+        (ring_bytes & (ring_bytes - 1)))
+        return NULL;
+    fdnb_shm_pair *p = ring_memory(sizeof *p);
+    if (!p)
+        return NULL;
+    size_t bytes = fdn__align_up(fdn__shm_seg_bytes(ring_bytes), 4096);
+    p->seg = aligned_alloc(4096, bytes);
+    if (!p->seg) {
+        free(p);
+        return NULL;
+    }
+    memset(p->seg, 0, bytes);   /* a fresh memfd reads as zeroes: no record yet */
+    p->ring_bytes = ring_bytes;
+    for (int e = 0; e < 2; e++) {
+        fdn__shm_tx_init(&p->end[e].tx, fdn__shm_ctl(p->seg, e),
+                         fdn__shm_data(p->seg, ring_bytes, e), ring_bytes);
+        fdn__shm_rx_init(&p->end[e].rx, fdn__shm_ctl(p->seg, 1 - e),
+                         fdn__shm_data(p->seg, ring_bytes, 1 - e), ring_bytes);
+    }
+    return p;
+}
+
+void fdnb_shm_pair_destroy(fdnb_shm_pair *p)
+{
+    if (!p)
+        return;
+    free(p->seg);
+    free(p);
+}
+
+int fdnb_shm_send(fdnb_shm_pair *p, int end, const void *bytes, uint32_t len)
+{
+    struct fdn__shm_tx *t = &p->end[end].tx;
+    uint64_t need = FDN__SHM_REC_HDR + fdn__shm_align8(len);
+    if (fdn__shm_tx_space_cached(t) < need) {
+        int64_t space = fdn__shm_tx_space(t);
+        if (space < 0)
+            return (int)space;
+        if ((uint64_t)space < need)
+            return -EAGAIN;
+    }
+    uint64_t at = fdn__shm_tx_bytes_open(t);
+    fdn__shm_tx_write(t, bytes, len);
+    fdn__shm_tx_bytes_close(t, at);
+    return 0;
+}
+
+int fdnb_shm_recv(fdnb_shm_pair *p, int end, void *buf, uint32_t cap)
+{
+    struct fdn__shm_rx *r = &p->end[end].rx;
+    struct fdn__shm_rec rec;
+    int rc = fdn__shm_rx_record(r, &rec);
+    if (rc <= 0)
+        return rc;
+    if (rec.type != FDN__SHM_REC_BYTES || rec.len > cap)
+        return -EBADMSG;
+    fdn__shm_rx_consume(r, FDN__SHM_REC_HDR);
+    uint32_t have = 0;
+    while (have < rec.len) {   /* one piece, or two where the record wraps */
+        size_t n;
+        const uint8_t *piece = fdn__shm_rx_piece(r, rec.len - have, &n);
+        memcpy((uint8_t *)buf + have, piece, n);
+        have += (uint32_t)n;
+        r->head += n;
+    }
+    fdn__shm_rx_consume(r, rec.rec_bytes - FDN__SHM_REC_HDR - rec.len);
+    return (int)rec.len;
+}

@@ -55,6 +55,26 @@ uint32_t fdnb_timer_heap_count(const fdnb_timer_heap *h);
  * thread only. Returns how many it reclaimed. */
 int fdnb_pool_reclaim(fdn_pool *pool);
 
+/* ---- Shared-memory rings ------------------------------------------------ */
+
+/* Two rings of transport/shm (one per direction), laid out as a segment of
+ * that transport in memory of the process: what crosses between two
+ * processes' cores with no Foundation layer above the ring. End 0 writes
+ * ring 0 and reads ring 1; end 1 the other way round. Each end is used by
+ * one thread. NULL when out of memory or ring_bytes is not a power of two
+ * between 4 KiB and 64 MiB. */
+typedef struct fdnb_shm_pair fdnb_shm_pair;
+fdnb_shm_pair *fdnb_shm_pair_create(uint32_t ring_bytes);
+void fdnb_shm_pair_destroy(fdnb_shm_pair *p);
+/* Writes len bytes (1..ring_bytes/2) as one BYTES record and publishes it,
+ * as the transport does a send. Returns 0, or -EAGAIN when the ring has no
+ * room. */
+int fdnb_shm_send(fdnb_shm_pair *p, int end, const void *bytes, uint32_t len);
+/* Reads the next BYTES record into buf (cap bytes at least its length), as
+ * the transport's poller does, and frees its space. Returns its length, 0
+ * when none is published yet, or -EBADMSG. */
+int fdnb_shm_recv(fdnb_shm_pair *p, int end, void *buf, uint32_t cap);
+
 #ifdef __cplusplus
 }
 #endif

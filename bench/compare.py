@@ -18,6 +18,10 @@ Latency (ping-pong; one-way = round trip / 2, microseconds, p50 and p99):
   zmq-ipc    bench/peers/zmq_perf lat, PAIR over ipc:// (a unix socket)
   floor      fdn-bench BM_cacheline_pingpong: one cache line handed between
              the two cores (the physical floor; sizes up to 64 B)
+  ring-floor fdn-bench BM_cacheline_ring_pingpong/lines:256: the floor with
+             each message in a fresh line, as any ring moves data
+  shm-ring   fdn-bench BM_shm_ring_pingpong/bytes:40: transport/shm's rings
+             alone, with an 8 B message's record (8 B only)
 Bandwidth (one-way streaming; GB/s of payload and messages/s):
   fdn-tcp, fdn-shm, ucx-posix (tag_bw), ucx-tcp (tag_bw), sockperf
   (throughput, below 1 MiB), iperf3 (one stream, sizes from 64 KiB; writes
@@ -633,29 +637,23 @@ class ZmqPerf(Tool):
         return result
 
 
-# -- the physical floor --
+# -- the physical floor, and what a ring costs above it --
 
-class CachelineFloor(Tool):
-    name = "floor"
+class BenchFloor(Tool):
+    """A one-way time from an fdn-bench ping-pong between two pinned threads:
+    the mean (fdn-bench keeps no percentiles)."""
     kind = "lat"
     family = "shm"
-    payload = ("fdn-bench BM_cacheline_pingpong: one 64-byte cache line handed between two "
-               "pinned threads, no payload copied; the mean one-way time (it has no "
-               "percentiles); the size does not apply")
+    benchmark = None   # the fdn-bench benchmark instance, e.g. "BM_x/arg:1"
 
     def check(self):
         return program_missing(self.ctx.args.fdn_bench,
                                "build fdn-bench (Google Benchmark), or pass --fdn-bench")
 
-    def size_reason(self, size):
-        if size > FLOOR_MAX:
-            return "the floor is one cache line (sizes up to 64 B)"
-        return None
-
     def run(self, size):
         a = self.ctx.args
         min_time = 0.05 if a.tiny else max(0.1, self.ctx.duration / 2)
-        argv = [a.fdn_bench, "--benchmark_filter=^BM_cacheline_pingpong(/|$)",
+        argv = [a.fdn_bench, f"--benchmark_filter=^{self.benchmark}(/real_time)?$",
                 f"--benchmark_min_time={min_time:g}", "--benchmark_format=json"]
         out = run_client(argv, self.ctx.timeout())
         try:
@@ -671,11 +669,45 @@ class CachelineFloor(Tool):
                 "command": shlex.join(argv)}
 
 
+class CachelineFloor(BenchFloor):
+    name = "floor"
+    benchmark = "BM_cacheline_pingpong"
+    payload = ("fdn-bench BM_cacheline_pingpong: one 64-byte cache line handed between two "
+               "pinned threads, no payload copied; the mean one-way time (it has no "
+               "percentiles); the size does not apply")
+
+    def size_reason(self, size):
+        if size > FLOOR_MAX:
+            return "the floor is one cache line (sizes up to 64 B)"
+        return None
+
+
+class RingFloor(CachelineFloor):
+    name = "ring-floor"
+    benchmark = "BM_cacheline_ring_pingpong/lines:256"
+    payload = ("fdn-bench BM_cacheline_ring_pingpong/lines:256: the floor with each message "
+               "in the next of 256 lines per direction, as a ring moves data; no payload "
+               "copied; mean one-way time; the size does not apply")
+
+
+class ShmRing(BenchFloor):
+    name = "shm-ring"
+    benchmark = "BM_shm_ring_pingpong/bytes:40"
+    payload = ("fdn-bench BM_shm_ring_pingpong/bytes:40: transport/shm's two rings alone, no "
+               "Foundation above them: a 40-byte record (an 8-byte message and its frame "
+               "header) written, read and copied out at each end; mean one-way time")
+
+    def size_reason(self, size):
+        if size != 8:
+            return "the ring alone is measured with an 8-byte message's record only"
+        return None
+
+
 def make_tools(ctx):
     lat = [FdnPerf(ctx, "lat", "tcp"), FdnPerf(ctx, "lat", "shm"),
            UcxPerftest(ctx, "lat", "shm"), UcxPerftest(ctx, "lat", "tcp"),
            Sockperf(ctx, "lat"), ZmqPerf(ctx, "lat", "tcp"), ZmqPerf(ctx, "lat", "shm"),
-           CachelineFloor(ctx)]
+           CachelineFloor(ctx), RingFloor(ctx), ShmRing(ctx)]
     bw = [FdnPerf(ctx, "bw", "tcp"), FdnPerf(ctx, "bw", "shm"),
           UcxPerftest(ctx, "bw", "shm"), UcxPerftest(ctx, "bw", "tcp"),
           Sockperf(ctx, "bw"), Iperf3(ctx), ZmqPerf(ctx, "bw", "tcp"), ZmqPerf(ctx, "bw", "shm")]
@@ -685,7 +717,7 @@ def make_tools(ctx):
 
 
 TOOL_NAMES = ["fdn-tcp", "fdn-shm", "ucx-posix", "ucx-tcp", "sockperf", "iperf3", "zmq-tcp",
-              "zmq-ipc", "floor"]
+              "zmq-ipc", "floor", "ring-floor", "shm-ring"]
 
 
 # ---- The rounds ----------------------------------------------------------------

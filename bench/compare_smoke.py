@@ -74,7 +74,8 @@ def main():
         for ident, tool in doc["tools"].items():
             kind, name = tool["kind"], tool["name"]
             if tool["absent"]:
-                assert name == "fdn-shm" or name == "floor", f"{ident} absent: {tool['absent']}"
+                assert name in ("fdn-shm", "floor", "ring-floor", "shm-ring"), \
+                    f"{ident} absent: {tool['absent']}"
                 continue
             metric = "p50_us" if kind == "lat" else "gbytes_per_s"
             for s in sizes:

@@ -248,6 +248,145 @@ void BM_cacheline_pingpong(benchmark::State &state)
     set_one_way_ns(state, clock.elapsed_ns());
 }
 
+// ---- 1b. What a ring costs the floor --------------------------------------
+
+// The floor again, but as a ring moves data: each direction has its own
+// lines, and message i goes in line i % range(0) of its direction. With one
+// line per direction this is the floor with the two directions apart; with
+// many, every message lands in a line the other core last saw a lap ago,
+// which is what any ring does (transport/shm's walks its whole size).
+struct alignas(64) RingLine {
+    std::atomic<uint64_t> value{0};
+};
+
+void ring_lines_pong(const std::vector<RingLine> &in, std::vector<RingLine> &out,
+                     const std::atomic<bool> &stop)
+{
+    const size_t lines = in.size();
+    for (uint64_t i = 1;;) {
+        if (in[i % lines].value.load(std::memory_order_acquire) == i) {
+            out[i % lines].value.store(i, std::memory_order_release);
+            i++;
+            continue;
+        }
+        if (stop.load(std::memory_order_acquire))
+            return;
+        cpu_relax();
+    }
+}
+
+void BM_cacheline_ring_pingpong(benchmark::State &state)
+{
+    auto lines = static_cast<size_t>(state.range(0));
+    std::vector<int> cpus;
+    if (!take_cpus(state, 2, &cpus))
+        return;
+    PinGuard pin(cpus[0]);
+    if (pin.rc() < 0)
+        return skip_fdn(state, "fdn_pin_current_thread", pin.rc());
+    std::vector<RingLine> out(lines), in(lines);
+    Crew crew;
+    int rc = crew.spawn(cpus[1], [&out, &in](const std::atomic<bool> &stop) {
+        ring_lines_pong(out, in, stop);
+    });
+    if (rc < 0)
+        return skip_fdn(state, "fdn_pin_current_thread (ponger)", rc);
+
+    uint64_t i = 1;
+    auto round_trip = [&]() {
+        out[i % lines].value.store(i, std::memory_order_release);
+        while (in[i % lines].value.load(std::memory_order_acquire) != i)
+            cpu_relax();
+        i++;
+    };
+    for (int w = 0; w < kWarmupRoundTrips; w++)
+        round_trip();
+    LoopClock clock;
+    for (auto _ : state)
+        round_trip();
+    set_one_way_ns(state, clock.elapsed_ns());
+}
+
+// ---- 1c. The shared-memory ring alone, beside the floor ---------------------
+
+// A record handed back and forth through the two rings of transport/shm, with
+// nothing of Foundation above them: the pinger writes a BYTES record of
+// range(0) bytes into ring 0 and spins until the answer is in ring 1; the
+// ponger reads each record and writes it back. 40 bytes is what an 8-byte
+// message takes on the wire (its 32-byte frame header and itself), so
+// against BM_cacheline_pingpong this is what the ring's records cost, and
+// against fdn-perf over shm what everything above the ring does.
+// The ponger's loop. A malformed record (only a broken ring could make one)
+// ends it with `failed` set, which the pinger's wait checks, so a broken ring
+// makes the benchmark fail, not hang.
+void shm_pong(fdnb_shm_pair *pair, std::atomic<bool> &failed, const std::atomic<bool> &stop)
+{
+    alignas(64) uint8_t buf[256];
+    for (;;) {
+        int n = fdnb_shm_recv(pair, 1, buf, sizeof buf);
+        if (n > 0) {
+            while (fdnb_shm_send(pair, 1, buf, (uint32_t)n) == -EAGAIN)
+                cpu_relax();
+            continue;
+        }
+        if (n < 0) {
+            failed.store(true, std::memory_order_release);
+            return;
+        }
+        if (stop.load(std::memory_order_acquire))
+            return;
+        cpu_relax();
+    }
+}
+
+// One round trip; false when either end read a malformed record.
+inline bool shm_ping(fdnb_shm_pair *pair, const std::atomic<bool> &failed, uint8_t *buf,
+                     uint32_t len)
+{
+    if (fdnb_shm_send(pair, 0, buf, len) < 0)
+        return false;
+    int n;
+    while ((n = fdnb_shm_recv(pair, 0, buf, 256)) == 0) {
+        if (failed.load(std::memory_order_relaxed))
+            return false;
+        cpu_relax();
+    }
+    return n == (int)len;
+}
+
+void BM_shm_ring_pingpong(benchmark::State &state)
+{
+    auto len = static_cast<uint32_t>(state.range(0));
+    std::vector<int> cpus;
+    if (!take_cpus(state, 2, &cpus))
+        return;
+    PinGuard pin(cpus[0]);
+    if (pin.rc() < 0)
+        return skip_fdn(state, "fdn_pin_current_thread", pin.rc());
+    // The transport's default size (twice the 128 KiB it may hold unsent).
+    std::unique_ptr<fdnb_shm_pair, void (*)(fdnb_shm_pair *)> pair(
+        fdnb_shm_pair_create(256u << 10), fdnb_shm_pair_destroy);
+    if (!pair)
+        return state.SkipWithError("fdnb_shm_pair_create: out of memory");
+    std::atomic<bool> failed{false};
+    Crew crew;
+    int rc = crew.spawn(cpus[1], [&pair, &failed](const std::atomic<bool> &stop) {
+        shm_pong(pair.get(), failed, stop);
+    });
+    if (rc < 0)
+        return skip_fdn(state, "fdn_pin_current_thread (ponger)", rc);
+
+    alignas(64) uint8_t buf[256] = {};
+    for (int i = 0; i < kWarmupRoundTrips; i++)
+        if (!shm_ping(pair.get(), failed, buf, len))
+            return state.SkipWithError("malformed record in the ring");
+    LoopClock clock;
+    for (auto _ : state)
+        if (!shm_ping(pair.get(), failed, buf, len))
+            return state.SkipWithError("malformed record in the ring");
+    set_one_way_ns(state, clock.elapsed_ns());
+}
+
 // ---- Runtimes ---------------------------------------------------------------
 
 // A started runtime whose worker 0 the calling thread has attached. The
@@ -1121,6 +1260,8 @@ void BM_node_stream_one_worker(benchmark::State &state)
 // is invisible to the main thread's CPU clock. The others use it too, so that
 // every ns/op and items/s in the report means the same thing.
 BENCHMARK(BM_cacheline_pingpong)->UseRealTime();
+BENCHMARK(BM_cacheline_ring_pingpong)->ArgName("lines")->Arg(1)->Arg(256)->UseRealTime();
+BENCHMARK(BM_shm_ring_pingpong)->ArgName("bytes")->Arg(40)->UseRealTime();
 BENCHMARK(BM_worker_msg_roundtrip)->UseRealTime();
 BENCHMARK(BM_spsc_ring_throughput)
     ->ArgName("batch")
