@@ -250,6 +250,28 @@ void BM_cacheline_pingpong(benchmark::State &state)
 
 // ---- 1b. What a ring costs the floor --------------------------------------
 
+// The timed part of a ping-pong whose pinger is pinned already: pong(stop)
+// runs on ponger_cpu, round_trip() is warmed up and then timed, and the
+// one-way time reported. A round trip that returns false ends the run with
+// `error` (only a broken ring makes one).
+template <class Pong, class RoundTrip>
+void run_pingpong(benchmark::State &state, int ponger_cpu, Pong pong, RoundTrip round_trip,
+                  const char *error)
+{
+    Crew crew;
+    int rc = crew.spawn(ponger_cpu, pong);
+    if (rc < 0)
+        return skip_fdn(state, "fdn_pin_current_thread (ponger)", rc);
+    for (int i = 0; i < kWarmupRoundTrips; i++)
+        if (!round_trip())
+            return state.SkipWithError(error);
+    LoopClock clock;
+    for (auto _ : state)
+        if (!round_trip())
+            return state.SkipWithError(error);
+    set_one_way_ns(state, clock.elapsed_ns());
+}
+
 // The floor again, but as a ring moves data: each direction has its own
 // lines, and message i goes in line i % range(0) of its direction. With one
 // line per direction this is the floor with the two directions apart; with
@@ -285,26 +307,18 @@ void BM_cacheline_ring_pingpong(benchmark::State &state)
     if (pin.rc() < 0)
         return skip_fdn(state, "fdn_pin_current_thread", pin.rc());
     std::vector<RingLine> out(lines), in(lines);
-    Crew crew;
-    int rc = crew.spawn(cpus[1], [&out, &in](const std::atomic<bool> &stop) {
-        ring_lines_pong(out, in, stop);
-    });
-    if (rc < 0)
-        return skip_fdn(state, "fdn_pin_current_thread (ponger)", rc);
-
     uint64_t i = 1;
-    auto round_trip = [&]() {
-        out[i % lines].value.store(i, std::memory_order_release);
-        while (in[i % lines].value.load(std::memory_order_acquire) != i)
-            cpu_relax();
-        i++;
-    };
-    for (int w = 0; w < kWarmupRoundTrips; w++)
-        round_trip();
-    LoopClock clock;
-    for (auto _ : state)
-        round_trip();
-    set_one_way_ns(state, clock.elapsed_ns());
+    run_pingpong(
+        state, cpus[1],
+        [&out, &in](const std::atomic<bool> &stop) { ring_lines_pong(out, in, stop); },
+        [&]() {
+            out[i % lines].value.store(i, std::memory_order_release);
+            while (in[i % lines].value.load(std::memory_order_acquire) != i)
+                cpu_relax();
+            i++;
+            return true;
+        },
+        "");
 }
 
 // ---- 1c. The shared-memory ring alone, beside the floor ---------------------
@@ -369,22 +383,11 @@ void BM_shm_ring_pingpong(benchmark::State &state)
     if (!pair)
         return state.SkipWithError("fdnb_shm_pair_create: out of memory");
     std::atomic<bool> failed{false};
-    Crew crew;
-    int rc = crew.spawn(cpus[1], [&pair, &failed](const std::atomic<bool> &stop) {
-        shm_pong(pair.get(), failed, stop);
-    });
-    if (rc < 0)
-        return skip_fdn(state, "fdn_pin_current_thread (ponger)", rc);
-
     alignas(64) uint8_t buf[256] = {};
-    for (int i = 0; i < kWarmupRoundTrips; i++)
-        if (!shm_ping(pair.get(), failed, buf, len))
-            return state.SkipWithError("malformed record in the ring");
-    LoopClock clock;
-    for (auto _ : state)
-        if (!shm_ping(pair.get(), failed, buf, len))
-            return state.SkipWithError("malformed record in the ring");
-    set_one_way_ns(state, clock.elapsed_ns());
+    run_pingpong(
+        state, cpus[1],
+        [&pair, &failed](const std::atomic<bool> &stop) { shm_pong(pair.get(), failed, stop); },
+        [&]() { return shm_ping(pair.get(), failed, buf, len); }, "malformed record in the ring");
 }
 
 // ---- Runtimes ---------------------------------------------------------------
