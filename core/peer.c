@@ -1805,9 +1805,16 @@ static void end_tx_turn_if_due(struct fdn__lane *l, uint64_t start)
         fdn_worker_schedule(l->peer->node->worker, &l->tx_resume);
 }
 
+/* Whether the lane has a connection to send on: connected, its handshake
+ * begun, and not being dropped. */
+static bool lane_connected(const struct fdn__lane *l)
+{
+    return l && l->conn && l->hs && !l->dying;
+}
+
 static void pump(struct fdn__lane *l)
 {
-    if (!l || !l->conn || !l->hs || l->dying)   /* not connected yet, or lost */
+    if (!lane_connected(l))   /* not connected yet, or lost */
         return;
     if (fdn__unlikely(l->faults) && l->faults->reset)
         return;
@@ -1880,7 +1887,7 @@ static void pump(struct fdn__lane *l)
 /* The batch a message may go out in at once, or NULL. */
 static struct fdn__batch *send_now_batch(fdn_peer *p, struct fdn__lane *l, const fdn_msg *msg)
 {
-    if (!l || !l->conn || !l->hs || l->dying || l->faults || !data_may_go(l) || msg->next ||
+    if (!lane_connected(l) || l->faults || !data_may_go(l) || msg->next ||
         msg->pool != p->node->pool)
         return NULL;
     if (l->inflight_bytes + l->ctrl_len >= lane_send_cap(l))
