@@ -125,7 +125,6 @@ struct fdnb_shm_end {
 
 struct fdnb_shm_pair {
     void *seg;
-    uint32_t ring_bytes;
     struct fdnb_shm_end end[2];
 };
 
@@ -144,7 +143,6 @@ fdnb_shm_pair *fdnb_shm_pair_create(uint32_t ring_bytes)
         return NULL;
     }
     memset(p->seg, 0, bytes);   /* a fresh memfd reads as zeroes: no record yet */
-    p->ring_bytes = ring_bytes;
     for (int e = 0; e < 2; e++) {
         fdn__shm_tx_init(&p->end[e].tx, fdn__shm_ctl(p->seg, e),
                          fdn__shm_data(p->seg, ring_bytes, e), ring_bytes);

@@ -330,14 +330,18 @@ void BM_cacheline_ring_pingpong(benchmark::State &state)
 // message takes on the wire (its 32-byte frame header and itself), so
 // against BM_cacheline_pingpong this is what the ring's records cost, and
 // against fdn-perf over shm what everything above the ring does.
+
+// Each end's buffer: any record the benchmark sends fits.
+constexpr uint32_t kShmRecordMax = 256;
+
 // The ponger's loop. A malformed record (only a broken ring could make one)
 // ends it with `failed` set, which the pinger's wait checks, so a broken ring
 // makes the benchmark fail, not hang.
 void shm_pong(fdnb_shm_pair *pair, std::atomic<bool> &failed, const std::atomic<bool> &stop)
 {
-    alignas(64) uint8_t buf[256];
+    alignas(64) uint8_t buf[kShmRecordMax];
     for (;;) {
-        int n = fdnb_shm_recv(pair, 1, buf, sizeof buf);
+        int n = fdnb_shm_recv(pair, 1, buf, kShmRecordMax);
         if (n > 0) {
             while (fdnb_shm_send(pair, 1, buf, (uint32_t)n) == -EAGAIN)
                 cpu_relax();
@@ -360,7 +364,7 @@ inline bool shm_ping(fdnb_shm_pair *pair, const std::atomic<bool> &failed, uint8
     if (fdnb_shm_send(pair, 0, buf, len) < 0)
         return false;
     int n;
-    while ((n = fdnb_shm_recv(pair, 0, buf, 256)) == 0) {
+    while ((n = fdnb_shm_recv(pair, 0, buf, kShmRecordMax)) == 0) {
         if (failed.load(std::memory_order_relaxed))
             return false;
         cpu_relax();
@@ -383,7 +387,9 @@ void BM_shm_ring_pingpong(benchmark::State &state)
     if (!pair)
         return state.SkipWithError("fdnb_shm_pair_create: out of memory");
     std::atomic<bool> failed{false};
-    alignas(64) uint8_t buf[256] = {};
+    if (len > kShmRecordMax)
+        return state.SkipWithError("a record over the benchmark's buffers");
+    alignas(64) uint8_t buf[kShmRecordMax] = {};
     run_pingpong(
         state, cpus[1],
         [&pair, &failed](const std::atomic<bool> &stop) { shm_pong(pair.get(), failed, stop); },
