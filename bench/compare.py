@@ -22,6 +22,9 @@ Latency (ping-pong; one-way = round trip / 2, microseconds, p50 and p99):
              each message in a fresh line, as any ring moves data
   shm-ring   fdn-bench BM_shm_ring_pingpong/bytes:40: transport/shm's rings
              alone, with an 8 B message's record (8 B only)
+  copy-floor fdn-bench BM_copy_pingpong/bytes:SIZE: the copies of fdn-shm's
+             round trip alone (the echo into shared memory and out of it;
+             512 B to 4 MiB)
 Bandwidth (one-way streaming; GB/s of payload and messages/s):
   fdn-tcp, fdn-shm, ucx-posix (tag_bw), ucx-tcp (tag_bw), sockperf
   (throughput, below 1 MiB), iperf3 (one stream, sizes from 64 KiB; writes
@@ -70,6 +73,7 @@ IPERF3_MAX_BLOCK = 1 << 20     # iperf3 -l refuses more than 1 MiB
 SOCKPERF_MIN = 14              # sockperf -m refuses less (its header)
 SOCKPERF_SERVER_MAX = 65507    # sockperf sr's default -m: it drops larger messages
 FLOOR_MAX = 64                 # the floor is one cache line
+COPY_FLOOR_SIZES = (512, 4 << 10, 64 << 10, 1 << 20, 4 << 20)  # as fdn_bench.cc registers
 COORDINATION_MAX = 1 << 20     # fdn channel 'coordination': largest message
 UCX_PERCENTILE_WINDOW = 2048   # ucx_perftest's TIMING_QUEUE_SIZE
 
@@ -650,10 +654,14 @@ class BenchFloor(Tool):
         return program_missing(self.ctx.args.fdn_bench,
                                "build fdn-bench (Google Benchmark), or pass --fdn-bench")
 
+    def benchmark_at(self, size):
+        """The benchmark instance that measures SIZE."""
+        return self.benchmark
+
     def run(self, size):
         a = self.ctx.args
         min_time = 0.05 if a.tiny else max(0.1, self.ctx.duration / 2)
-        argv = [a.fdn_bench, f"--benchmark_filter=^{self.benchmark}(/real_time)?$",
+        argv = [a.fdn_bench, f"--benchmark_filter=^{self.benchmark_at(size)}(/real_time)?$",
                 f"--benchmark_min_time={min_time:g}", "--benchmark_format=json"]
         out = run_client(argv, self.ctx.timeout())
         try:
@@ -703,11 +711,29 @@ class ShmRing(BenchFloor):
         return None
 
 
+class CopyFloor(BenchFloor):
+    name = "copy-floor"
+    payload = ("fdn-bench BM_copy_pingpong/bytes:SIZE: the copies of fdn-shm's round trip "
+               "from lend_min up and nothing else, between two pinned threads: the ping is a "
+               "number in a cache line (fdn-shm's crosses by reference), the echo is copied "
+               "into a shared buffer by the ponger and out of it by the pinger; buffers at "
+               "the same page offset, memcpy's fast case; mean one-way time")
+
+    def benchmark_at(self, size):
+        return f"BM_copy_pingpong/bytes:{size}"
+
+    def size_reason(self, size):
+        if size not in COPY_FLOOR_SIZES:
+            return ("fdn-bench registers the copy floor at " +
+                    ", ".join(human_size(s) for s in COPY_FLOOR_SIZES) + " only")
+        return None
+
+
 def make_tools(ctx):
     lat = [FdnPerf(ctx, "lat", "tcp"), FdnPerf(ctx, "lat", "shm"),
            UcxPerftest(ctx, "lat", "shm"), UcxPerftest(ctx, "lat", "tcp"),
            Sockperf(ctx, "lat"), ZmqPerf(ctx, "lat", "tcp"), ZmqPerf(ctx, "lat", "shm"),
-           CachelineFloor(ctx), RingFloor(ctx), ShmRing(ctx)]
+           CachelineFloor(ctx), RingFloor(ctx), ShmRing(ctx), CopyFloor(ctx)]
     bw = [FdnPerf(ctx, "bw", "tcp"), FdnPerf(ctx, "bw", "shm"),
           UcxPerftest(ctx, "bw", "shm"), UcxPerftest(ctx, "bw", "tcp"),
           Sockperf(ctx, "bw"), Iperf3(ctx), ZmqPerf(ctx, "bw", "tcp"), ZmqPerf(ctx, "bw", "shm")]
@@ -717,7 +743,7 @@ def make_tools(ctx):
 
 
 TOOL_NAMES = ["fdn-tcp", "fdn-shm", "ucx-posix", "ucx-tcp", "sockperf", "iperf3", "zmq-tcp",
-              "zmq-ipc", "floor", "ring-floor", "shm-ring"]
+              "zmq-ipc", "floor", "ring-floor", "shm-ring", "copy-floor"]
 
 
 # ---- The rounds ----------------------------------------------------------------

@@ -74,7 +74,7 @@ def main():
         for ident, tool in doc["tools"].items():
             kind, name = tool["kind"], tool["name"]
             if tool["absent"]:
-                assert name in ("fdn-shm", "floor", "ring-floor", "shm-ring"), \
+                assert name in ("fdn-shm", "floor", "ring-floor", "shm-ring", "copy-floor"), \
                     f"{ident} absent: {tool['absent']}"
                 continue
             metric = "p50_us" if kind == "lat" else "gbytes_per_s"

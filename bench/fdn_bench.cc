@@ -15,11 +15,13 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -251,18 +253,18 @@ void BM_cacheline_pingpong(benchmark::State &state)
 // ---- 1b. What a ring costs the floor --------------------------------------
 
 // The timed part of a ping-pong whose pinger is pinned already: pong(stop)
-// runs on ponger_cpu, round_trip() is warmed up and then timed, and the
+// runs on ponger_cpu, round_trip() is warmed up (warmup times) and then timed, and the
 // one-way time reported. A round trip that returns false ends the run with
 // `error` (only a broken ring makes one).
 template <class Pong, class RoundTrip>
 void run_pingpong(benchmark::State &state, int ponger_cpu, Pong pong, RoundTrip round_trip,
-                  const char *error)
+                  const char *error, int warmup = kWarmupRoundTrips)
 {
     Crew crew;
     int rc = crew.spawn(ponger_cpu, pong);
     if (rc < 0)
         return skip_fdn(state, "fdn_pin_current_thread (ponger)", rc);
-    for (int i = 0; i < kWarmupRoundTrips; i++)
+    for (int i = 0; i < warmup; i++)
         if (!round_trip())
             return state.SkipWithError(error);
     LoopClock clock;
@@ -394,6 +396,87 @@ void BM_shm_ring_pingpong(benchmark::State &state)
         state, cpus[1],
         [&pair, &failed](const std::atomic<bool> &stop) { shm_pong(pair.get(), failed, stop); },
         [&]() { return shm_ping(pair.get(), failed, buf, len); }, "malformed record in the ring");
+}
+
+// ---- 1d. The copy floor: the copies of a large message's round trip ---------
+
+// What fdn-perf lat over shm copies from lend_min up, and nothing else: the
+// ping crosses by reference (here a number published in a line), the echo
+// is copied into shared memory by the ponger (from a buffer of its own that
+// it only reads, as the server reads the lent ping) and out of it by the
+// pinger. Against fdn-shm at these sizes this is the part of the time that
+// is the machine moving bytes between two cores. All buffers start at the
+// same page offset, memcpy's fast case: a destination a few bytes past the
+// source, modulo a page, makes a large copy many times slower here.
+struct alignas(64) CopyTurn {
+    std::atomic<uint64_t> value{0};
+};
+
+struct PageFree {
+    void operator()(uint8_t *p) const { std::free(p); }
+};
+using PageBuffer = std::unique_ptr<uint8_t, PageFree>;
+
+PageBuffer page_buffer(size_t bytes)
+{
+    size_t rounded = (bytes + 4095) & ~static_cast<size_t>(4095);
+    auto *p = static_cast<uint8_t *>(std::aligned_alloc(4096, rounded));
+    if (p)
+        std::memset(p, 0x5a, rounded);   // faulted in before the clock starts
+    return PageBuffer(p);
+}
+
+void copy_pong(const uint8_t *echo, uint8_t *shared, size_t bytes, const CopyTurn &sent,
+               CopyTurn &answered, const std::atomic<bool> &stop)
+{
+    for (uint64_t i = 1;;) {
+        if (sent.value.load(std::memory_order_acquire) == i) {
+            std::memcpy(shared, echo, bytes);
+            answered.value.store(i, std::memory_order_release);
+            i++;
+            continue;
+        }
+        if (stop.load(std::memory_order_acquire))
+            return;
+        cpu_relax();
+    }
+}
+
+// Warm-up by bytes, not round trips: 20000 round trips of 4 MiB would copy
+// 160 GB before the clock starts.
+constexpr size_t kCopyWarmupBytes = 16u << 20;
+
+void BM_copy_pingpong(benchmark::State &state)
+{
+    auto bytes = static_cast<size_t>(state.range(0));
+    std::vector<int> cpus;
+    if (!take_cpus(state, 2, &cpus))
+        return;
+    PinGuard pin(cpus[0]);
+    if (pin.rc() < 0)
+        return skip_fdn(state, "fdn_pin_current_thread", pin.rc());
+    PageBuffer echo = page_buffer(bytes), shared = page_buffer(bytes), got = page_buffer(bytes);
+    if (!echo || !shared || !got)
+        return state.SkipWithError("aligned_alloc: out of memory");
+    CopyTurn sent, answered;
+    uint64_t i = 1;
+    int warmup = static_cast<int>(std::max<size_t>(16, kCopyWarmupBytes / bytes));
+    run_pingpong(
+        state, cpus[1],
+        [&](const std::atomic<bool> &stop) {
+            copy_pong(echo.get(), shared.get(), bytes, sent, answered, stop);
+        },
+        [&]() {
+            sent.value.store(i, std::memory_order_release);
+            while (answered.value.load(std::memory_order_acquire) != i)
+                cpu_relax();
+            std::memcpy(got.get(), shared.get(), bytes);
+            i++;
+            return true;
+        },
+        "", warmup);
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                            static_cast<int64_t>(bytes));
 }
 
 // ---- Runtimes ---------------------------------------------------------------
@@ -1271,6 +1354,15 @@ void BM_node_stream_one_worker(benchmark::State &state)
 BENCHMARK(BM_cacheline_pingpong)->UseRealTime();
 BENCHMARK(BM_cacheline_ring_pingpong)->ArgName("lines")->Arg(1)->Arg(256)->UseRealTime();
 BENCHMARK(BM_shm_ring_pingpong)->ArgName("bytes")->Arg(40)->UseRealTime();
+// bench/compare.py's default sizes from 512 B up (it runs the floor at those).
+BENCHMARK(BM_copy_pingpong)
+    ->ArgName("bytes")
+    ->Arg(512)
+    ->Arg(4 << 10)
+    ->Arg(64 << 10)
+    ->Arg(1 << 20)
+    ->Arg(4 << 20)
+    ->UseRealTime();
 BENCHMARK(BM_worker_msg_roundtrip)->UseRealTime();
 BENCHMARK(BM_spsc_ring_throughput)
     ->ArgName("batch")
