@@ -406,8 +406,8 @@ void BM_shm_ring_pingpong(benchmark::State &state)
 // it only reads, as the server reads the lent ping) and out of it by the
 // pinger. Against fdn-shm at these sizes this is the part of the time that
 // is the machine moving bytes between two cores. All buffers start at the
-// same page offset, memcpy's fast case: a destination a few bytes past the
-// source, modulo a page, makes a large copy many times slower here.
+// same page offset: memcpy's speed depends on where the destination lies
+// relative to the source, and this is its best case.
 struct alignas(64) CopyTurn {
     std::atomic<uint64_t> value{0};
 };
