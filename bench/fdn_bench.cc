@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -124,6 +125,30 @@ private:
     cpu_set_t saved_{};
     bool saved_ok_ = false;
     int rc_ = 0;
+};
+
+// The first of two threads on two CPUs: take_cpus, then the calling thread
+// pinned to the first CPU while the seat lives (the second is for the
+// other thread). ok() is false when the benchmark was skipped instead.
+class FirstOfTwoCpus {
+public:
+    explicit FirstOfTwoCpus(benchmark::State &state)
+    {
+        if (!take_cpus(state, 2, &cpus_))
+            return;
+        pin_.emplace(cpus_[0]);
+        if (pin_->rc() < 0)
+            skip_fdn(state, "fdn_pin_current_thread", pin_->rc());
+        else
+            ok_ = true;
+    }
+    bool ok() const { return ok_; }
+    int other_cpu() const { return cpus_[1]; }
+
+private:
+    std::vector<int> cpus_;
+    std::optional<PinGuard> pin_;
+    bool ok_ = false;
 };
 
 // Helper threads, each pinned to a CPU, sharing one stop flag. spawn() returns
@@ -302,16 +327,13 @@ void ring_lines_pong(const std::vector<RingLine> &in, std::vector<RingLine> &out
 void BM_cacheline_ring_pingpong(benchmark::State &state)
 {
     auto lines = static_cast<size_t>(state.range(0));
-    std::vector<int> cpus;
-    if (!take_cpus(state, 2, &cpus))
+    FirstOfTwoCpus seat(state);
+    if (!seat.ok())
         return;
-    PinGuard pin(cpus[0]);
-    if (pin.rc() < 0)
-        return skip_fdn(state, "fdn_pin_current_thread", pin.rc());
     std::vector<RingLine> out(lines), in(lines);
     uint64_t i = 1;
     run_pingpong(
-        state, cpus[1],
+        state, seat.other_cpu(),
         [&out, &in](const std::atomic<bool> &stop) { ring_lines_pong(out, in, stop); },
         [&]() {
             out[i % lines].value.store(i, std::memory_order_release);
@@ -377,12 +399,9 @@ inline bool shm_ping(fdnb_shm_pair *pair, const std::atomic<bool> &failed, uint8
 void BM_shm_ring_pingpong(benchmark::State &state)
 {
     auto len = static_cast<uint32_t>(state.range(0));
-    std::vector<int> cpus;
-    if (!take_cpus(state, 2, &cpus))
+    FirstOfTwoCpus seat(state);
+    if (!seat.ok())
         return;
-    PinGuard pin(cpus[0]);
-    if (pin.rc() < 0)
-        return skip_fdn(state, "fdn_pin_current_thread", pin.rc());
     // The transport's default size (twice the 128 KiB it may hold unsent).
     std::unique_ptr<fdnb_shm_pair, void (*)(fdnb_shm_pair *)> pair(
         fdnb_shm_pair_create(256u << 10), fdnb_shm_pair_destroy);
@@ -393,7 +412,7 @@ void BM_shm_ring_pingpong(benchmark::State &state)
         return state.SkipWithError("a record over the benchmark's buffers");
     alignas(64) uint8_t buf[kShmRecordMax] = {};
     run_pingpong(
-        state, cpus[1],
+        state, seat.other_cpu(),
         [&pair, &failed](const std::atomic<bool> &stop) { shm_pong(pair.get(), failed, stop); },
         [&]() { return shm_ping(pair.get(), failed, buf, len); }, "malformed record in the ring");
 }
@@ -449,12 +468,9 @@ constexpr size_t kCopyWarmupBytes = 16u << 20;
 void BM_copy_pingpong(benchmark::State &state)
 {
     auto bytes = static_cast<size_t>(state.range(0));
-    std::vector<int> cpus;
-    if (!take_cpus(state, 2, &cpus))
+    FirstOfTwoCpus seat(state);
+    if (!seat.ok())
         return;
-    PinGuard pin(cpus[0]);
-    if (pin.rc() < 0)
-        return skip_fdn(state, "fdn_pin_current_thread", pin.rc());
     PageBuffer echo = page_buffer(bytes), shared = page_buffer(bytes), got = page_buffer(bytes);
     if (!echo || !shared || !got)
         return state.SkipWithError("aligned_alloc: out of memory");
@@ -462,7 +478,7 @@ void BM_copy_pingpong(benchmark::State &state)
     uint64_t i = 1;
     int warmup = static_cast<int>(std::max<size_t>(16, kCopyWarmupBytes / bytes));
     run_pingpong(
-        state, cpus[1],
+        state, seat.other_cpu(),
         [&](const std::atomic<bool> &stop) {
             copy_pong(echo.get(), shared.get(), bytes, sent, answered, stop);
         },
@@ -901,12 +917,9 @@ inline int alloc_and_hand_over(fdn_pool *pool, fdnb_spsc *ring)
 // (the Treiber-stack push), and reclaimed by the owner's later allocations.
 void BM_pool_remote_free(benchmark::State &state)
 {
-    std::vector<int> cpus;
-    if (!take_cpus(state, 2, &cpus))
+    FirstOfTwoCpus seat(state);
+    if (!seat.ok())
         return;
-    PinGuard pin(cpus[0]);
-    if (pin.rc() < 0)
-        return skip_fdn(state, "fdn_pin_current_thread", pin.rc());
     OwnedPool pool; // destroyed after the crew has freed every buffer
     if (pool.rc() < 0)
         return skip_fdn(state, "fdn_pool_create", pool.rc());
@@ -917,7 +930,7 @@ void BM_pool_remote_free(benchmark::State &state)
     }
     Crew crew;
     fdnb_spsc *r = ring.get();
-    int rc = crew.spawn(cpus[1], [r](const std::atomic<bool> &stop) { free_from_ring(r, stop); });
+    int rc = crew.spawn(seat.other_cpu(), [r](const std::atomic<bool> &stop) { free_from_ring(r, stop); });
     if (rc < 0)
         return skip_fdn(state, "fdn_pin_current_thread (freeing thread)", rc);
 
