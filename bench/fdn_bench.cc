@@ -278,9 +278,9 @@ void BM_cacheline_pingpong(benchmark::State &state)
 // ---- 1b. What a ring costs the floor --------------------------------------
 
 // The timed part of a ping-pong whose pinger is pinned already: pong(stop)
-// runs on ponger_cpu, round_trip() is warmed up (warmup times) and then timed, and the
-// one-way time reported. A round trip that returns false ends the run with
-// `error` (only a broken ring makes one).
+// runs on ponger_cpu, round_trip() runs `warmup` times and then timed, and
+// the one-way time is reported. A round trip that returns false ends the run
+// with `error` (only a broken ring makes one).
 template <class Pong, class RoundTrip>
 void run_pingpong(benchmark::State &state, int ponger_cpu, Pong pong, RoundTrip round_trip,
                   const char *error, int warmup = kWarmupRoundTrips)
@@ -417,7 +417,7 @@ void BM_shm_ring_pingpong(benchmark::State &state)
         [&]() { return shm_ping(pair.get(), failed, buf, len); }, "malformed record in the ring");
 }
 
-// ---- 1d. The copy floor: the copies of a large message's round trip ---------
+// ---- 1d. The copy floor: the copies of a large message's round trip ----
 
 // What fdn-perf lat over shm copies from lend_min up, and nothing else: the
 // ping crosses by reference (here a number published in a line), the echo
@@ -930,7 +930,8 @@ void BM_pool_remote_free(benchmark::State &state)
     }
     Crew crew;
     fdnb_spsc *r = ring.get();
-    int rc = crew.spawn(seat.other_cpu(), [r](const std::atomic<bool> &stop) { free_from_ring(r, stop); });
+    int rc = crew.spawn(seat.other_cpu(),
+                        [r](const std::atomic<bool> &stop) { free_from_ring(r, stop); });
     if (rc < 0)
         return skip_fdn(state, "fdn_pin_current_thread (freeing thread)", rc);
 
