@@ -717,7 +717,7 @@ class CopyFloor(BenchFloor):
                "from lend_min up and nothing else, between two pinned threads: the ping is a "
                "number in a cache line (fdn-shm's crosses by reference), the echo is copied "
                "into a shared buffer by the ponger and out of it by the pinger; buffers at "
-               "the same page offset, memcpy's fast case; mean one-way time")
+               "the same page offset, memcpy's best case; mean one-way time")
 
     def benchmark_at(self, size):
         return f"BM_copy_pingpong/bytes:{size}"

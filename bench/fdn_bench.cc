@@ -399,6 +399,8 @@ inline bool shm_ping(fdnb_shm_pair *pair, const std::atomic<bool> &failed, uint8
 void BM_shm_ring_pingpong(benchmark::State &state)
 {
     auto len = static_cast<uint32_t>(state.range(0));
+    if (len > kShmRecordMax)
+        return state.SkipWithError("a record over the benchmark's buffers");
     FirstOfTwoCpus seat(state);
     if (!seat.ok())
         return;
@@ -408,8 +410,6 @@ void BM_shm_ring_pingpong(benchmark::State &state)
     if (!pair)
         return state.SkipWithError("fdnb_shm_pair_create: out of memory");
     std::atomic<bool> failed{false};
-    if (len > kShmRecordMax)
-        return state.SkipWithError("a record over the benchmark's buffers");
     alignas(64) uint8_t buf[kShmRecordMax] = {};
     run_pingpong(
         state, seat.other_cpu(),

@@ -1193,7 +1193,6 @@ static void test_enqueue_now_keeps_shares(void)
     CHECK_OK(fdn_pool_destroy(pool));
 }
 
-
 /* ---- End to end ----------------------------------------------------------- */
 
 enum { E2E_CHANNELS = 5, E2E_MSGS = 600, E2E_FRAGMENT = 4096, E2E_OUTSTANDING = 24 };
