@@ -125,6 +125,7 @@ struct fdnb_shm_end {
 
 struct fdnb_shm_pair {
     void *seg;
+    bool use_box;
     struct fdnb_shm_end end[2];
 };
 
@@ -144,10 +145,8 @@ fdnb_shm_pair *fdnb_shm_pair_create(uint32_t ring_bytes)
     }
     memset(p->seg, 0, bytes);   /* a fresh memfd reads as zeroes: no record yet */
     for (int e = 0; e < 2; e++) {
-        fdn__shm_tx_init(&p->end[e].tx, fdn__shm_ctl(p->seg, e),
-                         fdn__shm_data(p->seg, ring_bytes, e), ring_bytes);
-        fdn__shm_rx_init(&p->end[e].rx, fdn__shm_ctl(p->seg, 1 - e),
-                         fdn__shm_data(p->seg, ring_bytes, 1 - e), ring_bytes);
+        fdn__shm_tx_init(&p->end[e].tx, p->seg, ring_bytes, e);
+        fdn__shm_rx_init(&p->end[e].rx, p->seg, ring_bytes, 1 - e);
     }
     return p;
 }
@@ -160,9 +159,24 @@ void fdnb_shm_pair_destroy(fdnb_shm_pair *p)
     free(p);
 }
 
+void fdnb_shm_pair_use_box(fdnb_shm_pair *p, bool on)
+{
+    p->use_box = on;
+}
+
 int fdnb_shm_send(fdnb_shm_pair *p, int end, const void *bytes, uint32_t len)
 {
     struct fdn__shm_tx *t = &p->end[end].tx;
+    if (p->use_box && len <= FDN__SHM_BOX_BYTES) {
+        int free = fdn__shm_tx_box_free(t);
+        if (free < 0)
+            return free;
+        if (free) {
+            memcpy(t->box->bytes, bytes, len);
+            fdn__shm_tx_box_publish(t, len, p->end[end].rx.box_taken);
+            return 0;
+        }
+    }
     uint64_t need = FDN__SHM_REC_HDR + fdn__shm_align8(len);
     if (fdn__shm_tx_space_cached(t) < need) {
         int64_t space = fdn__shm_tx_space(t);
@@ -181,9 +195,16 @@ int fdnb_shm_recv(fdnb_shm_pair *p, int end, void *buf, uint32_t cap)
 {
     struct fdn__shm_rx *r = &p->end[end].rx;
     struct fdn__shm_rec rec;
-    int rc = fdn__shm_rx_record(r, &rec);
+    struct fdn__shm_box_msg box;
+    int rc = fdn__shm_rx_next(r, &rec, &box);
     if (rc <= 0)
         return rc;
+    if (rc == FDN__SHM_NEXT_BOX) {
+        if (box.len > cap || fdn__shm_tx_box_acked(&p->end[end].tx, box.taken) < 0)
+            return -EBADMSG;
+        fdn__shm_rx_box_take(r, buf, box.len);
+        return (int)box.len;
+    }
     if (rec.type != FDN__SHM_REC_BYTES || rec.len > cap)
         return -EBADMSG;
     fdn__shm_rx_consume(r, FDN__SHM_REC_HDR);

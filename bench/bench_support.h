@@ -66,13 +66,17 @@ int fdnb_pool_reclaim(fdn_pool *pool);
 typedef struct fdnb_shm_pair fdnb_shm_pair;
 fdnb_shm_pair *fdnb_shm_pair_create(uint32_t ring_bytes);
 void fdnb_shm_pair_destroy(fdnb_shm_pair *p);
-/* Writes len bytes (1..ring_bytes/2) as one BYTES record and publishes it,
- * as the transport does a send. Returns 0, or -EAGAIN when the ring has no
- * room. */
+/* From now on, sends whose bytes fit the express box go there while it is
+ * free, as the transport's do (off at creation: the rings alone). */
+void fdnb_shm_pair_use_box(fdnb_shm_pair *p, bool on);
+/* Writes len bytes (1..ring_bytes/2) as one BYTES record, or as a box
+ * message (see above), and publishes it, as the transport does a send.
+ * Returns 0, -EAGAIN when the ring has no room, or -EBADMSG. */
 int fdnb_shm_send(fdnb_shm_pair *p, int end, const void *bytes, uint32_t len);
-/* Reads the next BYTES record into buf (cap bytes at least its length), as
- * the transport's poller does, and frees its space. Returns its length, 0
- * when none is published yet, or -EBADMSG. */
+/* Reads the next BYTES record or box message, in order, into buf (cap
+ * bytes at least its length), as the transport's poller does, and frees
+ * its space. Returns its length, 0 when none is published yet, or
+ * -EBADMSG. */
 int fdnb_shm_recv(fdnb_shm_pair *p, int end, void *buf, uint32_t cap);
 
 #ifdef __cplusplus

@@ -34,7 +34,10 @@
  * REF records (offset, length, and a slot naming the loan), and we keep a
  * reference on the message until the peer's RELEASE of that slot; any
  * other range is COPIED into BYTES records, consecutive ranges into one. A
- * send is reported once its records are in the ring: a loan outlives it.
+ * flush whose bytes all fit the express box, none to be lent, goes there
+ * instead while the box is free (shm_ring.h, "The box": one pair of lines
+ * reused, where the ring would take fresh ones). A send is reported once
+ * its bytes are in the ring or the box: a loan outlives it.
  * Receives hand core BYTES payloads straight from the ring, at most two
  * contiguous pieces per record (the wrap), which core copies; a REF becomes
  * a borrowed message (fdn_msg_is_borrowed: local metadata, payload in the
@@ -55,9 +58,9 @@
  *
  * Polling and wake-ups. Each connection registers a poller with its worker
  * (fdn__worker_add_poller): every progress pass reads the header word at the
- * inbound ring's head (shm_ring.h), and the outbound head only when the
- * space it knew of runs out, so while both sides are busy no system call
- * is made.
+ * inbound ring's head and the inbound box's word (shm_ring.h), and the
+ * outbound head only when the space it knew of runs out, so while both
+ * sides are busy no system call is made.
  * Before its worker blocks, a connection publishes "sleeping" in the
  * inbound ring (and "space wanted" in the outbound one if sends wait for
  * room), issues a full fence and re-checks; a producer publishes its records,
@@ -138,7 +141,7 @@
 static struct {
     _Atomic uint64_t bad_rings, bad_setups, peer_deaths, wakeups_sent, segments_mapped;
     _Atomic uint64_t bad_records, refs_sent, refs_received, releases_sent, releases_received;
-    _Atomic uint64_t loans_out, borrowed, pools_mapped;
+    _Atomic uint64_t loans_out, borrowed, pools_mapped, boxes_sent, boxes_received;
 } stats;
 
 void fdn__shm_stats_get(struct fdn__shm_stats *out)
@@ -157,6 +160,8 @@ void fdn__shm_stats_get(struct fdn__shm_stats *out)
     out->loans_out = atomic_load_explicit(&stats.loans_out, memory_order_relaxed);
     out->borrowed = atomic_load_explicit(&stats.borrowed, memory_order_relaxed);
     out->pools_mapped = atomic_load_explicit(&stats.pools_mapped, memory_order_relaxed);
+    out->boxes_sent = atomic_load_explicit(&stats.boxes_sent, memory_order_relaxed);
+    out->boxes_received = atomic_load_explicit(&stats.boxes_received, memory_order_relaxed);
 }
 
 static void stat_add(_Atomic uint64_t *c, int64_t n)
@@ -807,6 +812,23 @@ static void collect_returned(struct shm_conn *c)
     }
 }
 
+/* A box message: its acknowledgement of our box checked, its bytes copied
+ * out (the peer may write the box again once it is taken), then handed to
+ * core. */
+static int take_box(struct shm_conn *c, const struct fdn__shm_box_msg *b, uint64_t *budget)
+{
+    if (fdn__shm_tx_box_acked(&c->tx, b->taken) < 0) {
+        record_corrupt(c, "a box message acknowledges our box message %u; we wrote %u",
+                       b->taken, c->tx.box_sent);
+        return -EBADMSG;
+    }
+    uint8_t bytes[FDN__SHM_BOX_BYTES];
+    fdn__shm_rx_box_take(&c->rx, bytes, b->len);
+    *budget -= *budget < b->len ? *budget : b->len;
+    stat_add(&stats.boxes_received, 1);
+    return c->ev->on_recv(c->ctx, bytes, b->len);
+}
+
 /* Hands core the next piece of the BYTES record being read. */
 static int deliver_bytes(struct shm_conn *c, uint64_t *budget)
 {
@@ -826,7 +848,7 @@ static int deliver_bytes(struct shm_conn *c, uint64_t *budget)
 static bool peer_closed_after_all(const struct shm_conn *c)
 {
     return atomic_load_explicit(&c->rx.ctl->closed, memory_order_acquire) &&
-           !fdn__shm_rx_ready(&c->rx);
+           !fdn__shm_rx_ready(&c->rx) && !fdn__shm_rx_box_ready(&c->rx);
 }
 
 /* Delivers what the peer has written, at most one ring's worth: record by
@@ -841,7 +863,8 @@ static int poll_recv(struct shm_conn *c)
             rc = deliver_bytes(c, &budget);
         } else {
             struct fdn__shm_rec r;
-            rc = fdn__shm_rx_record(&c->rx, &r);
+            struct fdn__shm_box_msg box;
+            rc = fdn__shm_rx_next(&c->rx, &r, &box);
             if (rc == 0) {
                 if (work == 0 && peer_closed_after_all(c)) {
                     conn_begin_close(c, 0);
@@ -850,20 +873,23 @@ static int poll_recv(struct shm_conn *c)
                 break;
             }
             if (rc < 0) {
-                record_corrupt(c, "malformed record at position %llu",
+                record_corrupt(c, "malformed record or box at position %llu",
                                (unsigned long long)c->rx.head);
                 break;
             }
-            if (r.type == FDN__SHM_REC_BYTES) {
+            if (rc == FDN__SHM_NEXT_BOX) {
+                rc = take_box(c, &box, &budget);
+            } else if (r.type == FDN__SHM_REC_BYTES) {
                 /* The header now; the bytes as they are delivered. */
                 fdn__shm_rx_consume(&c->rx, FDN__SHM_REC_HDR);
                 c->rx_bytes_left = r.len;
                 c->rx_pad = r.rec_bytes - FDN__SHM_REC_HDR - r.len;
                 budget -= budget < FDN__SHM_REC_HDR ? budget : FDN__SHM_REC_HDR;
                 continue;
+            } else {
+                budget -= budget < r.rec_bytes ? budget : r.rec_bytes;
+                rc = r.type == FDN__SHM_REC_REF ? take_ref(c, &r) : take_release(c, &r);
             }
-            budget -= budget < r.rec_bytes ? budget : r.rec_bytes;
-            rc = r.type == FDN__SHM_REC_REF ? take_ref(c, &r) : take_release(c, &r);
         }
         work++;
         if (rc < 0)
@@ -935,6 +961,46 @@ static void close_bytes(struct shm_conn *c, uint64_t open_at, uint64_t *space)
     *space -= c->tx.tail - before;
 }
 
+/* The bytes queued from the cursor on, when all of them fit the box and
+ * none would cross by reference; else 0. */
+static uint32_t box_fit(const struct shm_conn *c)
+{
+    uint32_t len = 0;
+    for (const struct fdn__tp_send *s = c->sq.cursor; s; s = s->tp_next) {
+        if (s->len - s->tp_done > FDN__SHM_BOX_BYTES - len)
+            return 0;
+        for (int i = 0; i < s->iovcnt; i++)
+            if (can_lend(c, s, i))
+                return 0;
+        len += (uint32_t)(s->len - s->tp_done);
+    }
+    return len;
+}
+
+/* Writes every queued send (box_fit said they fit) into the box and
+ * publishes it. */
+static void write_box(struct shm_conn *c, uint32_t len)
+{
+    uint8_t *dst = c->tx.box->bytes;
+    for (struct fdn__tp_send *s = c->sq.cursor; s; s = s->tp_next) {
+        size_t skip = s->tp_done;
+        for (int i = 0; i < s->iovcnt; i++) {
+            size_t piece = s->iov[i].iov_len;
+            if (skip >= piece) {
+                skip -= piece;
+                continue;
+            }
+            memcpy(dst, (const uint8_t *)s->iov[i].iov_base + skip, piece - skip);
+            dst += piece - skip;
+            skip = 0;
+        }
+        s->tp_done = s->len;
+    }
+    c->sq.cursor = NULL;
+    fdn__shm_tx_box_publish(&c->tx, len, c->rx.box_taken);
+    stat_add(&stats.boxes_sent, 1);
+}
+
 /* Writes queued sends into the outbound ring while it has room: ranges of
  * our pool as REF records, anything else copied into BYTES records (one
  * record for a run of consecutive ranges). Makes no callback, so core's
@@ -954,6 +1020,20 @@ static int flush_sends(struct shm_conn *c)
     }
     uint64_t start = c->tx.tail;
     write_releases(c, &space);
+    uint32_t box_len = c->sq.cursor ? box_fit(c) : 0;
+    if (box_len) {
+        int free = fdn__shm_tx_box_free(&c->tx);
+        if (free < 0) {
+            record_corrupt(c, "the control line acknowledges a box message we never wrote "
+                           "(we wrote %u)", c->tx.box_sent);
+            return 1;
+        }
+        if (free) {
+            write_box(c, box_len);
+            wake_peer_if_waiting(c, &c->tx.ctl->sleeping);
+            return 1;
+        }
+    }
     bool open = false;
     uint64_t open_at = 0;
     while (c->sq.cursor && space) {
@@ -1060,7 +1140,7 @@ static bool conn_prepare_sleep(fdn_worker *w, struct fdn__poller *p)
     }
     atomic_thread_fence(memory_order_seq_cst);
     if (!c->paused &&
-        (c->rx_bytes_left || fdn__shm_rx_ready(&c->rx) ||
+        (c->rx_bytes_left || fdn__shm_rx_ready(&c->rx) || fdn__shm_rx_box_ready(&c->rx) ||
          atomic_load_explicit(&c->rx.ctl->closed, memory_order_relaxed)))
         return false;
     if (want_space &&
@@ -1130,10 +1210,8 @@ static void conn_destroy_unused(struct shm_conn *c)
 static void bind_rings(struct shm_conn *c)
 {
     int out = c->outbound ? 0 : 1;
-    fdn__shm_tx_init(&c->tx, fdn__shm_ctl(c->seg, out), fdn__shm_data(c->seg, c->ring_bytes, out),
-                     c->ring_bytes);
-    fdn__shm_rx_init(&c->rx, fdn__shm_ctl(c->seg, 1 - out),
-                     fdn__shm_data(c->seg, c->ring_bytes, 1 - out), c->ring_bytes);
+    fdn__shm_tx_init(&c->tx, c->seg, c->ring_bytes, out);
+    fdn__shm_rx_init(&c->rx, c->seg, c->ring_bytes, 1 - out);
 }
 
 static int map_segment(struct shm_conn *c, int memfd, size_t bytes)

@@ -32,6 +32,8 @@ struct fdn__shm_stats {
     uint64_t borrowed;        /* now: peers' buffers held here (borrowed messages alive) */
     uint64_t pools_mapped;    /* now: pools mapped, ours (until their last buffer is
                                  freed) and peers' (until their last borrowed message is) */
+    uint64_t boxes_sent;      /* sends that went in the express box (shm_ring.h) */
+    uint64_t boxes_received;  /* box messages taken */
 };
 
 void fdn__shm_stats_get(struct fdn__shm_stats *out);

@@ -10,6 +10,8 @@
  *   [0, 64)                      struct fdn__shm_seg_hdr (magic, version, size)
  *   [256, 512)                   ring 0's control: connecting side -> accepting side
  *   [512, 768)                   ring 1's control: accepting side -> connecting side
+ *   [1024, 1152)                 box 0: connecting side -> accepting side
+ *   [1280, 1408)                 box 1: accepting side -> connecting side
  *   [4096, 4096 + size)          ring 0's bytes
  *   [4096 + size, 4096 + 2*size) ring 1's bytes
  *
@@ -56,7 +58,8 @@
 #include "base/compiler.h"
 
 #define FDN__SHM_MAGIC UINT64_C(0x3130484d534e4446) /* "FDNSHM01" little-endian */
-#define FDN__SHM_VERSION 3u       /* 2: records, pools and loans; 3: headers publish */
+#define FDN__SHM_VERSION 4u       /* 2: records, pools and loans; 3: headers publish;
+                                     4: the express box */
 #define FDN__SHM_DATA_OFFSET 4096u
 #define FDN__SHM_MIN_RING (4u << 10)
 #define FDN__SHM_MAX_RING (64u << 20)
@@ -77,12 +80,29 @@ struct fdn__shm_ctl {
     _Atomic uint32_t closed;              /* orderly end: no record after those written */
     /* Written by the consumer. */
     _Alignas(64) _Atomic uint64_t head;   /* bytes ever consumed */
+    _Atomic uint32_t box_taken;           /* the last box message taken (its seq) */
     /* Set by the consumer before it sleeps; cleared by whichever side ends
      * the sleep (the producer, when it signals the consumer's eventfd). */
     _Alignas(64) _Atomic uint32_t sleeping;
 };
 
 #define FDN__SHM_CTL_OFFSET(dir) (256u + 256u * (unsigned)(dir))
+#define FDN__SHM_BOX_OFFSET(dir) (1024u + 256u * (unsigned)(dir))
+#define FDN__SHM_BOX_BYTES 104u   /* a box's payload: 128 bytes less its three words */
+
+/* The express box of one direction (see "The box" below): two cache lines,
+ * written by the producer only. */
+struct fdn__shm_box {
+    _Alignas(128) _Atomic uint64_t word;  /* seq (low 32 bits) | len (high 32); stored last */
+    _Atomic uint64_t at;                  /* the ring position the message goes before */
+    _Atomic uint32_t taken;               /* the last seq of the other direction's box
+                                             this side has taken (an acknowledgement that
+                                             rides along) */
+    uint32_t reserved;
+    uint8_t bytes[FDN__SHM_BOX_BYTES];
+};
+
+_Static_assert(sizeof(struct fdn__shm_box) == 128, "a box is two cache lines");
 
 _Static_assert(sizeof(struct fdn__shm_ctl) <= 256, "a ring's control block fits its slot");
 _Static_assert(sizeof(struct fdn__shm_seg_hdr) <= 256, "the header fits its slot");
@@ -96,6 +116,11 @@ static inline size_t fdn__shm_seg_bytes(uint32_t ring_bytes)
 static inline struct fdn__shm_ctl *fdn__shm_ctl(void *seg, int dir)
 {
     return (struct fdn__shm_ctl *)(void *)((uint8_t *)seg + FDN__SHM_CTL_OFFSET(dir));
+}
+
+static inline struct fdn__shm_box *fdn__shm_box(void *seg, int dir)
+{
+    return (struct fdn__shm_box *)(void *)((uint8_t *)seg + FDN__SHM_BOX_OFFSET(dir));
 }
 
 static inline uint8_t *fdn__shm_data(void *seg, uint32_t ring_bytes, int dir)
@@ -134,13 +159,17 @@ struct fdn__shm_rx {
     struct fdn__shm_ctl *ctl;
     uint8_t *data;
     uint32_t size;            /* a power of two */
+    uint32_t box_taken;       /* the inbound box's last message taken */
     uint64_t head;
+    struct fdn__shm_box *box;
 };
 
-static inline void fdn__shm_rx_init(struct fdn__shm_rx *r, struct fdn__shm_ctl *ctl,
-                                    uint8_t *data, uint32_t size)
+/* Binds r to the ring (and box) of direction dir of a segment whose rings
+ * hold size bytes each. */
+static inline void fdn__shm_rx_init(struct fdn__shm_rx *r, void *seg, uint32_t size, int dir)
 {
-    *r = (struct fdn__shm_rx){.ctl = ctl, .data = data, .size = size};
+    *r = (struct fdn__shm_rx){.ctl = fdn__shm_ctl(seg, dir), .data = fdn__shm_data(seg, size, dir),
+                              .size = size, .box = fdn__shm_box(seg, dir)};
 }
 
 /* The first contiguous piece of the avail bytes at head (avail: what is
@@ -238,14 +267,17 @@ struct fdn__shm_tx {
     struct fdn__shm_ctl *ctl;
     uint8_t *data;
     uint32_t size;
+    uint32_t box_sent;        /* the outbound box's last message written */
     uint64_t tail;            /* bytes written (published or not) */
     uint64_t known_head;
+    struct fdn__shm_box *box;
+    uint32_t box_taken;       /* ... and the last the consumer was seen to take */
 };
 
-static inline void fdn__shm_tx_init(struct fdn__shm_tx *t, struct fdn__shm_ctl *ctl,
-                                    uint8_t *data, uint32_t size)
+static inline void fdn__shm_tx_init(struct fdn__shm_tx *t, void *seg, uint32_t size, int dir)
 {
-    *t = (struct fdn__shm_tx){.ctl = ctl, .data = data, .size = size};
+    *t = (struct fdn__shm_tx){.ctl = fdn__shm_ctl(seg, dir), .data = fdn__shm_data(seg, size, dir),
+                              .size = size, .box = fdn__shm_box(seg, dir)};
 }
 
 /* Free space from the last valid head, without reading the segment. */
@@ -327,6 +359,135 @@ static inline void fdn__shm_tx_bytes_close(struct fdn__shm_tx *t, uint64_t at)
     uint64_t len = t->tail - at - FDN__SHM_REC_HDR;
     t->tail = at + FDN__SHM_REC_HDR + fdn__shm_align8(len);
     fdn__shm_tx_publish(t, at, fdn__shm_rec_word(FDN__SHM_REC_BYTES, (uint32_t)len));
+}
+
+/* ---- The box ------------------------------------------------------------- *
+ *
+ * Why. A ring moves each message through the next of its lines, one the
+ * other core last held a lap ago; on this project's test host that costs
+ * twice the floor of one line handed back and forth (docs/PERFORMANCE.md,
+ * session 11). So each direction also has one fixed box of two cache
+ * lines (after MPICH Nemesis's "fastbox"): a small message sent while the
+ * box is free goes there, and a request and its answer each touch one
+ * line that the two cores keep handing to each other.
+ *
+ * Order. A box message carries the ring position it goes before (`at`,
+ * the producer's tail when it wrote the box): the consumer delivers the
+ * ring's records up to that position, then the box, then the ring again.
+ * The producer publishes ring records before the box word, both with
+ * release order; the consumer reads the ring's header at head first and
+ * the box word second, both with acquire order, so a box that goes before
+ * the record it has just seen is never missed, and the records a box goes
+ * after are visible once the box is.
+ *
+ * Taking. The consumer copies the message out, then stores the box's seq
+ * as taken in its control line; the producer writes the box again only
+ * once the box's last message is taken. It learns that from the `taken`
+ * word of the box coming the other way (a request's answer acknowledges the
+ * request with no line of its own), else from the control line, read only
+ * when what it knew says the box is busy.
+ *
+ * Trust. As for the ring: the word is read once; a seq that is neither the
+ * last taken nor the next, a length over the box, a position behind head or
+ * inside a record, or an acknowledgement of a message never written, is
+ * refused (-EBADMSG). The bytes are the peer's to choose, and are copied
+ * out before use: the peer may rewrite them at any time. */
+
+/* A box message as read, checked for form: len bytes wait in the box. */
+struct fdn__shm_box_msg {
+    uint32_t len;
+    uint32_t taken;           /* the peer's acknowledgement of our box */
+};
+
+#define FDN__SHM_NEXT_RECORD 1   /* fdn__shm_rx_next: the ring's record at head */
+#define FDN__SHM_NEXT_BOX 2      /* ... the box's message */
+
+/* Whether the box holds a message not yet taken (the word only: for a
+ * check before sleeping, or of what remains). */
+static inline bool fdn__shm_rx_box_ready(const struct fdn__shm_rx *r)
+{
+    return (uint32_t)atomic_load_explicit(&r->box->word, memory_order_relaxed) != r->box_taken;
+}
+
+/* What comes next at head (which must be at a record's start), in order:
+ * FDN__SHM_NEXT_RECORD with *rec filled (fdn__shm_rx_record), or
+ * FDN__SHM_NEXT_BOX with *box filled, or 0 when nothing has come, or
+ * -EBADMSG. */
+static inline int fdn__shm_rx_next(const struct fdn__shm_rx *r, struct fdn__shm_rec *rec,
+                                   struct fdn__shm_box_msg *box)
+{
+    int rc = fdn__shm_rx_record(r, rec);
+    if (rc < 0)
+        return rc;
+    uint64_t w = atomic_load_explicit(&r->box->word, memory_order_acquire);
+    uint32_t seq = (uint32_t)w;
+    if (seq == r->box_taken)
+        return rc;
+    if (seq != r->box_taken + 1)
+        return -EBADMSG;
+    uint64_t at = atomic_load_explicit(&r->box->at, memory_order_relaxed);
+    if (at != r->head) {
+        /* The box goes after records not yet read: the ring must hold a
+         * whole record at head. Read it again if it looked empty, since
+         * the box word was read after it. */
+        if (rc == 0)
+            rc = fdn__shm_rx_record(r, rec);
+        if (rc <= 0 || at - r->head > r->size || rec->rec_bytes > at - r->head)
+            return -EBADMSG;
+        return FDN__SHM_NEXT_RECORD;
+    }
+    uint32_t len = (uint32_t)(w >> 32);
+    if (len == 0 || len > FDN__SHM_BOX_BYTES)
+        return -EBADMSG;
+    *box = (struct fdn__shm_box_msg){
+        .len = len, .taken = atomic_load_explicit(&r->box->taken, memory_order_relaxed)};
+    return FDN__SHM_NEXT_BOX;
+}
+
+/* Copies the box's message (len as checked by fdn__shm_rx_next) to dst and
+ * marks it taken: from here the producer may write the box again. */
+static inline void fdn__shm_rx_box_take(struct fdn__shm_rx *r, void *dst, uint32_t len)
+{
+    memcpy(dst, r->box->bytes, len);
+    r->box_taken++;
+    atomic_store_explicit(&r->ctl->box_taken, r->box_taken, memory_order_release);
+}
+
+/* Takes the consumer's word that it has taken our box's messages up to
+ * seq taken: an acknowledgement of a message not yet written is refused
+ * (-EBADMSG); an older one than already known changes nothing. */
+static inline int fdn__shm_tx_box_acked(struct fdn__shm_tx *t, uint32_t taken)
+{
+    if ((int32_t)(taken - t->box_sent) > 0)
+        return -EBADMSG;
+    if ((int32_t)(taken - t->box_taken) > 0)
+        t->box_taken = taken;
+    return 0;
+}
+
+/* Whether our box may be written: 1 when its last message is taken (read
+ * from the consumer's control line only when not already known), 0 when
+ * not yet, or -EBADMSG. */
+static inline int fdn__shm_tx_box_free(struct fdn__shm_tx *t)
+{
+    if (t->box_taken == t->box_sent)
+        return 1;
+    int rc = fdn__shm_tx_box_acked(
+        t, atomic_load_explicit(&t->ctl->box_taken, memory_order_acquire));
+    return rc < 0 ? rc : t->box_taken == t->box_sent;
+}
+
+/* Publishes the len bytes (1..FDN__SHM_BOX_BYTES) the caller wrote into
+ * t->box->bytes as the next box message, before the ring's next record,
+ * acknowledging the other direction's box up to taken. The box must be
+ * free (fdn__shm_tx_box_free). */
+static inline void fdn__shm_tx_box_publish(struct fdn__shm_tx *t, uint32_t len, uint32_t taken)
+{
+    atomic_store_explicit(&t->box->at, t->tail, memory_order_relaxed);
+    atomic_store_explicit(&t->box->taken, taken, memory_order_relaxed);
+    t->box_sent++;
+    atomic_store_explicit(&t->box->word, (uint64_t)t->box_sent | (uint64_t)len << 32,
+                          memory_order_release);
 }
 
 #endif

@@ -1,5 +1,5 @@
-/* libFuzzer target: the shared-memory rings and their records
- * (transport/shm_ring.h) over a segment image that a hostile peer
+/* libFuzzer target: the shared-memory rings, their records and the express
+ * boxes (transport/shm_ring.h) over a segment image that a hostile peer
  * scribbles on.
  *
  * The image is exactly one segment, allocated alone so that ASan sees any
@@ -12,13 +12,18 @@
  *   0  the peer writes a word (the operand)    1  the peer writes ring 1's head
  *      at an 8-aligned place of ring 0,
  *      by turns at this side's head
- *   2  this side receives what ring 0 holds   3  this side sends: BYTES of
- *                                                 operand % 64 KiB, or a REF of
- *                                                 its pool (operand's top bit)
- *   4  the peer writes a byte anywhere        5  the peer produces honestly
- *                                                 (BYTES, or a REF of its pool)
- *   6  the peer consumes ring 1 honestly,     7  this side releases what it
- *      releasing every loan at once              borrowed (RELEASE records)
+ *   2  this side receives what ring 0 and     3  this side sends: BYTES of
+ *      box 0 hold                                 operand % 64 KiB, or a REF of
+ *                                                 its pool (operand's top bit),
+ *                                                 or into its box (bit 62, when
+ *                                                 the bytes fit and it is free)
+ *   4  the peer writes a byte anywhere        5  the peer produces honestly,
+ *                                                 as 3 does
+ *   6  the peer consumes ring 1 and box 1     7  this side releases what it
+ *      honestly, releasing every loan            borrowed (RELEASE records)
+ *   8  the peer writes a field of box 0: bits 62-63 of the operand pick the
+ *      word (seq: this side's last taken plus the low 32 bits; length: bits
+ *      32-39), the position or the acknowledgement (the low 62 bits)
  * The first input byte picks the ring size (4 KiB .. 64 KiB).
  *
  * Properties, besides ASan and UBSan: a position or record that passed the
@@ -26,7 +31,8 @@
  * it, a REF lies inside its pool, a RELEASE names a loan); once refused, a
  * ring is not used again (the transport closes the connection); and while
  * the peer only behaves honestly nothing is refused, every byte arrives in
- * order (copied or by reference), and every loan comes back. */
+ * order (copied, by reference or through a box), and every loan comes
+ * back. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -107,8 +113,8 @@ static void take_stream(struct model *m, struct end *e, const struct end *from, 
     e->received += n;
 }
 
-/* Consumes what e's inbound ring holds, record by record, as shm.c does:
- * at most a ring's worth per call. */
+/* Consumes what e's inbound ring and box hold, in order, as shm.c does: at
+ * most a ring's worth per call. */
 static void receive(struct model *m, struct end *e, struct end *from)
 {
     if (e->dead)
@@ -129,12 +135,25 @@ static void receive(struct model *m, struct end *e, struct end *from)
             continue;
         }
         struct fdn__shm_rec r;
-        int rc = fdn__shm_rx_record(&e->rx, &r);
+        struct fdn__shm_box_msg box;
+        int rc = fdn__shm_rx_next(&e->rx, &r, &box);
         if (rc == 0)
             return;
         if (rc < 0) {
             refused(m, e);
             return;
+        }
+        if (rc == FDN__SHM_NEXT_BOX) {
+            FUZZ_CHECK(box.len > 0 && box.len <= FDN__SHM_BOX_BYTES);
+            if (fdn__shm_tx_box_acked(&e->tx, box.taken) < 0) {
+                refused(m, e);
+                return;
+            }
+            uint8_t bytes[FDN__SHM_BOX_BYTES];
+            fdn__shm_rx_box_take(&e->rx, bytes, box.len);
+            take_stream(m, e, from, bytes, box.len);
+            budget -= budget < box.len ? budget : box.len;
+            continue;
         }
         FUZZ_CHECK(r.rec_bytes <= m->size - FDN__SHM_SLACK && r.rec_bytes % 8 == 0);
         if (r.type == FDN__SHM_REC_BYTES) {
@@ -202,14 +221,36 @@ static void release_all(struct model *m, struct end *e)
     write_releases(m, e);
 }
 
-/* e sends: a REF of a range of its pool when asked and a slot is free,
- * else a BYTES record of the stream. */
+/* e sends into its box, as shm.c does, when asked (bit 62), the n bytes
+ * fit and the box is free. Returns whether it did. */
+static bool produce_box(struct model *m, struct end *e, uint64_t want, size_t n)
+{
+    if (!(want >> 62 & 1) || n > FDN__SHM_BOX_BYTES)
+        return false;
+    int free = fdn__shm_tx_box_free(&e->tx);
+    if (free < 0)
+        refused(m, e);
+    if (free <= 0)
+        return false;
+    memcpy(e->tx.box->bytes, stream_of(e->pattern_k) + e->sent % 256, n);
+    fdn__shm_tx_box_publish(&e->tx, (uint32_t)n, e->rx.box_taken);
+    e->sent += n;
+    return true;
+}
+
+/* e sends: a REF of a range of its pool when asked and a slot is free, or
+ * a box message when asked and possible, else a BYTES record of the
+ * stream. */
 static void produce(struct model *m, struct end *e, uint64_t want)
 {
     int64_t space = space_of(m, e);
-    if (space < 2 * FDN__SHM_REC_HDR)
+    if (space < 0)
         return;
     size_t n = (size_t)(want % 65536) + 1;
+    if (!(want >> 63) && produce_box(m, e, want, n))
+        return;
+    if (e->dead || space < 2 * FDN__SHM_REC_HDR)
+        return;
     if (want >> 63) {
         uint32_t slot = (uint32_t)(want >> 32) % FDN__SHM_SLOTS;
         uint32_t off = (uint32_t)(want >> 16) % POOL_BYTES;
@@ -279,17 +320,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!m->seg || !m->us.pool || !m->peer.pool)
         goto out;
     memset(m->seg, 0, m->seg_bytes);
-    fdn__shm_rx_init(&m->us.rx, fdn__shm_ctl(m->seg, 0), fdn__shm_data(m->seg, m->size, 0),
-                     m->size);
-    fdn__shm_tx_init(&m->us.tx, fdn__shm_ctl(m->seg, 1), fdn__shm_data(m->seg, m->size, 1),
-                     m->size);
-    fdn__shm_rx_init(&m->peer.rx, fdn__shm_ctl(m->seg, 1), fdn__shm_data(m->seg, m->size, 1),
-                     m->size);
-    fdn__shm_tx_init(&m->peer.tx, fdn__shm_ctl(m->seg, 0), fdn__shm_data(m->seg, m->size, 0),
-                     m->size);
+    fdn__shm_rx_init(&m->us.rx, m->seg, m->size, 0);
+    fdn__shm_tx_init(&m->us.tx, m->seg, m->size, 1);
+    fdn__shm_rx_init(&m->peer.rx, m->seg, m->size, 1);
+    fdn__shm_tx_init(&m->peer.tx, m->seg, m->size, 0);
     for (size_t at = 1; at + 9 <= size; at += 9) {
         uint64_t v = operand(data + at + 1);
-        switch (data[at] % 8) {
+        switch (data[at] % 9) {
         case 0: {
             /* A forged header where this side reads next, or a word
              * anywhere (a stale lap, a record half written). */
@@ -322,10 +359,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 7:
             release_all(m, &m->us);
             break;
+        case 8: {
+            m->hostile = true;
+            struct fdn__shm_box *box = fdn__shm_box(m->seg, 0);
+            uint64_t low = v & ~(UINT64_C(3) << 62);
+            if (v >> 62 == 0)
+                atomic_store_explicit(&box->word,
+                                      (uint32_t)(m->us.rx.box_taken + (uint32_t)v) |
+                                          (v >> 32 & 0xff) << 32,
+                                      memory_order_release);
+            else if (v >> 62 == 1)
+                atomic_store_explicit(&box->at, low, memory_order_relaxed);
+            else
+                atomic_store_explicit(&box->taken, (uint32_t)low, memory_order_relaxed);
+            break;
+        }
         }
     }
     if (!m->hostile) {
-        /* Drain both ways: everything arrives, every loan comes back. */
+        /* Drain both ways: everything arrives, every loan comes back. A
+         * call takes at most a ring's worth, and the box may hold more. */
+        receive(m, &m->us, &m->peer);
         receive(m, &m->us, &m->peer);
         FUZZ_CHECK(m->us.received == m->peer.sent);
         for (int round = 0; round < 4; round++) {

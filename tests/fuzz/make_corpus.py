@@ -3,9 +3,12 @@
 
 shm_ring: written here, in the step format fuzz_shm_ring.c reads (its header
     comment is the reference): honest traffic both ways (bytes, loans by
-    reference, releases, the ring wrapping) and hostile segments (positions
-    out of range, a record of no known type, a REF outside the pool or of a
-    slot in use, a RELEASE of nothing lent or twice, scribbles).
+    reference, releases, box messages among ring records, the ring wrapping)
+    and hostile segments (positions out of range, a record of no known type,
+    a REF outside the pool or of a slot in use, a RELEASE of nothing lent or
+    twice, a box message out of sequence, of no or too many bytes, placed
+    behind head or inside a record, or acknowledging what was never sent,
+    scribbles).
 reassembly: written here, in the record format fuzz_reassembly.c reads (its
     header comment is the reference): a handful of valid conversations (whole
     messages, fragmented ones, channels interleaved, credit consumed and
@@ -134,7 +137,8 @@ def reassembly_seeds():
 
 # ---- fuzz_shm_ring's input format ---------------------------------------------
 
-SHM_TAIL0, SHM_HEAD1, SHM_RECV, SHM_SEND, SHM_POKE, SHM_PEER_SEND, SHM_PEER_RECV, SHM_RELEASE = range(8)
+(SHM_TAIL0, SHM_HEAD1, SHM_RECV, SHM_SEND, SHM_POKE, SHM_PEER_SEND, SHM_PEER_RECV, SHM_RELEASE,
+ SHM_BOX) = range(9)
 SHM_DATA0 = 4096          # ring 0's bytes in the segment (transport/shm_ring.h)
 REC_BYTES, REC_REF, REC_RELEASE = 1, 2, 3
 
@@ -156,6 +160,24 @@ def poke_words(pos, *words):
             at = SHM_DATA0 + pos + 8 * i + j
             out += step(SHM_POKE, (byte << 56) | at)
     return out
+
+
+def boxed(n):
+    """SEND / PEER_SEND operand asking for n bytes through the box (bit 62)."""
+    return (1 << 62) | ((n - 1) & 0xFFFF)
+
+
+def box_word(seq_step, length):
+    """BOX operand: box 0's word, seq the receiver's last taken plus seq_step."""
+    return (length << 32) | seq_step
+
+
+def box_at(pos):
+    return (1 << 62) | pos
+
+
+def box_taken(seq):
+    return (2 << 62) | seq
 
 
 def rec(kind, arg):
@@ -208,6 +230,23 @@ def shm_ring_seeds():
                                   poke_words(0, rec(REC_RELEASE, 6), rec(REC_RELEASE, 6)),
                                   step(SHM_TAIL0, 8), step(SHM_RECV), step(SHM_TAIL0, 16),
                                   step(SHM_RECV)),
+        # The express box: honest, between ring records, and hostile fields.
+        "box_honest": shm_seed(0, step(SHM_PEER_SEND, boxed(40)), step(SHM_RECV),
+                               step(SHM_SEND, boxed(96)), step(SHM_PEER_SEND, 1000),
+                               step(SHM_PEER_SEND, boxed(8)), step(SHM_PEER_SEND, boxed(104)),
+                               step(SHM_PEER_SEND, 300), step(SHM_PEER_RECV), step(SHM_RECV),
+                               step(SHM_PEER_SEND, boxed(64)), step(SHM_RECV),
+                               step(SHM_SEND, boxed(8)), step(SHM_PEER_RECV)),
+        "box_seq_skips": shm_seed(0, step(SHM_BOX, box_word(2, 40)), step(SHM_RECV)),
+        "box_len_zero": shm_seed(0, step(SHM_BOX, box_word(1, 0)), step(SHM_RECV)),
+        "box_len_over": shm_seed(0, step(SHM_BOX, box_word(1, 105)), step(SHM_RECV)),
+        "box_at_behind": shm_seed(0, step(SHM_PEER_SEND, 100), step(SHM_RECV),
+                                  step(SHM_BOX, box_at(0)), step(SHM_BOX, box_word(1, 8)),
+                                  step(SHM_RECV)),
+        "box_at_inside": shm_seed(0, step(SHM_PEER_SEND, 100), step(SHM_BOX, box_at(16)),
+                                  step(SHM_BOX, box_word(1, 8)), step(SHM_RECV)),
+        "box_ack_unsent": shm_seed(0, step(SHM_BOX, box_taken(5)), step(SHM_BOX, box_word(1, 8)),
+                                   step(SHM_RECV)),
         "bytes_cut": shm_seed(0, poke_words(0, rec(REC_BYTES, 100)), step(SHM_TAIL0, 64),
                               step(SHM_RECV)),
         "scribble": shm_seed(2, step(SHM_PEER_SEND, 3000), step(SHM_POKE, (0x5A << 56) | 4100),

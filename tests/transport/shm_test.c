@@ -522,6 +522,20 @@ static uint64_t raw_bytes(struct raw_peer *r, uint64_t pos, size_t len)
     return end;
 }
 
+/* A box message in the box the raw peer produces (box 0): len bytes of the
+ * pattern from stream offset `from` (at most a box's worth is written),
+ * before ring position at, acknowledging the server's box up to taken.
+ * Published as an honest producer does: the word last. */
+static void raw_box(struct raw_peer *r, uint32_t seq, uint32_t len, uint64_t at, uint32_t taken,
+                    size_t from)
+{
+    struct fdn__shm_box *b = fdn__shm_box(r->seg, 0);
+    memcpy(b->bytes, pattern + from, len < FDN__SHM_BOX_BYTES ? len : FDN__SHM_BOX_BYTES);
+    atomic_store_explicit(&b->at, at, memory_order_relaxed);
+    atomic_store_explicit(&b->taken, taken, memory_order_relaxed);
+    atomic_store_explicit(&b->word, seq | (uint64_t)len << 32, memory_order_release);
+}
+
 /* Whether the server has published a record at the start of its ring. */
 static bool server_published(const struct raw_peer *r)
 {
@@ -669,6 +683,54 @@ static void test_lend_both_ways(void)
     teardown();
 }
 
+/* Small sends go through the box while it is free and through the ring
+ * otherwise (copied, or lent from the pool), both ways at once (the echo),
+ * with pauses: each side still receives one stream, in order. */
+static void test_box_keeps_order(void)
+{
+    setup();
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
+    struct endpoint client = {.check_rx = true},
+                    server = {.check_rx = true, .echo = true, .pause_every = 5};
+    connect_pair(&a, addr, NULL, &client, &server);
+    struct fdn__shm_stats st0, st;
+    fdn__shm_stats_get(&st0);
+    for (int i = 0; i < 4000; i++) {
+        uint64_t kind = rng_range(0, 9);
+        if (kind < 6)
+            send_bytes(&client, (size_t)rng_range(1, FDN__SHM_BOX_BYTES));
+        else if (kind < 9)
+            send_bytes(&client, (size_t)rng_range(FDN__SHM_BOX_BYTES + 1, 3000));
+        else
+            send_lent(&client, (size_t)rng_range(1, 5000));
+        if (rng_range(0, 2) == 0) {
+            resume(&server);
+            run_passes(1);
+        }
+        while (client.sends_queued - client.sends_reported > 64) {
+            resume(&server);
+            run_passes(1);
+        }
+    }
+    while (client.rx_bytes < client.tx_bytes) {
+        resume(&server);
+        run_passes(1);
+    }
+    CHECK_EQ(server.rx_bytes, client.tx_bytes);
+    fdn__shm_stats_get(&st);
+    CHECK(st.boxes_sent - st0.boxes_sent > 100);       /* both ways */
+    CHECK(st.boxes_sent - st0.boxes_sent < 2 * 4000);  /* and the ring too */
+    CHECK_EQ(st.boxes_received - st0.boxes_received, st.boxes_sent - st0.boxes_sent);
+    CHECK_EQ(st.bad_records, st0.bad_records);
+    close_and_wait(&client);
+    RUN_UNTIL(server.closed_calls == 1);
+    CHECK_EQ(server.closed_err, 0);
+    stop_listener(&a);
+    teardown();
+}
+
 /* Impossible records close the connection with -EBADMSG, counted as bad
  * records: an unknown type, a REF outside the pool or with a slot out of
  * range or already lent (also after the server let it go, while its
@@ -762,6 +824,64 @@ static void test_corrupt_records_close(void)
             fdn_msg_free(server.kept[i]);
         fdn__shm_stats_get(&after);
         CHECK_EQ(after.pools_mapped, 0);
+        raw_close(&r);
+    }
+    stop_listener(&a);
+    teardown();
+}
+
+/* Impossible box messages close the connection with -EBADMSG, counted as
+ * bad records: one out of sequence (after an honest one, which arrives), of
+ * no bytes or more than the box holds, placed behind head or inside a ring
+ * record, acknowledging a box message the server never wrote; and, on the
+ * server's own side, an acknowledgement in the control line of more box
+ * messages than it wrote. */
+static void test_corrupt_box_closes(void)
+{
+    setup();
+    struct acceptor a;
+    char addr[ADDR_MAX];
+    CHECK_OK(start_listener(&a, "@", addr, sizeof addr));
+    for (int kind = 0; kind < 7; kind++) {
+        struct fdn__shm_stats before, after;
+        fdn__shm_stats_get(&before);
+        struct raw_peer r;
+        raw_connect(&r, addr, RAW_OK);
+        struct endpoint server = {.check_rx = true};
+        take_accepted(&a, &server);
+        RUN_UNTIL(r.peer_efd >= 0 || raw_answer(&r) == 0);
+        struct fdn__shm_ctl *in = fdn__shm_ctl(r.seg, 0), *out = fdn__shm_ctl(r.seg, 1);
+        if (kind == 0) {
+            raw_box(&r, 1, 40, 0, 0, 0);
+            RUN_UNTIL(server.rx_bytes == 40);
+            CHECK_EQ(atomic_load(&in->box_taken), 1);
+            raw_box(&r, 3, 40, 0, 0, 40);
+        } else if (kind == 1 || kind == 2) {
+            raw_box(&r, 1, kind == 1 ? 0 : FDN__SHM_BOX_BYTES + 1, 0, 0, 0);
+        } else if (kind == 3) {
+            raw_bytes(&r, 0, 100);
+            RUN_UNTIL(server.rx_bytes == 100);
+            raw_box(&r, 1, 8, 0, 0, 100);
+        } else if (kind == 4) {
+            raw_box(&r, 1, 8, 16, 0, 100);
+            raw_bytes(&r, 0, 100);
+        } else if (kind == 5) {
+            raw_box(&r, 1, 8, 0, 5, 0);
+        } else {
+            /* The server's first small send goes in its box; the peer
+             * claims to have taken nine; the second send reads that. */
+            send_bytes(&server, 20);
+            RUN_UNTIL((uint32_t)atomic_load(&fdn__shm_box(r.seg, 1)->word) == 1);
+            atomic_store(&out->box_taken, 9);
+            send_bytes(&server, 20);
+        }
+        RUN_UNTIL(server.closed_calls == 1);
+        CHECK_EQ(server.closed_err, -EBADMSG);
+        CHECK(strstr(fdn_errmsg(), "impossible record") != NULL);
+        fdn__shm_stats_get(&after);
+        CHECK_EQ(after.bad_records, before.bad_records + 1);
+        CHECK_EQ(after.bad_rings, before.bad_rings);
+        CHECK_EQ(after.boxes_received - before.boxes_received, kind == 0);
         raw_close(&r);
     }
     stop_listener(&a);
@@ -952,6 +1072,8 @@ int main(int argc, char **argv)
     RUN(test_corrupt_ring_closes);
     RUN(test_lend_both_ways);
     RUN(test_corrupt_records_close);
+    RUN(test_box_keeps_order);
+    RUN(test_corrupt_box_closes);
     RUN(test_two_nodes);
     free(pattern);
     return 0;
