@@ -20,8 +20,12 @@ Latency (ping-pong; one-way = round trip / 2, microseconds, p50 and p99):
              the two cores (the physical floor; sizes up to 64 B)
   ring-floor fdn-bench BM_cacheline_ring_pingpong/lines:256: the floor with
              each message in a fresh line, as any ring moves data
+  box-floor  fdn-bench BM_cacheline_ring_pingpong/lines:1: the floor with
+             one line per direction, reused, as the express box moves data
   shm-ring   fdn-bench BM_shm_ring_pingpong/bytes:40: transport/shm's rings
              alone, with an 8 B message's record (8 B only)
+  shm-box    fdn-bench BM_shm_box_pingpong/bytes:40: the same through
+             transport/shm's express boxes (8 B only)
   copy-floor fdn-bench BM_copy_pingpong/bytes:SIZE: the copies of fdn-shm's
              round trip alone (the echo into shared memory and out of it;
              512 B to 4 MiB)
@@ -698,6 +702,14 @@ class RingFloor(CachelineFloor):
                "copied; mean one-way time; the size does not apply")
 
 
+class BoxFloor(CachelineFloor):
+    name = "box-floor"
+    benchmark = "BM_cacheline_ring_pingpong/lines:1"
+    payload = ("fdn-bench BM_cacheline_ring_pingpong/lines:1: the floor with one line per "
+               "direction, reused, as the express box moves data; no payload copied; mean "
+               "one-way time; the size does not apply")
+
+
 class ShmRing(BenchFloor):
     name = "shm-ring"
     benchmark = "BM_shm_ring_pingpong/bytes:40"
@@ -709,6 +721,14 @@ class ShmRing(BenchFloor):
         if size != 8:
             return "the ring alone is measured with an 8-byte message's record only"
         return None
+
+
+class ShmBox(ShmRing):
+    name = "shm-box"
+    benchmark = "BM_shm_box_pingpong/bytes:40"
+    payload = ("fdn-bench BM_shm_box_pingpong/bytes:40: the same 40 bytes through "
+               "transport/shm's express boxes (one per direction), no Foundation above them; "
+               "mean one-way time")
 
 
 class CopyFloor(BenchFloor):
@@ -733,7 +753,8 @@ def make_tools(ctx):
     lat = [FdnPerf(ctx, "lat", "tcp"), FdnPerf(ctx, "lat", "shm"),
            UcxPerftest(ctx, "lat", "shm"), UcxPerftest(ctx, "lat", "tcp"),
            Sockperf(ctx, "lat"), ZmqPerf(ctx, "lat", "tcp"), ZmqPerf(ctx, "lat", "shm"),
-           CachelineFloor(ctx), RingFloor(ctx), ShmRing(ctx), CopyFloor(ctx)]
+           CachelineFloor(ctx), RingFloor(ctx), BoxFloor(ctx), ShmRing(ctx), ShmBox(ctx),
+           CopyFloor(ctx)]
     bw = [FdnPerf(ctx, "bw", "tcp"), FdnPerf(ctx, "bw", "shm"),
           UcxPerftest(ctx, "bw", "shm"), UcxPerftest(ctx, "bw", "tcp"),
           Sockperf(ctx, "bw"), Iperf3(ctx), ZmqPerf(ctx, "bw", "tcp"), ZmqPerf(ctx, "bw", "shm")]
@@ -743,7 +764,8 @@ def make_tools(ctx):
 
 
 TOOL_NAMES = ["fdn-tcp", "fdn-shm", "ucx-posix", "ucx-tcp", "sockperf", "iperf3", "zmq-tcp",
-              "zmq-ipc", "floor", "ring-floor", "shm-ring", "copy-floor"]
+              "zmq-ipc", "floor", "ring-floor", "box-floor", "shm-ring", "shm-box",
+              "copy-floor"]
 
 
 # ---- The rounds ----------------------------------------------------------------

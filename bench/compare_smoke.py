@@ -74,7 +74,8 @@ def main():
         for ident, tool in doc["tools"].items():
             kind, name = tool["kind"], tool["name"]
             if tool["absent"]:
-                assert name in ("fdn-shm", "floor", "ring-floor", "shm-ring", "copy-floor"), \
+                assert name in ("fdn-shm", "floor", "ring-floor", "box-floor", "shm-ring",
+                                "shm-box", "copy-floor"), \
                     f"{ident} absent: {tool['absent']}"
                 continue
             metric = "p50_us" if kind == "lat" else "gbytes_per_s"

@@ -396,7 +396,9 @@ inline bool shm_ping(fdnb_shm_pair *pair, const std::atomic<bool> &failed, uint8
     return n == (int)len;
 }
 
-void BM_shm_ring_pingpong(benchmark::State &state)
+// The rings, and the express box while it is free (as transport/shm sends
+// a message that fits it), or the rings alone.
+void shm_pingpong(benchmark::State &state, bool use_box)
 {
     auto len = static_cast<uint32_t>(state.range(0));
     if (len > kShmRecordMax)
@@ -409,12 +411,26 @@ void BM_shm_ring_pingpong(benchmark::State &state)
         fdnb_shm_pair_create(256u << 10), fdnb_shm_pair_destroy);
     if (!pair)
         return state.SkipWithError("fdnb_shm_pair_create: out of memory");
+    fdnb_shm_pair_use_box(pair.get(), use_box);
     std::atomic<bool> failed{false};
     alignas(64) uint8_t buf[kShmRecordMax] = {};
     run_pingpong(
         state, seat.other_cpu(),
         [&pair, &failed](const std::atomic<bool> &stop) { shm_pong(pair.get(), failed, stop); },
         [&]() { return shm_ping(pair.get(), failed, buf, len); }, "malformed record in the ring");
+}
+
+void BM_shm_ring_pingpong(benchmark::State &state)
+{
+    shm_pingpong(state, false);
+}
+
+// The same through the express box (transport/shm_ring.h, "The box"): one
+// fixed pair of lines per direction, so against BM_cacheline_ring_pingpong
+// /lines:1 this is what the box's words and copies cost.
+void BM_shm_box_pingpong(benchmark::State &state)
+{
+    shm_pingpong(state, true);
 }
 
 // ---- 1d. The copy floor: the copies of a large message's round trip ----
@@ -1368,6 +1384,7 @@ void BM_node_stream_one_worker(benchmark::State &state)
 BENCHMARK(BM_cacheline_pingpong)->UseRealTime();
 BENCHMARK(BM_cacheline_ring_pingpong)->ArgName("lines")->Arg(1)->Arg(256)->UseRealTime();
 BENCHMARK(BM_shm_ring_pingpong)->ArgName("bytes")->Arg(40)->UseRealTime();
+BENCHMARK(BM_shm_box_pingpong)->ArgName("bytes")->Arg(40)->UseRealTime();
 // bench/compare.py's default sizes from 512 B up (it runs the floor at those).
 BENCHMARK(BM_copy_pingpong)
     ->ArgName("bytes")
