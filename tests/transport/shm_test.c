@@ -551,6 +551,30 @@ static bool readable(int fd)
     return n >= 0 || errno != EAGAIN;
 }
 
+/* A raw peer with an honest set-up, and the server's end of it accepted
+ * into server. */
+static void raw_accept(struct acceptor *a, const char *addr, struct raw_peer *r,
+                       struct endpoint *server)
+{
+    raw_connect(r, addr, RAW_OK);
+    take_accepted(a, server);
+    RUN_UNTIL(r->peer_efd >= 0 || raw_answer(r) == 0);
+}
+
+/* The server closed its end for an impossible record: -EBADMSG, said in
+ * fdn_errmsg(), counted once as a bad record and not as a bad ring. */
+static void check_closed_bad_record(const struct endpoint *server,
+                                    const struct fdn__shm_stats *before)
+{
+    RUN_UNTIL(server->closed_calls == 1);
+    CHECK_EQ(server->closed_err, -EBADMSG);
+    CHECK(strstr(fdn_errmsg(), "impossible record") != NULL);
+    struct fdn__shm_stats after;
+    fdn__shm_stats_get(&after);
+    CHECK_EQ(after.bad_records, before->bad_records + 1);
+    CHECK_EQ(after.bad_rings, before->bad_rings);
+}
+
 static void test_bad_setups_refused(void)
 {
     setup();
@@ -592,10 +616,8 @@ static void test_corrupt_ring_closes(void)
         struct fdn__shm_stats before, after;
         fdn__shm_stats_get(&before);
         struct raw_peer r;
-        raw_connect(&r, addr, RAW_OK);
         struct endpoint server = {.check_rx = kind == 0};
-        take_accepted(&a, &server);
-        RUN_UNTIL(r.peer_efd >= 0 || raw_answer(&r) == 0);
+        raw_accept(&a, addr, &r, &server);
         struct fdn__shm_ctl *in = fdn__shm_ctl(r.seg, 0), *out = fdn__shm_ctl(r.seg, 1);
         if (kind == 0) {
             /* First some honest bytes, which arrive. */
@@ -746,10 +768,8 @@ static void test_corrupt_records_close(void)
         struct fdn__shm_stats before, after;
         fdn__shm_stats_get(&before);
         struct raw_peer r;
-        raw_connect(&r, addr, RAW_OK);
         struct endpoint server = {.keep_refs = kind != 6};
-        take_accepted(&a, &server);
-        RUN_UNTIL(r.peer_efd >= 0 || raw_answer(&r) == 0);
+        raw_accept(&a, addr, &r, &server);
         if (kind == 0) {
             raw_word(&r, 0, fdn__shm_rec_word(9, 0));
         } else if (kind == 1 || kind == 2) {
@@ -812,12 +832,7 @@ static void test_corrupt_records_close(void)
             RUN_UNTIL((fdn__shm_stats_get(&after), after.loans_out == 0));
             raw_word(&r, 8, fdn__shm_rec_word(FDN__SHM_REC_RELEASE, (uint32_t)(w0 >> 32)));
         }
-        RUN_UNTIL(server.closed_calls == 1);
-        CHECK_EQ(server.closed_err, -EBADMSG);
-        CHECK(strstr(fdn_errmsg(), "impossible record") != NULL);
-        fdn__shm_stats_get(&after);
-        CHECK_EQ(after.bad_records, before.bad_records + 1);
-        CHECK_EQ(after.bad_rings, before.bad_rings);
+        check_closed_bad_record(&server, &before);
         for (int i = 0; i < server.num_kept; i++) /* still readable after the close */
             check_pattern(0, fdn_msg_data(server.kept[i]), fdn_msg_len(server.kept[i]));
         for (int i = 0; i < server.num_kept; i++)
@@ -846,10 +861,8 @@ static void test_corrupt_box_closes(void)
         struct fdn__shm_stats before, after;
         fdn__shm_stats_get(&before);
         struct raw_peer r;
-        raw_connect(&r, addr, RAW_OK);
         struct endpoint server = {.check_rx = true};
-        take_accepted(&a, &server);
-        RUN_UNTIL(r.peer_efd >= 0 || raw_answer(&r) == 0);
+        raw_accept(&a, addr, &r, &server);
         struct fdn__shm_ctl *in = fdn__shm_ctl(r.seg, 0), *out = fdn__shm_ctl(r.seg, 1);
         if (kind == 0) {
             raw_box(&r, 1, 40, 0, 0, 0);
@@ -875,12 +888,8 @@ static void test_corrupt_box_closes(void)
             atomic_store(&out->box_taken, 9);
             send_bytes(&server, 20);
         }
-        RUN_UNTIL(server.closed_calls == 1);
-        CHECK_EQ(server.closed_err, -EBADMSG);
-        CHECK(strstr(fdn_errmsg(), "impossible record") != NULL);
+        check_closed_bad_record(&server, &before);
         fdn__shm_stats_get(&after);
-        CHECK_EQ(after.bad_records, before.bad_records + 1);
-        CHECK_EQ(after.bad_rings, before.bad_rings);
         CHECK_EQ(after.boxes_received - before.boxes_received, kind == 0);
         raw_close(&r);
     }
