@@ -2,9 +2,9 @@
  * ends of most connections; other processes play the peers that must be
  * survived: a child that streams and is killed with SIGKILL, and a hostile
  * peer written by hand here (set-up messages over the socket, then raw
- * writes into the segment) whose corrupt set-ups and ring positions must
- * close its connection, counted, and nothing else. Two nodes then talk over
- * shm:// across every default channel.
+ * writes into the segment) whose corrupt set-ups, ring positions, records
+ * and box messages must close its connection, counted, and nothing else.
+ * Two nodes then talk over shm:// across every default channel.
  *
  * Streams are windows onto one random pattern, so every received byte is
  * checked at its stream offset. No timing thresholds: every wait is for an
