@@ -200,9 +200,8 @@ int fdnb_shm_recv(fdnb_shm_pair *p, int end, void *buf, uint32_t cap)
     if (rc <= 0)
         return rc;
     if (rc == FDN__SHM_NEXT_BOX) {
-        if (box.len > cap || fdn__shm_tx_box_acked(&p->end[end].tx, box.taken) < 0)
+        if (box.len > cap || fdn__shm_rx_box_take(r, &p->end[end].tx, &box, buf) < 0)
             return -EBADMSG;
-        fdn__shm_rx_box_take(r, buf, box.len);
         return (int)box.len;
     }
     if (rec.type != FDN__SHM_REC_BYTES || rec.len > cap)

@@ -812,18 +812,17 @@ static void collect_returned(struct shm_conn *c)
     }
 }
 
-/* A box message: its acknowledgement of our box checked, its bytes copied
- * out (the peer may write the box again once it is taken), then handed to
- * core. */
+/* A box message: taken (its acknowledgement of our box checked, its bytes
+ * copied out: the peer may write the box again once it is taken), then
+ * handed to core. */
 static int take_box(struct shm_conn *c, const struct fdn__shm_box_msg *b, uint64_t *budget)
 {
-    if (fdn__shm_tx_box_acked(&c->tx, b->taken) < 0) {
+    uint8_t bytes[FDN__SHM_BOX_BYTES];
+    if (fdn__shm_rx_box_take(&c->rx, &c->tx, b, bytes) < 0) {
         record_corrupt(c, "a box message acknowledges our box message %u; we wrote %u",
                        b->taken, c->tx.box_sent);
         return -EBADMSG;
     }
-    uint8_t bytes[FDN__SHM_BOX_BYTES];
-    fdn__shm_rx_box_take(&c->rx, bytes, b->len);
     *budget -= *budget < b->len ? *budget : b->len;
     stat_add(&stats.boxes_received, 1);
     return c->ev->on_recv(c->ctx, bytes, b->len);

@@ -271,7 +271,7 @@ struct fdn__shm_tx {
     uint64_t tail;            /* bytes written (published or not) */
     uint64_t known_head;
     struct fdn__shm_box *box;
-    uint32_t box_taken;       /* ... and the last the consumer was seen to take */
+    uint32_t box_taken;       /* the last box message the consumer was seen to take */
 };
 
 static inline void fdn__shm_tx_init(struct fdn__shm_tx *t, void *seg, uint32_t size, int dir)
@@ -444,15 +444,6 @@ static inline int fdn__shm_rx_next(const struct fdn__shm_rx *r, struct fdn__shm_
     return FDN__SHM_NEXT_BOX;
 }
 
-/* Copies the box's message (len as checked by fdn__shm_rx_next) to dst and
- * marks it taken: from here the producer may write the box again. */
-static inline void fdn__shm_rx_box_take(struct fdn__shm_rx *r, void *dst, uint32_t len)
-{
-    memcpy(dst, r->box->bytes, len);
-    r->box_taken++;
-    atomic_store_explicit(&r->ctl->box_taken, r->box_taken, memory_order_release);
-}
-
 /* Takes the consumer's word that it has taken our box's messages up to
  * seq taken: an acknowledgement of a message not yet written is refused
  * (-EBADMSG); an older one than already known changes nothing. */
@@ -462,6 +453,22 @@ static inline int fdn__shm_tx_box_acked(struct fdn__shm_tx *t, uint32_t taken)
         return -EBADMSG;
     if ((int32_t)(taken - t->box_taken) > 0)
         t->box_taken = taken;
+    return 0;
+}
+
+/* Takes the box message b (as fdn__shm_rx_next read it): first its
+ * acknowledgement of our own box t, refused (-EBADMSG, nothing taken) when
+ * it names a message never written; then its bytes, copied to dst, and
+ * the message marked taken: from here the producer may write the box
+ * again. */
+static inline int fdn__shm_rx_box_take(struct fdn__shm_rx *r, struct fdn__shm_tx *t,
+                                       const struct fdn__shm_box_msg *b, void *dst)
+{
+    if (fdn__shm_tx_box_acked(t, b->taken) < 0)
+        return -EBADMSG;
+    memcpy(dst, r->box->bytes, b->len);
+    r->box_taken++;
+    atomic_store_explicit(&r->ctl->box_taken, r->box_taken, memory_order_release);
     return 0;
 }
 

@@ -145,12 +145,11 @@ static void receive(struct model *m, struct end *e, struct end *from)
         }
         if (rc == FDN__SHM_NEXT_BOX) {
             FUZZ_CHECK(box.len > 0 && box.len <= FDN__SHM_BOX_BYTES);
-            if (fdn__shm_tx_box_acked(&e->tx, box.taken) < 0) {
+            uint8_t bytes[FDN__SHM_BOX_BYTES];
+            if (fdn__shm_rx_box_take(&e->rx, &e->tx, &box, bytes) < 0) {
                 refused(m, e);
                 return;
             }
-            uint8_t bytes[FDN__SHM_BOX_BYTES];
-            fdn__shm_rx_box_take(&e->rx, bytes, box.len);
             take_stream(m, e, from, bytes, box.len);
             budget -= budget < box.len ? budget : box.len;
             continue;

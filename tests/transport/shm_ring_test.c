@@ -93,9 +93,8 @@ static void receive_some(struct end *e)
         if (rc == 0)
             return;
         if (rc == FDN__SHM_NEXT_BOX) {
-            CHECK_OK(fdn__shm_tx_box_acked(&e->tx, box.taken));
             uint8_t buf[FDN__SHM_BOX_BYTES];
-            fdn__shm_rx_box_take(&e->rx, buf, box.len);
+            CHECK_OK(fdn__shm_rx_box_take(&e->rx, &e->tx, &box, buf));
             check_bytes(e, buf, box.len);
             e->boxes_received++;
         } else {
