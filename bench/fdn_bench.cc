@@ -417,7 +417,8 @@ void shm_pingpong(benchmark::State &state, bool use_box)
     run_pingpong(
         state, seat.other_cpu(),
         [&pair, &failed](const std::atomic<bool> &stop) { shm_pong(pair.get(), failed, stop); },
-        [&]() { return shm_ping(pair.get(), failed, buf, len); }, "malformed record in the ring");
+        [&]() { return shm_ping(pair.get(), failed, buf, len); },
+        "malformed record or box message");
 }
 
 void BM_shm_ring_pingpong(benchmark::State &state)

@@ -731,15 +731,10 @@ static void test_box_keeps_order(void)
             resume(&server);
             run_passes(1);
         }
-        while (client.sends_queued - client.sends_reported > 64) {
-            resume(&server);
-            run_passes(1);
-        }
+        RUN_UNTIL_RESUMING(&server, client.sends_queued - client.sends_reported <= 64);
     }
-    while (client.rx_bytes < client.tx_bytes) {
-        resume(&server);
-        run_passes(1);
-    }
+    RUN_UNTIL_RESUMING(&server, client.rx_bytes >= client.tx_bytes);
+    CHECK_EQ(client.rx_bytes, client.tx_bytes);
     CHECK_EQ(server.rx_bytes, client.tx_bytes);
     fdn__shm_stats_get(&st);
     CHECK(st.boxes_sent - st0.boxes_sent > 100);       /* both ways */
