@@ -1,7 +1,7 @@
 /* One peer: its lanes (connections), and on each the handshake, frame
  * decoding, reassembly and delivery on the way in; frame scheduling,
- * batching and flow control on the way out; requests and their timeouts;
- * and an orderly end.
+ * batching and flow control on the way out; and an orderly end. Requests
+ * and their timeouts are in core/peer_request.c.
  *
  * Head-of-line freedom lives here and in the scheduler:
  *  1. per-channel send queues, picked by priority then weighted round robin,
@@ -486,22 +486,6 @@ void fdn__peer_fail(fdn_peer *p, int reason, enum fdn__close_reason wire_reason)
     peer_fail_at(p, NULL, reason, wire_reason);
 }
 
-static void fail_pending_requests(fdn_peer *p)
-{
-    fdn_worker *w = p->node->worker;
-    for (int b = 0; b < FDN__PENDING_BUCKETS; b++) {
-        struct fdn__pending_request *r;
-        while ((r = p->pending[b])) {
-            p->pending[b] = r->next;
-            fdn_timer_cancel(w, &r->timer);
-            fdn__worker_cancel_task(w, &r->timer.task);
-            r->fn(p, -ENOTCONN, NULL, r->arg);
-            free(r);
-        }
-    }
-    p->pending_count = 0;
-}
-
 static void free_rx_queues(fdn_peer *p)
 {
     for (int c = 0; c < FDN_MAX_CHANNELS; c++) {
@@ -548,7 +532,7 @@ static void tell_down(fdn_peer *p)
     if (p->down_told)
         return;
     p->down_told = true;
-    fail_pending_requests(p);
+    fdn__peer_fail_requests(p);
     free_rx_queues(p);
     count_undelivered(p);
     if (p->announced_up || p->outbound) {
@@ -688,8 +672,6 @@ static void grant_credit(fdn_peer *p, uint16_t channel)
     }
 }
 
-static void complete_request(fdn_peer *p, uint16_t channel, uint64_t seq, fdn_msg *resp);
-
 /* Hands one message to the application, and counts it delivered: a
  * response to its request callback, a request to the request handler,
  * anything else to the message handler. */
@@ -699,7 +681,7 @@ static void deliver_one(fdn_peer *p, uint16_t channel, fdn_msg *m,
     struct fdn__channel *ch = &p->node->channels[channel];
     p->rx[channel].delivered++;
     if (what->kind == FDN__FRAME_RESPONSE) {
-        complete_request(p, channel, what->id, m);
+        fdn__peer_complete_request(p, channel, what->id, m);
     } else if (what->kind == FDN__FRAME_REQUEST && ch->on_request) {
         ch->on_request(p, channel, what->id, m, ch->on_request_arg);
     } else if (what->kind == 0 && ch->on_message) {
@@ -2846,112 +2828,6 @@ int fdn__peer_create(fdn_node *n, bool outbound, fdn_peer **out)
     n->peers = p;
     *out = p;
     return 0;
-}
-
-/* ---- Requests ------------------------------------------------------------ */
-
-/* Pending requests are found by what a response names (channel and the
- * request's sequence number) and, for fdn_request_cancel, by the
- * application's handle. */
-static struct fdn__pending_request **pending_bucket(fdn_peer *p, uint16_t channel, uint64_t seq)
-{
-    return &p->pending[(seq * FDN_MAX_CHANNELS + channel) % FDN__PENDING_BUCKETS];
-}
-
-static void unlink_pending(fdn_peer *p, struct fdn__pending_request *r)
-{
-    struct fdn__pending_request **slot = pending_bucket(p, r->channel, r->seq);
-    while (*slot != r)
-        slot = &(*slot)->next;
-    *slot = r->next;
-    p->pending_count--;
-    fdn_timer_cancel(p->node->worker, &r->timer);
-    fdn__worker_cancel_task(p->node->worker, &r->timer.task);
-}
-
-static struct fdn__pending_request *take_pending(fdn_peer *p, uint16_t channel, uint64_t seq)
-{
-    struct fdn__pending_request *r = *pending_bucket(p, channel, seq);
-    while (r && (r->channel != channel || r->seq != seq))
-        r = r->next;
-    if (r)
-        unlink_pending(p, r);
-    return r;
-}
-
-static void complete_request(fdn_peer *p, uint16_t channel, uint64_t seq, fdn_msg *resp)
-{
-    struct fdn__pending_request *r = take_pending(p, channel, seq);
-    if (!r) { /* cancelled or timed out: nobody waits for it */
-        p->rx[channel].drops++;
-        fdn_msg_free(resp);
-        return;
-    }
-    fdn_histogram_record(&p->rx[r->channel].rtt, fdn_now_ns() - r->start_ns);
-    r->fn(p, 0, resp, r->arg);
-    free(r);
-}
-
-static int request_timeout(fdn_worker *w, fdn_task *t)
-{
-    (void)w;
-    struct fdn__pending_request *r = t->arg;
-    fdn_peer *p = r->peer;
-    unlink_pending(p, r);
-    r->fn(p, -ETIMEDOUT, NULL, r->arg);
-    free(r);
-    return FDN_TASK_DONE;
-}
-
-int fdn_request(fdn_peer *p, int channel, fdn_msg *req, uint64_t timeout_ns, fdn_response_fn fn,
-                void *arg, uint64_t *id_out)
-{
-    if (!fn)
-        return FDN_ERR(-EINVAL, "fdn_request needs a callback");
-    struct fdn__pending_request *r = calloc(1, sizeof *r);
-    if (!r)
-        return -ENOMEM;
-    uint64_t seq;
-    int rc = fdn__peer_send(p, channel, req, FDN__FRAME_REQUEST, 0, &seq);
-    if (rc < 0) {
-        free(r);
-        return rc;
-    }
-    *r = (struct fdn__pending_request){
-        .id = ++p->node->next_request_id, .seq = seq, .channel = (uint16_t)channel,
-        .start_ns = fdn_now_ns(), .fn = fn, .arg = arg, .peer = p,
-    };
-    fdn_timer_init(&r->timer, request_timeout, r, FDN_PRIO_HIGHEST);
-    if (timeout_ns)
-        fdn_timer_arm(p->node->worker, &r->timer, timeout_ns);
-    struct fdn__pending_request **slot = pending_bucket(p, r->channel, seq);
-    r->next = *slot;
-    *slot = r;
-    p->pending_count++;
-    if (id_out)
-        *id_out = r->id;
-    return 0;
-}
-
-/* A scan: cancelling is rare, and the handle is not what responses name. */
-int fdn_request_cancel(fdn_peer *p, uint64_t id)
-{
-    for (int b = 0; b < FDN__PENDING_BUCKETS; b++) {
-        for (struct fdn__pending_request *r = p->pending[b]; r; r = r->next) {
-            if (r->id != id)
-                continue;
-            unlink_pending(p, r);
-            r->fn(p, -ECANCELED, NULL, r->arg);
-            free(r);
-            return 0;
-        }
-    }
-    return -ENOENT;
-}
-
-int fdn_respond(fdn_peer *p, int channel, uint64_t request_id, fdn_msg *resp)
-{
-    return fdn__peer_send(p, channel, resp, FDN__FRAME_RESPONSE, request_id, NULL);
 }
 
 /* ---- Sending (public) ---------------------------------------------------- */
