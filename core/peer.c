@@ -38,7 +38,7 @@
 #include "base/compiler.h"
 #include "base/error.h"
 #include "base/log.h"
-#include "core/node_internal.h"
+#include "core/peer_internal.h"
 #include "core/pool.h"
 #include "core/worker_internal.h"
 
@@ -49,7 +49,6 @@ static void peer_suspend(fdn_peer *p);
 static void notify_writable(fdn_peer *p);
 static const struct fdn__tp_conn_events lane_conn_events;
 static void lane_free(struct fdn__lane *l);
-static void close_transport(struct fdn__lane *l);
 static int fault_lane_create(struct fdn__lane *l);
 static void fault_lane_free(struct fdn__lane *l);
 static void fault_release_held(struct fdn__lane *l);
@@ -58,8 +57,6 @@ static int fault_rx_hold(struct fdn__lane *l, const struct fdn__frame_hdr *h,
                          const uint8_t *payload, uint64_t ns);
 static int fault_rx_keep(struct fdn__lane_faults *f, const uint8_t *data, size_t len);
 static bool fault_rx_holding(const struct fdn__lane *l);
-
-static bool closing(const fdn_peer *p) { return p->state == FDN__PEER_CLOSING; }
 
 static bool reliable(const fdn_peer *p, unsigned channel)
 {
@@ -110,6 +107,13 @@ static int queue_simple(struct fdn__lane *l, uint8_t type, uint16_t channel, uin
     return queue_ctrl(l, &h, NULL);
 }
 
+int fdn__lane_send_ctrl(struct fdn__lane *l, uint8_t type, uint16_t channel, uint64_t word)
+{
+    int rc = queue_simple(l, type, channel, word);
+    pump(l);
+    return rc;
+}
+
 /* Moves every message the handshake has for the peer into the control queue. */
 static void queue_handshake_output(struct fdn__lane *l)
 {
@@ -129,7 +133,6 @@ static void queue_handshake_output(struct fdn__lane *l)
 /* ---- Lanes --------------------------------------------------------------- */
 
 static int lane_timer(fdn_worker *w, fdn_task *t);
-static int heartbeat_fired(fdn_worker *w, fdn_task *t);
 static int rx_resume_task(fdn_worker *w, fdn_task *t);
 static int tx_resume_task(fdn_worker *w, fdn_task *t);
 
@@ -153,7 +156,7 @@ static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
     l->index = (uint8_t)index;
     l->max_inflight_bytes = n->max_inflight_bytes;
     fdn_timer_init(&l->timer, lane_timer, l, FDN_PRIO_HIGHEST);
-    fdn_timer_init(&l->heartbeat, heartbeat_fired, l, FDN_PRIO_HIGHEST);
+    fdn__lane_liveness_init(l);
     fdn_task_init(&l->rx_resume, rx_resume_task, l, FDN_PRIO_DEFAULT);
     fdn_task_init(&l->tx_resume, tx_resume_task, l, FDN_PRIO_DEFAULT);
     if (n->faults) {
@@ -264,7 +267,7 @@ static void end_rx_turn_if_due(struct fdn__lane *l, size_t len)
     fdn_worker_schedule(l->peer->node->worker, &l->rx_resume);
 }
 
-static void close_transport(struct fdn__lane *l)
+void fdn__lane_close_transport(struct fdn__lane *l)
 {
     if (l->conn && !l->close_sent) {
         l->close_sent = true;
@@ -297,7 +300,7 @@ static void lane_detach(fdn_peer *p, struct fdn__lane *l)
     l->dying = true;
     l->next_dying = p->dying;
     p->dying = l;
-    close_transport(l);
+    fdn__lane_close_transport(l);
     if (l->closed && !p->reap.queued)
         fdn_worker_schedule(w, &p->reap);
 }
@@ -352,12 +355,8 @@ static void note_peer_addr(fdn_peer *p, struct fdn__tp_conn *conn)
 
 /* ---- Failure and teardown ------------------------------------------------ */
 
-/* Says why lane l of p (NULL: the whole session) ended: the one line every
- * end gets (fdn__node_log_end). */
-static void say_end(const fdn_peer *p, const struct fdn__lane *l, int level, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void say_end(const fdn_peer *p, const struct fdn__lane *l, int level, const char *fmt, ...)
+void fdn__peer_say_end(const fdn_peer *p, const struct fdn__lane *l, int level, const char *fmt,
+                       ...)
 {
     if (!fdn__log_enabled(level))
         return;
@@ -435,7 +434,7 @@ static void count_failure(fdn_peer *p, int reason)
 static void peer_fail_at(fdn_peer *p, const struct fdn__lane *at, int reason,
                          enum fdn__close_reason wire_reason)
 {
-    if (closing(p))
+    if (fdn__peer_closing(p))
         return;
     fdn_node *n = p->node;
     if (reason < 0) {
@@ -445,11 +444,11 @@ static void peer_fail_at(fdn_peer *p, const struct fdn__lane *at, int reason,
         const char *words = fail_words(p, reason, wire_reason);
         const char *detail = fdn__errmsg_detail();
         if (strncmp(detail, words, strlen(words)) == 0)
-            say_end(p, at, FDN_LOG_WARN, "%s", detail);
+            fdn__peer_say_end(p, at, FDN_LOG_WARN, "%s", detail);
         else
-            say_end(p, at, FDN_LOG_WARN, "%s: %s", words, detail);
+            fdn__peer_say_end(p, at, FDN_LOG_WARN, "%s: %s", words, detail);
     } else {
-        say_end(p, at, FDN_LOG_INFO, "%s", fail_words(p, reason, wire_reason));
+        fdn__peer_say_end(p, at, FDN_LOG_INFO, "%s", fail_words(p, reason, wire_reason));
     }
     p->state = FDN__PEER_CLOSING;
     p->down_reason = reason;
@@ -475,7 +474,7 @@ static void peer_fail_at(fdn_peer *p, const struct fdn__lane *at, int reason,
             pump(l);
         }
         if (l->inflight_bytes == 0)
-            close_transport(l);
+            fdn__lane_close_transport(l);
         else
             fdn_timer_arm(n->worker, &l->timer, CLOSE_FLUSH_NS);
     }
@@ -725,7 +724,7 @@ static int deliver_task(fdn_worker *w, fdn_task *t)
         struct fdn__rx_stash what;
         memcpy(&what, fdn__msg_scratch(m), sizeof what);  /* stashed by rx_message */
         deliver_one(p, rx->channel, m, &what);
-        if (closing(p))
+        if (fdn__peer_closing(p))
             return FDN_TASK_DONE;
         /* Credit and the time slice are looked at every few messages, or
          * after any large one: per message, they cost a small message's
@@ -752,8 +751,8 @@ static int deliver_task(fdn_worker *w, fdn_task *t)
  * small message's receive path, docs/PERFORMANCE.md, session 8). */
 static bool deliver_now(const fdn_peer *p, const struct fdn__rx_channel *rx)
 {
-    return rx->deliver.prio == FDN_PRIO_HIGHEST && !rx->head && !rx->paused && !closing(p) &&
-           fdn__worker_class_free(p->node->worker, FDN_PRIO_HIGHEST);
+    return rx->deliver.prio == FDN_PRIO_HIGHEST && !rx->head && !rx->paused &&
+           !fdn__peer_closing(p) && fdn__worker_class_free(p->node->worker, FDN_PRIO_HIGHEST);
 }
 
 /* A message is complete. Its kind and id (request, response or plain
@@ -782,7 +781,7 @@ static void rx_message(fdn_peer *p, uint16_t channel, fdn_msg *m)
         uint64_t bytes = fdn_msg_total_len(m);
         struct fdn__rx_stash what = rx->in_progress;
         deliver_one(p, channel, m, &what);
-        if (!closing(p))
+        if (!fdn__peer_closing(p))
             settle_credit(p, rx, bytes);
         return;
     }
@@ -1063,7 +1062,7 @@ static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
         return fault_rx_keep(l->faults, data, len);
     /* A lane being dropped reads nothing more: its session goes on, or
      * ends, without what it still had in flight. */
-    while (!closing(l->peer) && !l->dying) {
+    while (!fdn__peer_closing(l->peer) && !l->dying) {
         if (!l->rx_in_payload) {
             if (len == 0)
                 break;
@@ -1148,7 +1147,7 @@ static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
  * payload are taken like any bytes. Takes m's reference. */
 static int on_recv_ref(struct fdn__lane *l, fdn_msg *m)
 {
-    if (closing(l->peer) || l->dying) {
+    if (fdn__peer_closing(l->peer) || l->dying) {
         fdn_msg_free(m);
         return 0;
     }
@@ -1385,7 +1384,7 @@ static void fault_reset(struct fdn__lane *l)
 {
     l->faults->reset = true;
     snprintf(l->end_why, sizeof l->end_why, "reset by the fault layer");
-    close_transport(l);
+    fdn__lane_close_transport(l);
 }
 
 static int fault_rx_release_fired(fdn_worker *w, fdn_task *t);
@@ -1394,7 +1393,7 @@ static int fault_loss_fired(fdn_worker *w, fdn_task *t)
 {
     (void)w;
     struct fdn__lane *l = t->arg;
-    if (!l->dying && !closing(l->peer))
+    if (!l->dying && !fdn__peer_closing(l->peer))
         fault_reset(l);
     return FDN_TASK_DONE;
 }
@@ -1664,7 +1663,7 @@ static int fault_rx_release_fired(fdn_worker *w, fdn_task *t)
     (void)w;
     struct fdn__lane *l = t->arg;
     struct fdn__lane_faults *f = l->faults;
-    if (!f->rx_holding || l->dying || closing(l->peer))
+    if (!f->rx_holding || l->dying || fdn__peer_closing(l->peer))
         return FDN_TASK_DONE;
     f->rx_holding = false;
     int rc = on_data(l->peer, &f->rx_held, f->rx_held_payload);
@@ -1851,7 +1850,7 @@ static void pump(struct fdn__lane *l)
     }
     end_tx_turn_if_due(l, start);
     if (fdn__unlikely(l->faults) && l->faults->reset)
-        close_transport(l);   /* after what was batched before the RESET */
+        fdn__lane_close_transport(l);   /* after what was batched before the RESET */
 }
 
 /* ---- Sending at once ------------------------------------------------------ *
@@ -1923,111 +1922,14 @@ static void on_sent(void *ctx, struct fdn__tp_send *send, int err)
     b->num_frames = 0;
     if (l->dying)
         return;
-    if (closing(p)) {
+    if (fdn__peer_closing(p)) {
         pump(l);   /* a CLOSE may still wait for a batch */
         if (l->inflight_bytes == 0)
-            close_transport(l);
+            fdn__lane_close_transport(l);
         return;
     }
     notify_writable(p);
     pump(l);
-}
-
-/* ---- Liveness ------------------------------------------------------------ */
-
-/* Every lane that is up checks, every keepalive_ns / 2, whether it has
- * received anything since its last check. bytes_received, which receiving
- * counts anyway, is the stamp: the data path pays nothing more, and no
- * timer is armed per frame. A lane that has received nothing for
- * keepalive_ns sends a PING (the peer answers PONG on the same lane; any
- * byte counts). So does a lane that has sent nothing for that long: a lane
- * that only streams one way receives nothing but PONGs, and its own PING
- * may wait behind a megabyte in flight on a slow link, so the receiving
- * end's PINGs are what keep it alive. A lane that has received nothing for
- * idle_timeout_ns is dead, as a silent partition leaves it: it says CLOSE
- * "idle timeout" (best effort: the path may be gone) and closes its
- * transport, and on_closed resumes the session as after any lost
- * connection. Each end checks on its own; a CLOSE "idle timeout" received
- * is a loss to resume from too, not a goodbye.
- *
- * A check that runs over keepalive_ns late finds the worker was not running
- * (stopped, descheduled, a long task): the silence it measured was its own,
- * not the peer's. Whatever arrived meanwhile is read in the same pass before
- * the check runs (a pass reaps completions before it runs tasks), and more
- * may be on its way; so the lane's clock restarts and it pings at once,
- * rather than close a connection that may well be fine. A worker stalled for
- * longer than the peer's idle_timeout_ns finds its connections closed by the
- * peer when it wakes, and resumes. */
-
-static int heartbeat_fired(fdn_worker *w, fdn_task *t);
-
-static void heartbeat_start(struct fdn__lane *l)
-{
-    fdn_node *n = l->peer->node;
-    uint64_t now = fdn_now_ns();
-    l->hb_seen_bytes = l->bytes_received;
-    l->hb_quiet_since = now;
-    l->hb_seen_sent = l->bytes_sent;
-    l->hb_mute_since = now;
-    l->hb_last_check = now;
-    l->hb_last_ping = now;
-    fdn_timer_arm(n->worker, &l->heartbeat, n->keepalive_ns / 2);
-}
-
-static void send_ping(struct fdn__lane *l, uint64_t now)
-{
-    if (queue_simple(l, FDN__FRAME_PING, 0, l->pings_sent + 1) < 0)
-        return;   /* the control queue is full: the next check pings */
-    l->hb_last_ping = now;
-    l->pings_sent++;
-    l->peer->node->stats.pings_sent++;
-    pump(l);
-}
-
-/* Closes a lane nothing came from for quiet_ns; on_closed says so. */
-static void idle_timeout(struct fdn__lane *l, uint64_t quiet_ns)
-{
-    l->peer->node->stats.idle_timeouts++;
-    snprintf(l->end_why, sizeof l->end_why, "idle timeout: nothing received for %" PRIu64 " ms",
-             quiet_ns / 1000000);
-    queue_simple(l, FDN__FRAME_CLOSE, 0, FDN__CLOSE_IDLE_TIMEOUT);
-    pump(l);
-    close_transport(l);
-}
-
-static int heartbeat_fired(fdn_worker *w, fdn_task *t)
-{
-    struct fdn__lane *l = t->arg;
-    fdn_node *n = l->peer->node;
-    if (!l->up || l->dying || l->close_sent || closing(l->peer))
-        return FDN_TASK_DONE;
-    uint64_t now = fdn_now_ns();
-    if (now - l->hb_last_check > n->keepalive_ns) {
-        n->stats.heartbeat_stalls++;
-        say_end(l->peer, l, FDN_LOG_DEBUG, "liveness check %" PRIu64 " ms late (the worker did "
-                "not run): the lane's clock restarts", (now - l->hb_last_check) / 1000000);
-        l->hb_seen_bytes = l->bytes_received;
-        l->hb_quiet_since = now;
-        send_ping(l, now);
-    } else if (l->bytes_received != l->hb_seen_bytes) {
-        l->hb_seen_bytes = l->bytes_received;
-        l->hb_quiet_since = now;
-    }
-    if (l->bytes_sent != l->hb_seen_sent) {
-        l->hb_seen_sent = l->bytes_sent;
-        l->hb_mute_since = now;
-    }
-    l->hb_last_check = now;
-    uint64_t quiet = now - l->hb_quiet_since;
-    if (quiet >= n->idle_timeout_ns) {
-        idle_timeout(l, quiet);
-        return FDN_TASK_DONE;
-    }
-    if ((quiet >= n->keepalive_ns || now - l->hb_mute_since >= n->keepalive_ns) &&
-        now - l->hb_last_ping >= n->keepalive_ns)
-        send_ping(l, now);
-    fdn_timer_arm(w, &l->heartbeat, n->keepalive_ns / 2);
-    return FDN_TASK_DONE;
 }
 
 /* The lane's handshake is done and its channels are known: it carries
@@ -2036,7 +1938,7 @@ static void lane_set_up(fdn_peer *p, struct fdn__lane *l)
 {
     l->up = true;
     lane_configure(p, l);
-    heartbeat_start(l);
+    fdn__lane_liveness_start(l);
 }
 
 /* ---- Handshake ----------------------------------------------------------- */
@@ -2051,13 +1953,13 @@ static int lane_timer(fdn_worker *w, fdn_task *t)
     struct fdn__lane *l = t->arg;
     fdn_peer *p = l->peer;
     uint64_t ms = p->node->handshake_timeout_ns / 1000000;
-    if (closing(p)) {
-        close_transport(l);
+    if (fdn__peer_closing(p)) {
+        fdn__lane_close_transport(l);
     } else if (p->announced_up) {
         p->node->stats.handshake_timeouts++;
         snprintf(l->end_why, sizeof l->end_why, "handshake timeout: none within %" PRIu64 " ms",
                  ms);
-        close_transport(l);
+        fdn__lane_close_transport(l);
     } else {
         peer_fail_at(p, l, FDN_ERR(-ETIMEDOUT, "none within %" PRIu64 " ms", ms),
                      FDN__CLOSE_HANDSHAKE_FAILED);
@@ -2159,7 +2061,7 @@ static int open_session(fdn_peer *p, const struct fdn__handshake_result *res)
     n->stats.peers_up++;
     if (n->events.peer_up)
         n->events.peer_up(p, n->events.arg);
-    if (closing(p) || !p->outbound)
+    if (fdn__peer_closing(p) || !p->outbound)
         return 0;
     return dial_other_lanes(p);
 }
@@ -2434,7 +2336,7 @@ static int reap_task(fdn_worker *w, fdn_task *t)
     }
     if (p->dying)
         return FDN_TASK_DONE;
-    if (closing(p)) {
+    if (fdn__peer_closing(p)) {
         if (all_lanes_closed(p) && !p->finish.queued)
             fdn_worker_schedule(w, &p->finish);
     } else if (p->resume_have) {
@@ -2486,7 +2388,7 @@ static int resume_inbound(struct fdn__lane *l, const struct fdn__handshake_resul
         return rc;
     if (q->state == FDN__PEER_UP) {
         /* The peer found our connections dead before we did. */
-        say_end(q, NULL, FDN_LOG_WARN,
+        fdn__peer_say_end(q, NULL, FDN_LOG_WARN,
                 "connections lost: the peer resumed the session on a new connection");
         peer_suspend(q);
     }
@@ -2508,7 +2410,7 @@ static void end_session_now(fdn_peer *q, int reason)
 static void end_old_incarnations(fdn_peer *p, const struct fdn__handshake_result *res)
 {
     for (fdn_peer *q = p->node->peers; q; q = q->next) {
-        if (q == p || q->outbound || !q->announced_up || closing(q) ||
+        if (q == p || q->outbound || !q->announced_up || fdn__peer_closing(q) ||
             q->peer_incarnation == res->peer_incarnation ||
             memcmp(q->peer_node_id, res->peer_node_id, sizeof q->peer_node_id) != 0)
             continue;
@@ -2553,11 +2455,11 @@ static int on_handshake_done(struct fdn__lane *l)
  * the next choice is dialled. Returns false when there is none to try. */
 static bool dial_next_choice(fdn_peer *p, struct fdn__lane *l, int err)
 {
-    if (closing(p) || l->index != 0 || p->lanes[0] != l ||
+    if (fdn__peer_closing(p) || l->index != 0 || p->lanes[0] != l ||
         p->dial_at + 1u >= p->num_dial_choices)
         return false;
-    say_end(p, l, FDN_LOG_DEBUG, "connect failed: %s; dialling %s instead", fdn_strerror(err),
-            p->dial_choices[p->dial_at + 1u]);
+    fdn__peer_say_end(p, l, FDN_LOG_DEBUG, "connect failed: %s; dialling %s instead",
+                      fdn_strerror(err), p->dial_choices[p->dial_at + 1u]);
     lane_detach(p, l);
     int rc = dial_choice(p, p->dial_at + 1u);
     if (rc < 0 && p->state == FDN__PEER_RESUMING)
@@ -2628,8 +2530,9 @@ static void on_recv_result(struct fdn__lane *l, int rc)
     if (rc == -EILSEQ && resumable(l->peer) && l->peer->state == FDN__PEER_UP) {
         /* A frame lost or repeated below us: drop the connections and
          * resume, which sends again exactly what is missing. */
-        say_end(l->peer, l, FDN_LOG_WARN, "sequence error: %s; session interrupted, resuming",
-                fdn__errmsg_detail());
+        fdn__peer_say_end(l->peer, l, FDN_LOG_WARN,
+                          "sequence error: %s; session interrupted, resuming",
+                          fdn__errmsg_detail());
         peer_suspend(l->peer);
     } else if (rc < 0) {
         enum fdn__close_reason why = rc == -EACCES || rc == -EPERM || rc == -EPROTONOSUPPORT
@@ -2652,14 +2555,15 @@ static void say_closed_under_us(const fdn_peer *p, const struct fdn__lane *l, in
     char why[160];
     loss_words(l, err, why, sizeof why);
     if (p->close_received)
-        say_end(p, l, level, "closed by the peer: %s", fdn__close_reason_name(p->close_reason_in));
+        fdn__peer_say_end(p, l, level, "closed by the peer: %s",
+                          fdn__close_reason_name(p->close_reason_in));
     else if (!l->hs)
-        say_end(p, l, level, "connect failed: %s", fdn_strerror(p->down_reason));
+        fdn__peer_say_end(p, l, level, "connect failed: %s", fdn_strerror(p->down_reason));
     else if (!p->announced_up)
-        say_end(p, l, level, "handshake failed: %s", err == 0 ? "the peer closed the connection"
-                                                             : why);
+        fdn__peer_say_end(p, l, level, "handshake failed: %s",
+                          err == 0 ? "the peer closed the connection" : why);
     else
-        say_end(p, l, level, "%s", why);
+        fdn__peer_say_end(p, l, level, "%s", why);
 }
 
 /* A lane's transport is gone. A dying lane only waits to be reaped. Else,
@@ -2682,20 +2586,20 @@ static void on_closed(void *ctx, int err)
             fdn_worker_schedule(w, &p->reap);
         return;
     }
-    if (!closing(p) && resumable(p)) {
+    if (!fdn__peer_closing(p) && resumable(p)) {
         char why[160];
         loss_words(l, err, why, sizeof why);
         if (p->state == FDN__PEER_UP) {
-            say_end(p, l, FDN_LOG_WARN, "%s; session interrupted, resuming", why);
+            fdn__peer_say_end(p, l, FDN_LOG_WARN, "%s; session interrupted, resuming", why);
             peer_suspend(p);          /* l goes with the others */
         } else {
-            say_end(p, l, FDN_LOG_INFO, "redial failed: %s; trying again", why);
+            fdn__peer_say_end(p, l, FDN_LOG_INFO, "redial failed: %s; trying again", why);
             lane_detach(p, l);        /* a redial that failed */
             schedule_redial(p);
         }
         return;
     }
-    if (!closing(p)) {
+    if (!fdn__peer_closing(p)) {
         /* Closed under us. During the handshake even an orderly close is a
          * refusal (a server closes on clients that fail to authenticate). */
         if (p->down_reason == 0 && err != -ECANCELED && !p->close_received)
@@ -2709,7 +2613,7 @@ static void on_closed(void *ctx, int err)
         timer_stop(w, &p->ack_timer);
         for (unsigned i = 0; i < FDN__MAX_LANES; i++)
             if (p->lanes[i])
-                close_transport(p->lanes[i]);
+                fdn__lane_close_transport(p->lanes[i]);
     }
     if (all_lanes_closed(p) && !p->finish.queued)
         fdn_worker_schedule(w, &p->finish);
@@ -2840,7 +2744,7 @@ int fdn__peer_send(fdn_peer *p, int channel, fdn_msg *msg, uint16_t kind, uint64
         fdn_msg_free(msg);
         return FDN_ERR(-EINVAL, "no channel %d", channel);
     }
-    if (closing(p)) {
+    if (fdn__peer_closing(p)) {
         fdn_msg_free(msg);
         return -ENOTCONN;
     }
