@@ -1,7 +1,9 @@
 /* One peer: its lanes (connections), and on each the handshake, frame
  * decoding, reassembly and delivery on the way in; frame scheduling,
- * batching and flow control on the way out; and an orderly end. Requests
- * and their timeouts are in core/peer_request.c.
+ * batching and flow control on the way out; and an orderly end. Beside it
+ * (core/peer_internal.h): requests and their timeouts (peer_request.c),
+ * the lanes' liveness (peer_liveness.c) and the fault layer's side of a
+ * lane (peer_faults.c).
  *
  * Head-of-line freedom lives here and in the scheduler:
  *  1. per-channel send queues, picked by priority then weighted round robin,
@@ -49,26 +51,7 @@ static void peer_suspend(fdn_peer *p);
 static void notify_writable(fdn_peer *p);
 static const struct fdn__tp_conn_events lane_conn_events;
 static void lane_free(struct fdn__lane *l);
-static int fault_lane_create(struct fdn__lane *l);
-static void fault_lane_free(struct fdn__lane *l);
-static void fault_release_held(struct fdn__lane *l);
-static int fault_rx(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload);
-static int fault_rx_hold(struct fdn__lane *l, const struct fdn__frame_hdr *h,
-                         const uint8_t *payload, uint64_t ns);
-static int fault_rx_keep(struct fdn__lane_faults *f, const uint8_t *data, size_t len);
-static bool fault_rx_holding(const struct fdn__lane *l);
-
-static bool reliable(const fdn_peer *p, unsigned channel)
-{
-    return p->node->channels[channel].cfg.delivery == FDN_RELIABLE;
-}
-
-/* Cancels a timer and its task if it has fired and not run yet. */
-static void timer_stop(fdn_worker *w, fdn_timer *t)
-{
-    fdn_timer_cancel(w, t);
-    fdn__worker_cancel_task(w, &t->task);
-}
+static void on_recv_result(struct fdn__lane *l, int rc);
 
 /* The lane at index, or NULL when there is none (yet). */
 static struct fdn__lane *lane_at(const fdn_peer *p, unsigned index)
@@ -160,7 +143,7 @@ static int lane_create(fdn_peer *p, unsigned index, struct fdn__lane **out)
     fdn_task_init(&l->rx_resume, rx_resume_task, l, FDN_PRIO_DEFAULT);
     fdn_task_init(&l->tx_resume, tx_resume_task, l, FDN_PRIO_DEFAULT);
     if (n->faults) {
-        int rc = fault_lane_create(l);
+        int rc = fdn__lane_faults_create(l);
         if (rc < 0) {
             lane_free(l);
             return rc;
@@ -182,11 +165,11 @@ static void release_places(struct fdn__lane *l)
 static void lane_free(struct fdn__lane *l)
 {
     release_places(l);
-    timer_stop(l->peer->node->worker, &l->heartbeat);
+    fdn__timer_stop(l->peer->node->worker, &l->heartbeat);
     fdn__worker_cancel_task(l->peer->node->worker, &l->rx_resume);
     fdn__worker_cancel_task(l->peer->node->worker, &l->tx_resume);
     if (l->faults)
-        fault_lane_free(l);
+        fdn__lane_faults_free(l);
     fdn__handshake_destroy(l->hs);
     free(l->rx_stage);
     free(l->batches);
@@ -239,7 +222,7 @@ static int rx_resume_task(fdn_worker *w, fdn_task *t)
     struct fdn__lane *l = t->arg;
     l->rx_turn_bytes = 0;
     l->rx_turn_paused = false;
-    if (l->conn && !l->closed && !(fdn__unlikely(l->faults) && fault_rx_holding(l)))
+    if (l->conn && !l->closed && !(fdn__unlikely(l->faults) && fdn__lane_faults_rx_holding(l)))
         fdn__tp_recv_pause(l->conn, false);
     return FDN_TASK_DONE;
 }
@@ -293,10 +276,10 @@ static void lane_detach(fdn_peer *p, struct fdn__lane *l)
 {
     fdn_worker *w = p->node->worker;
     p->lanes[l->index] = NULL;
-    timer_stop(w, &l->timer);
-    timer_stop(w, &l->heartbeat);
+    fdn__timer_stop(w, &l->timer);
+    fdn__timer_stop(w, &l->heartbeat);
     if (l->faults)
-        fault_release_held(l);
+        fdn__lane_faults_release_held(l);
     l->dying = true;
     l->next_dying = p->dying;
     p->dying = l;
@@ -452,9 +435,9 @@ static void peer_fail_at(fdn_peer *p, const struct fdn__lane *at, int reason,
     }
     p->state = FDN__PEER_CLOSING;
     p->down_reason = reason;
-    timer_stop(n->worker, &p->deadline);
-    timer_stop(n->worker, &p->redial);
-    timer_stop(n->worker, &p->ack_timer);
+    fdn__timer_stop(n->worker, &p->deadline);
+    fdn__timer_stop(n->worker, &p->redial);
+    fdn__timer_stop(n->worker, &p->ack_timer);
     if (all_lanes_closed(p)) {
         if (!p->finish.queued)
             fdn_worker_schedule(n->worker, &p->finish);
@@ -465,7 +448,7 @@ static void peer_fail_at(fdn_peer *p, const struct fdn__lane *at, int reason,
         if (!l || l->closed)
             continue;
         fdn_timer_cancel(n->worker, &l->timer);
-        timer_stop(n->worker, &l->heartbeat);
+        fdn__timer_stop(n->worker, &l->heartbeat);
         /* A peer that failed authentication gets nothing but a closed
          * connection (and a counter here): not even the reason. Every lane
          * says it, so that no lane's end looks like a loss to resume from. */
@@ -515,7 +498,8 @@ static void count_undelivered(fdn_peer *p)
 {
     for (int c = 0; c < p->node->num_channels; c++) {
         struct fdn__sched_channel_stats st;
-        if (!reliable(p, (unsigned)c) || fdn__sched_channel_stats(p->sched, (uint16_t)c, &st) < 0)
+        if (!fdn__peer_reliable(p, (unsigned)c) ||
+            fdn__sched_channel_stats(p->sched, (uint16_t)c, &st) < 0)
             continue;
         uint64_t lost = st.queued_msgs + st.unacked_msgs;
         p->undelivered[c] += lost;
@@ -546,17 +530,17 @@ static void peer_finish(fdn_peer *p)
     fdn_node *n = p->node;
     fdn_worker *w = n->worker;
     tell_down(p);
-    timer_stop(w, &p->deadline);
-    timer_stop(w, &p->redial);
-    timer_stop(w, &p->ack_timer);
+    fdn__timer_stop(w, &p->deadline);
+    fdn__timer_stop(w, &p->redial);
+    fdn__timer_stop(w, &p->ack_timer);
     fdn__worker_cancel_task(w, &p->reap);
     if (n->faults) {   /* frames held back go back to the scheduler before it goes */
         for (unsigned i = 0; i < FDN__MAX_LANES; i++)
             if (p->lanes[i] && p->lanes[i]->faults)
-                fault_release_held(p->lanes[i]);
+                fdn__lane_faults_release_held(p->lanes[i]);
         for (struct fdn__lane *l = p->dying; l; l = l->next_dying)
             if (l->faults)
-                fault_release_held(l);
+                fdn__lane_faults_release_held(l);
     }
     if (p->prev)
         p->prev->next = p->next;
@@ -615,7 +599,7 @@ static bool queue_ack(fdn_peer *p, uint16_t channel)
 {
     struct fdn__rx_channel *rx = &p->rx[channel];
     struct fdn__lane *l = control_lane(p);
-    if (!l || rx->received == rx->acked_sent || !reliable(p, channel))
+    if (!l || rx->received == rx->acked_sent || !fdn__peer_reliable(p, channel))
         return false;
     if (queue_simple(l, FDN__FRAME_ACK, channel, rx->received) < 0)
         return false;
@@ -633,7 +617,8 @@ static int ack_timer_fired(fdn_worker *w, fdn_task *t)
     if (any)
         pump(lane_at(p, 0));
     for (int c = 0; c < p->node->num_channels; c++)
-        if (p->rx[c].usable && reliable(p, (unsigned)c) && p->rx[c].received != p->rx[c].acked_sent)
+        if (p->rx[c].usable && fdn__peer_reliable(p, (unsigned)c) &&
+            p->rx[c].received != p->rx[c].acked_sent)
             fdn_timer_arm(p->node->worker, &p->ack_timer, FDN__ACK_DELAY_NS);
     return FDN_TASK_DONE;
 }
@@ -767,7 +752,7 @@ static void rx_message(fdn_peer *p, uint16_t channel, fdn_msg *m)
     struct fdn__rx_channel *rx = &p->rx[channel];
     session_progressed(p);
     rx->received = rx->expected;
-    if (reliable(p, channel))
+    if (fdn__peer_reliable(p, channel))
         ack_soon(p, channel);
     bool best_effort = p->node->channels[channel].cfg.delivery == FDN_BEST_EFFORT;
     if (best_effort && rx->paused) {
@@ -801,7 +786,7 @@ static int check_seq(fdn_peer *p, const struct fdn__frame_hdr *h)
     struct fdn__rx_channel *rx = &p->rx[h->channel];
     if (h->seq == rx->expected)
         return 0;
-    if (h->seq > rx->expected && !reliable(p, h->channel))
+    if (h->seq > rx->expected && !fdn__peer_reliable(p, h->channel))
         return 0;
     p->node->stats.sequence_errors++;
     return FDN_ERR(-EILSEQ, "%s channel %u: message %" PRIu64 ", expected %" PRIu64, p->addr,
@@ -945,7 +930,7 @@ static int on_handshake_frame(struct fdn__lane *l, const uint8_t *payload, uint3
 static int on_ack(fdn_peer *p, const struct fdn__frame_hdr *h)
 {
     uint16_t c = h->channel;
-    if (c >= FDN_MAX_CHANNELS || !p->rx[c].usable || !reliable(p, c))
+    if (c >= FDN_MAX_CHANNELS || !p->rx[c].usable || !fdn__peer_reliable(p, c))
         return FDN_ERR(-EPROTO, "ACK from %s for channel %u", p->addr, c);
     if (h->acked > p->next_seq[c])
         return FDN_ERR(-EPROTO, "%s acknowledges %" PRIu64 " messages of channel %u, %" PRIu64
@@ -991,7 +976,7 @@ static int on_frame(struct fdn__lane *l, const struct fdn__frame_hdr *h, const u
         if (h->flags & FDN__FRAME_PACKED)
             return on_packed(l, h, payload);
         if (fdn__unlikely(l->faults))
-            return fault_rx(l, h, payload);
+            return fdn__lane_faults_rx(l, h, payload);
         return on_data(p, h, payload);
     case FDN__FRAME_HANDSHAKE:
         return on_handshake_frame(l, payload, h->frag_len);
@@ -1058,8 +1043,8 @@ static bool lane_refs(const struct fdn__lane *l)
  * up afresh for every frame: a joining lane changes peers mid-receive. */
 static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
 {
-    if (fdn__unlikely(l->faults) && fault_rx_holding(l))
-        return fault_rx_keep(l->faults, data, len);
+    if (fdn__unlikely(l->faults) && fdn__lane_faults_rx_holding(l))
+        return fdn__lane_faults_rx_keep(l, data, len);
     /* A lane being dropped reads nothing more: its session goes on, or
      * ends, without what it still had in flight. */
     while (!fdn__peer_closing(l->peer) && !l->dying) {
@@ -1133,7 +1118,7 @@ static int on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
         int rc = on_frame(l, &l->rx_frame, payload);
         if (fdn__unlikely(rc != 0)) {
             if (rc == 2)   /* the fault layer holds the frame, and what follows */
-                return fault_rx_keep(l->faults, data, len);
+                return fdn__lane_faults_rx_keep(l, data, len);
             return rc < 0 ? rc : 0;   /* 1: the fault layer reset the lane */
         }
     }
@@ -1300,392 +1285,6 @@ static size_t add_packed(fdn_node *n, struct fdn__batch *b, int *niov, const str
     return bytes;
 }
 
-/* ---- Fault layer ----------------------------------------------------------- */
-
-/* The seeded fault layer (core/fault.h) acts on DATA frames only, per lane:
- *
- *   tx (pump, as the scheduler hands a frame out)
- *     DROP     the frame is done without being sent
- *     DUP      it goes out twice, back to back
- *     CORRUPT  one payload byte goes out changed: the iovec is split around a
- *              changed copy of that byte, so the message's buffer (the
- *              application's, possibly shared) is never written
- *     DELAY    the frame is held until its time, and so is every later data
- *              frame of the lane: a TCP connection cannot let one overtake it
- *     REORDER  the same as DELAY, for hold x FAULT_REORDER_UNIT_NS: within one
- *              ordered byte stream "later frames first" can only be modelled
- *              as a delay (frames of different lanes do overtake each other)
- *     RESET    the frame is done unsent and the lane's transport is closed
- *   rx (on_frame, as a DATA frame is decoded)
- *     DROP, DUP and CORRUPT as above (CORRUPT on a copy of the payload),
- *     RESET closes the transport and reads nothing more from it;
- *     DELAY and REORDER hold the frame (a copy) and every byte received
- *     after it: decoding stops, the transport's reading is paused, and the
- *     rx release timer delivers the frame and then decodes the held bytes,
- *     which may hold again. The receiving side of a stream is as ordered as
- *     the sending side, so here too a reorder is a delay of hold x
- *     FAULT_REORDER_UNIT_NS; what it adds over tx is the receiver's view:
- *     acknowledgements, credit and deliveries stall while the bytes have
- *     arrived, and a lane lost while holding loses what it held.
- *
- * A dropped or repeated frame on a reliable channel is recovered the way a
- * frame lost below the session would be: the receiver sees the next frame
- * out of sequence (-EILSEQ), drops the connections, and the session resumes
- * and retransmits. A frame dropped last, with nothing after it to show the
- * gap, would wait for ever: so a drop on a reliable channel also arms the
- * lane's loss timer, which resets the lane after FAULT_LOSS_NS unless the
- * gap was found first (the connection that lost a frame is declared dead,
- * as a real transport's keep-alive would eventually do).
- *
- * Control frames (handshake, credit, ack, resume, ping, close) are never
- * faulted. They stand for the session layer's own reliable control channel,
- * which has no retransmission of its own because it rides on a connection
- * that either delivers everything or dies; faulting one would only exercise
- * the same reset-and-resume path that RESET already does, or wedge a
- * handshake until its timeout.
- *
- * Each lane's decisions come from its own random streams, salted with the
- * node's connection ordinal and the side (dialled or accepted), never with
- * an address, a port or a pointer: the same seed and the same order of
- * connections and frames give the same decisions. */
-
-#define FAULT_LOSS_NS (20ull * 1000 * 1000)
-#define FAULT_REORDER_UNIT_NS (100ull * 1000)
-
-struct fdn__lane_faults {
-    struct fdn__fault_state *state;
-    fdn_timer release;             /* a held frame's time has come */
-    fdn_timer loss;                /* a dropped frame's gap was not seen in time */
-    bool holding;
-    bool reset;                    /* the layer closed the transport: no more I/O */
-    uint64_t hold_until;
-    struct fdn__frame held;        /* handed out by the scheduler, not sent yet */
-    uint8_t *scratch;              /* rx CORRUPT: a copy of the payload */
-    /* Receipt held back (rx DELAY and REORDER). */
-    fdn_timer rx_release;          /* the held frame's time has come */
-    bool rx_holding;
-    struct fdn__frame_hdr rx_held; /* the frame, payload in rx_held_payload */
-    uint8_t *rx_held_payload;      /* max_fragment bytes, allocated on first hold */
-    uint8_t *rx_rest;              /* bytes received after it, in order */
-    size_t rx_rest_len, rx_rest_cap;
-    uint8_t flipped[FDN__BATCHES][FDN__BATCH_FRAMES];  /* tx CORRUPT: the changed byte */
-};
-
-static int fault_release_fired(fdn_worker *w, fdn_task *t)
-{
-    (void)w;
-    pump(t->arg);
-    return FDN_TASK_DONE;
-}
-
-/* Resets the lane as a lost connection: on_closed follows and resumes the
- * session (or ends it, if it cannot resume). */
-static void fault_reset(struct fdn__lane *l)
-{
-    l->faults->reset = true;
-    snprintf(l->end_why, sizeof l->end_why, "reset by the fault layer");
-    fdn__lane_close_transport(l);
-}
-
-static int fault_rx_release_fired(fdn_worker *w, fdn_task *t);
-
-static int fault_loss_fired(fdn_worker *w, fdn_task *t)
-{
-    (void)w;
-    struct fdn__lane *l = t->arg;
-    if (!l->dying && !fdn__peer_closing(l->peer))
-        fault_reset(l);
-    return FDN_TASK_DONE;
-}
-
-static int fault_lane_create(struct fdn__lane *l)
-{
-    fdn_node *n = l->peer->node;
-    struct fdn__lane_faults *f = calloc(1, sizeof *f);
-    if (!f)
-        return -ENOMEM;
-    f->scratch = malloc(n->max_fragment);
-    uint64_t salt = ++n->fault_conns << 1 | (l->peer->outbound ? 1u : 0u);
-    int rc = f->scratch ? fdn__fault_state_create(n->faults, salt, &f->state) : -ENOMEM;
-    if (rc < 0) {
-        free(f->scratch);
-        free(f);
-        return rc;
-    }
-    fdn_timer_init(&f->release, fault_release_fired, l, FDN_PRIO_HIGHEST);
-    fdn_timer_init(&f->loss, fault_loss_fired, l, FDN_PRIO_HIGHEST);
-    fdn_timer_init(&f->rx_release, fault_rx_release_fired, l, FDN_PRIO_HIGHEST);
-    l->faults = f;
-    return 0;
-}
-
-/* A held frame goes back to the scheduler as done (unsent), so that the
- * session's accounting (unacknowledged, rewound) is complete; called when
- * the lane leaves its session and before the scheduler is destroyed. */
-static void fault_release_held(struct fdn__lane *l)
-{
-    struct fdn__lane_faults *f = l->faults;
-    fdn_worker *w = l->peer->node->worker;
-    timer_stop(w, &f->release);
-    timer_stop(w, &f->loss);
-    timer_stop(w, &f->rx_release);
-    f->rx_holding = false;   /* what the lane held on receipt is lost with it */
-    f->rx_rest_len = 0;
-    if (f->holding) {
-        f->holding = false;
-        fdn__sched_frame_done(l->peer->sched, &f->held);
-    }
-}
-
-static void fault_lane_free(struct fdn__lane *l)
-{
-    struct fdn__lane_faults *f = l->faults;
-    fdn_node *n = l->peer->node;
-    timer_stop(n->worker, &f->release);
-    timer_stop(n->worker, &f->loss);
-    timer_stop(n->worker, &f->rx_release);
-    struct fdn__fault_stats st;
-    fdn__fault_stats_get(f->state, &st);
-    n->fault_totals.frames += st.frames;
-    for (int k = 0; k < FDN__FAULT_KIND_COUNT; k++)
-        n->fault_totals.actions[k] += st.actions[k];
-    fdn__fault_state_destroy(f->state);
-    free(f->scratch);
-    free(f->rx_held_payload);
-    free(f->rx_rest);
-    free(f);
-    l->faults = NULL;
-}
-
-static void add_lane_fault_stats(const struct fdn__lane *l, struct fdn__fault_stats *out)
-{
-    if (!l || !l->faults)
-        return;
-    struct fdn__fault_stats st;
-    fdn__fault_stats_get(l->faults->state, &st);
-    out->frames += st.frames;
-    for (int k = 0; k < FDN__FAULT_KIND_COUNT; k++)
-        out->actions[k] += st.actions[k];
-}
-
-void fdn__node_fault_stats(const fdn_node *n, struct fdn__fault_stats *out)
-{
-    *out = n->fault_totals;
-    for (const fdn_peer *p = n->peers; p; p = p->next) {
-        for (unsigned i = 0; i < FDN__MAX_LANES; i++)
-            add_lane_fault_stats(p->lanes[i], out);
-        for (const struct fdn__lane *l = p->dying; l; l = l->next_dying)
-            add_lane_fault_stats(l, out);
-    }
-}
-
-/* A frame of the channel was dropped: on a reliable channel the loss must
- * come to light (see above). */
-static void fault_lost(struct fdn__lane *l, uint16_t channel)
-{
-    struct fdn__lane_faults *f = l->faults;
-    if (channel < FDN_MAX_CHANNELS && reliable(l->peer, channel) && !fdn_timer_armed(&f->loss) &&
-        !f->loss.task.queued)
-        fdn_timer_arm(l->peer->node->worker, &f->loss, FAULT_LOSS_NS);
-}
-
-/* Replaces the payload iovecs b->iov[first .. *niov) by the same bytes with
- * byte `index` taken from *slot, which receives that byte xor mask. */
-static void corrupt_iov(struct fdn__batch *b, int first, int *niov, uint32_t index,
-                        uint8_t *slot, uint8_t mask)
-{
-    for (int i = first; i < *niov; i++) {
-        size_t len = b->iov[i].iov_len;
-        if (index >= len) {
-            index -= (uint32_t)len;
-            continue;
-        }
-        uint8_t *base = b->iov[i].iov_base;
-        *slot = base[index] ^ mask;
-        memmove(&b->iov[i + 3], &b->iov[i + 1], (size_t)(*niov - i - 1) * sizeof *b->iov);
-        b->iov[i] = (struct iovec){base, index};
-        b->iov[i + 1] = (struct iovec){slot, 1};
-        b->iov[i + 2] = (struct iovec){base + index + 1, len - index - 1};
-        *niov += 2;
-        return;
-    }
-}
-
-/* Before a batch takes data frames: a held frame goes first once its time
- * has come. Returns false while the lane's data must wait (or after a
- * reset). */
-static bool fault_tx_ready(struct fdn__lane *l, struct fdn__batch *b, int *niov, size_t *bytes)
-{
-    struct fdn__lane_faults *f = l->faults;
-    if (f->reset)
-        return false;
-    if (!f->holding)
-        return true;
-    uint64_t now = fdn_now_ns();
-    if (now < f->hold_until) {
-        if (!f->release.task.queued)
-            fdn_timer_arm(l->peer->node->worker, &f->release, f->hold_until - now);
-        return false;
-    }
-    f->holding = false;
-    *bytes += add_frame(b, niov, &f->held);
-    return true;
-}
-
-/* The scheduler handed out frame f for batch b: decides its fate and adds it
- * (once, twice, changed) or not. Returns false when the lane's data must
- * stop for now: the frame is held, or the lane was reset. */
-static bool fault_tx(struct fdn__lane *l, struct fdn__batch *b, int *niov, size_t *bytes,
-                     const struct fdn__frame *f)
-{
-    struct fdn__lane_faults *lf = l->faults;
-    fdn_peer *p = l->peer;
-    uint64_t now = fdn_now_ns();
-    struct fdn__fault_action a =
-        fdn__fault_decide(lf->state, FDN__FAULT_TX, f->channel, l->index, f->len, now);
-    int start = *niov;
-    switch (a.kind) {
-    case FDN__FAULT_DROP:
-        fdn__sched_frame_done(p->sched, f);
-        fault_lost(l, f->channel);
-        return true;
-    case FDN__FAULT_DUP: {
-        size_t frame_bytes = add_frame(b, niov, f);
-        int n = *niov - start;   /* <= FDN__FAULT_IOVECS: the batch keeps that in reserve */
-        memcpy(&b->iov[*niov], &b->iov[start], (size_t)n * sizeof *b->iov);
-        *niov += n;
-        *bytes += 2 * frame_bytes;
-        return true;
-    }
-    case FDN__FAULT_CORRUPT:
-        *bytes += add_frame(b, niov, f);
-        corrupt_iov(b, start + 1, niov, a.byte_index,
-                    &lf->flipped[b - l->batches][b->num_frames - 1], a.xor_mask);
-        return true;
-    case FDN__FAULT_DELAY:
-    case FDN__FAULT_REORDER:
-        lf->held = *f;
-        lf->holding = true;
-        lf->hold_until = a.kind == FDN__FAULT_DELAY ? a.until_ns
-                                                    : now + a.hold * FAULT_REORDER_UNIT_NS;
-        fdn_timer_arm(p->node->worker, &lf->release, lf->hold_until - now);
-        return false;
-    case FDN__FAULT_RESET:
-        fdn__sched_frame_done(p->sched, f);
-        lf->reset = true;   /* the batch so far goes out; then the transport closes */
-        snprintf(l->end_why, sizeof l->end_why, "reset by the fault layer");
-        return false;
-    default:
-        *bytes += add_frame(b, niov, f);
-        return true;
-    }
-}
-
-/* A DATA frame arrived on a lane with the fault layer on. Returns as
- * on_data(), or 1 when the lane was reset (read nothing more). */
-static int fault_rx(struct fdn__lane *l, const struct fdn__frame_hdr *h, const uint8_t *payload)
-{
-    struct fdn__lane_faults *f = l->faults;
-    fdn_peer *p = l->peer;
-    struct fdn__fault_action a = fdn__fault_decide(f->state, FDN__FAULT_RX, h->channel, l->index,
-                                                   h->frag_len, fdn_now_ns());
-    int rc;
-    switch (a.kind) {
-    case FDN__FAULT_DROP:
-        fault_lost(l, h->channel);
-        return 0;
-    case FDN__FAULT_DUP:
-        rc = on_data(p, h, payload);
-        return rc < 0 ? rc : on_data(p, h, payload);
-    case FDN__FAULT_CORRUPT:
-        memcpy(f->scratch, payload, h->frag_len);   /* frag_len <= max_fragment: decoded */
-        f->scratch[a.byte_index] ^= a.xor_mask;
-        return on_data(p, h, f->scratch);
-    case FDN__FAULT_RESET:
-        fault_reset(l);
-        return 1;
-    case FDN__FAULT_DELAY:
-    case FDN__FAULT_REORDER:
-        return fault_rx_hold(l, h, payload, a.kind == FDN__FAULT_DELAY
-                                                ? a.until_ns - fdn_now_ns()
-                                                : a.hold * FAULT_REORDER_UNIT_NS);
-    default:
-        return on_data(p, h, payload);
-    }
-}
-
-static bool fault_rx_holding(const struct fdn__lane *l) { return l->faults->rx_holding; }
-
-/* Keeps bytes received while a frame is held, after those already kept. */
-static int fault_rx_keep(struct fdn__lane_faults *f, const uint8_t *data, size_t len)
-{
-    if (len == 0)
-        return 0;
-    if (f->rx_rest_len + len > f->rx_rest_cap) {
-        size_t cap = f->rx_rest_cap ? f->rx_rest_cap : 65536;
-        while (cap < f->rx_rest_len + len)
-            cap *= 2;
-        uint8_t *rest = realloc(f->rx_rest, cap);
-        if (!rest)
-            return -ENOMEM;
-        f->rx_rest = rest;
-        f->rx_rest_cap = cap;
-    }
-    memcpy(f->rx_rest + f->rx_rest_len, data, len);
-    f->rx_rest_len += len;
-    return 0;
-}
-
-/* Holds a received DATA frame for ns (DELAY, REORDER): the frame is copied,
- * the transport stops reading, and on_recv keeps what follows (returns 2 to
- * say so). Returns 2, or -ENOMEM. */
-static int fault_rx_hold(struct fdn__lane *l, const struct fdn__frame_hdr *h,
-                         const uint8_t *payload, uint64_t ns)
-{
-    struct fdn__lane_faults *f = l->faults;
-    if (!f->rx_held_payload && !(f->rx_held_payload = malloc(l->peer->node->max_fragment)))
-        return -ENOMEM;
-    memcpy(f->rx_held_payload, payload, h->frag_len);   /* <= max_fragment: decoded */
-    f->rx_held = *h;
-    f->rx_holding = true;
-    if (l->conn)
-        fdn__tp_recv_pause(l->conn, true);
-    fdn_timer_arm(l->peer->node->worker, &f->rx_release, ns);
-    return 2;
-}
-
-static void on_recv_result(struct fdn__lane *l, int rc);
-
-/* The held frame's time has come: it is delivered, then the bytes that came
- * after it are decoded (and may be held again), then reading resumes. */
-static int fault_rx_release_fired(fdn_worker *w, fdn_task *t)
-{
-    (void)w;
-    struct fdn__lane *l = t->arg;
-    struct fdn__lane_faults *f = l->faults;
-    if (!f->rx_holding || l->dying || fdn__peer_closing(l->peer))
-        return FDN_TASK_DONE;
-    f->rx_holding = false;
-    int rc = on_data(l->peer, &f->rx_held, f->rx_held_payload);
-    if (rc == 0 && f->rx_rest_len) {
-        /* Decoding may hold again and keep what is left: into a new buffer. */
-        uint8_t *rest = f->rx_rest;
-        size_t len = f->rx_rest_len;
-        f->rx_rest = NULL;
-        f->rx_rest_len = f->rx_rest_cap = 0;
-        rc = on_recv(l, rest, len);
-        free(rest);
-    }
-    if (rc == 0 && !f->rx_holding && l->conn && !l->rx_turn_paused)
-        fdn__tp_recv_pause(l->conn, false);
-    on_recv_result(l, rc);
-    return FDN_TASK_DONE;
-}
-
-/* Fills batches from the lane's control queue and the scheduler's channels
- * of this lane, and hands them to the transport while fewer than the lane's
- * max_inflight_bytes are outstanding. One batch is one transport send:
- * control bytes first, then data frames. */
 /* The lane's shared pool, when its transport has one (FDN__TP_REFS) and
  * the lane is up: messages in it cross whole and by reference. None while
  * the fault layer is on, which rewrites the bytes it sends. */
@@ -1793,11 +1392,15 @@ static bool lane_connected(const struct fdn__lane *l)
     return l && l->conn && l->hs && !l->dying;
 }
 
+/* Fills batches from the lane's control queue and the scheduler's channels
+ * of this lane, and hands them to the transport while fewer than the lane's
+ * max_inflight_bytes are outstanding. One batch is one transport send:
+ * control bytes first, then data frames. */
 static void pump(struct fdn__lane *l)
 {
     if (!lane_connected(l))   /* not connected yet, or lost */
         return;
-    if (fdn__unlikely(l->faults) && l->faults->reset)
+    if (fdn__unlikely(l->faults) && fdn__lane_faults_reset(l))
         return;
     fdn_peer *p = l->peer;
     bool data = data_may_go(l);
@@ -1811,7 +1414,7 @@ static void pump(struct fdn__lane *l)
         bool big = false;
         fdn_pool *zc = lane_zc_pool(l);
         if (fdn__unlikely(l->faults) && data) {
-            data = fault_tx_ready(l, b, &niov, &batch_bytes);
+            data = fdn__lane_faults_tx_ready(l, b, &niov, &batch_bytes);
             cost = batch_bytes;
         }
         while (data && b->num_frames < FDN__BATCH_FRAMES &&
@@ -1828,7 +1431,7 @@ static void pump(struct fdn__lane *l)
                 break;
             }
             if (fdn__unlikely(l->faults)) {
-                data = fault_tx(l, b, &niov, &batch_bytes, &f);
+                data = fdn__lane_faults_tx(l, b, &niov, &batch_bytes, &f);
                 cost = batch_bytes;
                 continue;
             }
@@ -1849,7 +1452,7 @@ static void pump(struct fdn__lane *l)
             return;
     }
     end_tx_turn_if_due(l, start);
-    if (fdn__unlikely(l->faults) && l->faults->reset)
+    if (fdn__unlikely(l->faults) && fdn__lane_faults_reset(l))
         fdn__lane_close_transport(l);   /* after what was batched before the RESET */
 }
 
@@ -2193,7 +1796,7 @@ static void peer_suspend(fdn_peer *p)
     p->resume_wait = false;
     p->resume_have = false;
     n->stats.sessions_interrupted++;
-    timer_stop(w, &p->ack_timer);
+    fdn__timer_stop(w, &p->ack_timer);
     for (unsigned i = 0; i < FDN__MAX_LANES; i++)
         if (p->lanes[i])
             lane_detach(p, p->lanes[i]);
@@ -2247,8 +1850,8 @@ static int send_resume(fdn_peer *p)
 static int session_rebound(fdn_peer *p)
 {
     fdn_worker *w = p->node->worker;
-    timer_stop(w, &p->deadline);
-    timer_stop(w, &p->redial);
+    fdn__timer_stop(w, &p->deadline);
+    fdn__timer_stop(w, &p->redial);
     p->resumed_at = fdn_now_ns();
     p->state = FDN__PEER_UP;
     p->resume_wait = true;
@@ -2331,7 +1934,7 @@ static int reap_task(fdn_worker *w, fdn_task *t)
             continue;
         }
         *at = l->next_dying;
-        timer_stop(w, &l->timer);
+        fdn__timer_stop(w, &l->timer);
         lane_free(l);
     }
     if (p->dying)
@@ -2494,7 +2097,7 @@ static void after_recv(struct fdn__lane *l, int rc, size_t len);
 static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
 {
     struct fdn__lane *l = ctx;
-    if (fdn__unlikely(l->faults) && l->faults->reset)
+    if (fdn__unlikely(l->faults) && fdn__lane_faults_reset(l))
         return 0;   /* reset by the fault layer: what is still in flight is lost */
     l->bytes_received += len;
     after_recv(l, on_recv(l, data, len), len);
@@ -2506,7 +2109,7 @@ static int on_recv_checked(void *ctx, const uint8_t *data, size_t len)
 static int on_recv_msg_checked(void *ctx, fdn_msg *m)
 {
     struct fdn__lane *l = ctx;
-    if (fdn__unlikely(l->faults) && l->faults->reset) {
+    if (fdn__unlikely(l->faults) && fdn__lane_faults_reset(l)) {
         fdn_msg_free(m);
         return 0;
     }
@@ -2577,8 +2180,8 @@ static void on_closed(void *ctx, int err)
     l->conn = NULL;
     l->closed = true;
     release_places(l);
-    timer_stop(w, &l->timer);
-    timer_stop(w, &l->heartbeat);
+    fdn__timer_stop(w, &l->timer);
+    fdn__timer_stop(w, &l->heartbeat);
     fdn__worker_cancel_task(w, &l->rx_resume);
     fdn__worker_cancel_task(w, &l->tx_resume);
     if (l->dying) {
@@ -2608,9 +2211,9 @@ static void on_closed(void *ctx, int err)
             p->down_reason = -ECONNABORTED;
         say_closed_under_us(p, l, err);
         p->state = FDN__PEER_CLOSING;
-        timer_stop(w, &p->deadline);
-        timer_stop(w, &p->redial);
-        timer_stop(w, &p->ack_timer);
+        fdn__timer_stop(w, &p->deadline);
+        fdn__timer_stop(w, &p->redial);
+        fdn__timer_stop(w, &p->ack_timer);
         for (unsigned i = 0; i < FDN__MAX_LANES; i++)
             if (p->lanes[i])
                 fdn__lane_close_transport(p->lanes[i]);
@@ -2659,6 +2262,30 @@ int fdn__peer_dial(fdn_peer *p, const char *addr)
     p->dial_from = 0;
     return dial_choice(p, 0);
 }
+
+/* ---- For the fault layer ------------------------------------------------- *
+ *
+ * The data path's own functions stay static, so that the compiler inlines
+ * them here; core/peer_faults.c reaches them through these. */
+
+void fdn__lane_pump(struct fdn__lane *l) { pump(l); }
+
+size_t fdn__batch_add_frame(struct fdn__batch *b, int *niov, const struct fdn__frame *f)
+{
+    return add_frame(b, niov, f);
+}
+
+int fdn__peer_on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *payload)
+{
+    return on_data(p, h, payload);
+}
+
+int fdn__lane_on_recv(struct fdn__lane *l, const uint8_t *data, size_t len)
+{
+    return on_recv(l, data, len);
+}
+
+void fdn__lane_on_recv_result(struct fdn__lane *l, int rc) { on_recv_result(l, rc); }
 
 /* ---- Creation ------------------------------------------------------------ */
 

@@ -28,8 +28,7 @@ static void unlink_pending(fdn_peer *p, struct fdn__pending_request *r)
         slot = &(*slot)->next;
     *slot = r->next;
     p->pending_count--;
-    fdn_timer_cancel(p->node->worker, &r->timer);
-    fdn__worker_cancel_task(p->node->worker, &r->timer.task);
+    fdn__timer_stop(p->node->worker, &r->timer);
 }
 
 static struct fdn__pending_request *take_pending(fdn_peer *p, uint16_t channel, uint64_t seq)
@@ -124,8 +123,7 @@ void fdn__peer_fail_requests(fdn_peer *p)
         struct fdn__pending_request *r;
         while ((r = p->pending[b])) {
             p->pending[b] = r->next;
-            fdn_timer_cancel(w, &r->timer);
-            fdn__worker_cancel_task(w, &r->timer.task);
+            fdn__timer_stop(w, &r->timer);
             r->fn(p, -ENOTCONN, NULL, r->arg);
             free(r);
         }

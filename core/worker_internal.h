@@ -207,6 +207,14 @@ void fdn__worker_set_post_state(fdn_worker *w, int state);
  * freed. Returns whether it was queued. Owner thread; linear in the class. */
 bool fdn__worker_cancel_task(fdn_worker *w, fdn_task *task);
 
+/* Cancels a timer and takes its task off the run queue if it has fired and
+ * not run yet: afterwards neither can run, and the timer may be freed. */
+static inline void fdn__timer_stop(fdn_worker *w, fdn_timer *t)
+{
+    fdn_timer_cancel(w, t);
+    fdn__worker_cancel_task(w, &t->task);
+}
+
 /* ---- For transports ---- */
 
 /* A submission queue entry of w's ring, submitting what is queued first if
