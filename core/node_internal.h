@@ -423,11 +423,4 @@ void fdn__node_fault_stats(const fdn_node *node, struct fdn__fault_stats *out);
 int fdn__peer_send(fdn_peer *peer, int channel, fdn_msg *msg, uint16_t kind, uint64_t corr,
                    uint64_t *seq_out);
 
-/* core/peer_request.c */
-/* A RESPONSE to request seq of the channel: hands resp to the request's
- * callback, or drops it (counted) when nobody waits for it any more. */
-void fdn__peer_complete_request(fdn_peer *peer, uint16_t channel, uint64_t seq, fdn_msg *resp);
-/* The session ended: every request still waiting fails with -ENOTCONN. */
-void fdn__peer_fail_requests(fdn_peer *peer);
-
 #endif

@@ -1,5 +1,6 @@
 /* What the peer modules (core/peer*.c) share among themselves, and nothing
  * else includes. core/peer.c is the data path and owns the lanes;
+ * peer_request.c keeps the requests waiting for a response;
  * peer_liveness.c checks that each lane still hears from its peer;
  * peer_faults.c applies the seeded fault layer to a lane's frames. Each
  * keeps everything else static, so that the data path's calls stay within
@@ -39,6 +40,14 @@ size_t fdn__batch_add_frame(struct fdn__batch *b, int *niov, const struct fdn__f
 int fdn__peer_on_data(fdn_peer *p, const struct fdn__frame_hdr *h, const uint8_t *payload);
 int fdn__lane_on_recv(struct fdn__lane *l, const uint8_t *data, size_t len);
 void fdn__lane_on_recv_result(struct fdn__lane *l, int rc);
+
+/* core/peer_request.c */
+
+/* A RESPONSE to request seq of the channel: hands resp to the request's
+ * callback, or drops it (counted) when nobody waits for it any more. */
+void fdn__peer_complete_request(fdn_peer *peer, uint16_t channel, uint64_t seq, fdn_msg *resp);
+/* The session ended: every request still waiting fails with -ENOTCONN. */
+void fdn__peer_fail_requests(fdn_peer *peer);
 
 /* core/peer_liveness.c */
 

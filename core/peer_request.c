@@ -10,7 +10,7 @@
 #include <fdn/error.h>
 
 #include "base/error.h"
-#include "core/node_internal.h"
+#include "core/peer_internal.h"
 #include "core/worker_internal.h"
 
 /* Pending requests are found by what a response names (channel and the
