@@ -406,6 +406,16 @@ static void count_failure(fdn_peer *p, int reason)
     }
 }
 
+/* Cancels the session's own timers (its deadline, redial and delayed ACK)
+ * as it closes: none of them runs afterwards. Lanes stop their own. */
+static void stop_session_timers(fdn_peer *p)
+{
+    fdn_worker *w = p->node->worker;
+    fdn__timer_stop(w, &p->deadline);
+    fdn__timer_stop(w, &p->redial);
+    fdn__timer_stop(w, &p->ack_timer);
+}
+
 /* How long a closing connection may take to flush its last frames (CLOSE,
  * handshake diagnostics) before it is closed regardless. */
 #define CLOSE_FLUSH_NS (1000ull * 1000 * 1000)
@@ -435,9 +445,7 @@ static void peer_fail_at(fdn_peer *p, const struct fdn__lane *at, int reason,
     }
     p->state = FDN__PEER_CLOSING;
     p->down_reason = reason;
-    fdn__timer_stop(n->worker, &p->deadline);
-    fdn__timer_stop(n->worker, &p->redial);
-    fdn__timer_stop(n->worker, &p->ack_timer);
+    stop_session_timers(p);
     if (all_lanes_closed(p)) {
         if (!p->finish.queued)
             fdn_worker_schedule(n->worker, &p->finish);
@@ -530,9 +538,7 @@ static void peer_finish(fdn_peer *p)
     fdn_node *n = p->node;
     fdn_worker *w = n->worker;
     tell_down(p);
-    fdn__timer_stop(w, &p->deadline);
-    fdn__timer_stop(w, &p->redial);
-    fdn__timer_stop(w, &p->ack_timer);
+    stop_session_timers(p);
     fdn__worker_cancel_task(w, &p->reap);
     if (n->faults) {   /* frames held back go back to the scheduler before it goes */
         for (unsigned i = 0; i < FDN__MAX_LANES; i++)
@@ -2211,9 +2217,7 @@ static void on_closed(void *ctx, int err)
             p->down_reason = -ECONNABORTED;
         say_closed_under_us(p, l, err);
         p->state = FDN__PEER_CLOSING;
-        fdn__timer_stop(w, &p->deadline);
-        fdn__timer_stop(w, &p->redial);
-        fdn__timer_stop(w, &p->ack_timer);
+        stop_session_timers(p);
         for (unsigned i = 0; i < FDN__MAX_LANES; i++)
             if (p->lanes[i])
                 fdn__lane_close_transport(p->lanes[i]);

@@ -128,16 +128,21 @@ int fdn__lane_faults_create(struct fdn__lane *l)
     return 0;
 }
 
+/* Cancels the layer's timers: none of them runs afterwards. */
+static void stop_timers(struct fdn__lane_faults *f, fdn_worker *w)
+{
+    fdn__timer_stop(w, &f->release);
+    fdn__timer_stop(w, &f->loss);
+    fdn__timer_stop(w, &f->rx_release);
+}
+
 /* A held frame goes back to the scheduler as done (unsent), so that the
  * session's accounting (unacknowledged, rewound) is complete; called when
  * the lane leaves its session and before the scheduler is destroyed. */
 void fdn__lane_faults_release_held(struct fdn__lane *l)
 {
     struct fdn__lane_faults *f = l->faults;
-    fdn_worker *w = l->peer->node->worker;
-    fdn__timer_stop(w, &f->release);
-    fdn__timer_stop(w, &f->loss);
-    fdn__timer_stop(w, &f->rx_release);
+    stop_timers(f, l->peer->node->worker);
     f->rx_holding = false;   /* what the lane held on receipt is lost with it */
     f->rx_rest_len = 0;
     if (f->holding) {
@@ -150,9 +155,7 @@ void fdn__lane_faults_free(struct fdn__lane *l)
 {
     struct fdn__lane_faults *f = l->faults;
     fdn_node *n = l->peer->node;
-    fdn__timer_stop(n->worker, &f->release);
-    fdn__timer_stop(n->worker, &f->loss);
-    fdn__timer_stop(n->worker, &f->rx_release);
+    stop_timers(f, n->worker);
     struct fdn__fault_stats st;
     fdn__fault_stats_get(f->state, &st);
     n->fault_totals.frames += st.frames;
